@@ -1,0 +1,51 @@
+/**
+ * `npm run bench [-- <transport>...] [--json] [--rounds N]`: runs bench/<transport>.ts cases, prints a table
+ * (or one JSON object per case with --json).
+ */
+import { readdirSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { type BenchModule, type BenchResult, runCase } from './harness.ts';
+
+const { values, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { json: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' } },
+});
+
+const available = readdirSync(new URL('.', import.meta.url))
+  .filter((f) => f.endsWith('.ts') && !['harness.ts', 'run.ts'].includes(f))
+  .map((f) => f.slice(0, -3));
+const chosen = positionals.length ? positionals : available;
+for (const name of chosen) {
+  if (!available.includes(name)) {
+    console.error(`busbar bench: no benchmark '${name}': choose from ${available.join(', ')}`);
+    process.exit(2);
+  }
+}
+
+const results: BenchResult[] = [];
+for (const name of chosen) {
+  const module = (await import(`./${name}.ts`)) as BenchModule;
+  for (const bench of await module.default()) {
+    const result = await runCase(bench, Number(values.rounds));
+    results.push(result);
+    if (values.json) console.log(JSON.stringify(result));
+    else process.stderr.write(`  done: ${result.transport} ${result.name}\n`);
+  }
+}
+
+if (!values.json) {
+  const rows = results.map((r) => [
+    r.transport,
+    r.name,
+    r.msgsPerSec.toLocaleString('en-US'),
+    r.baselineMsgsPerSec?.toLocaleString('en-US') ?? '-',
+    r.ratio?.toFixed(2) ?? '-',
+    r.p50Ms?.toFixed(3) ?? '-',
+    r.p99Ms?.toFixed(3) ?? '-',
+  ]);
+  const header = ['transport', 'case', 'msg/s', 'baseline msg/s', 'ratio', 'p50 ms', 'p99 ms'];
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
+  console.log(line(header));
+  for (const row of rows) console.log(line(row));
+}

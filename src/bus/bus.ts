@@ -1,0 +1,101 @@
+import { type BusOptions, type ResolvedConfig, resolveConfig } from '../config/index.ts';
+import { BusError, checkTypeName } from '../errors.ts';
+import type { Body } from '../message/codec.ts';
+import { buildMessage, DEFAULT_SOURCE, type OutgoingOptions } from '../message/envelope.ts';
+import type { Capabilities, Transport } from '../transport/contract.ts';
+import { loadTransport } from '../transport/registry.ts';
+import { Admin } from './admin.ts';
+import { Consumer, type ConsumerOptions } from './consumer.ts';
+import { type HandleOptions, type Handler, startHandler } from './handler.ts';
+import type { HandlerFn } from './middleware.ts';
+import { Producer, type ProducerOptions } from './producer.ts';
+
+interface Closable {
+  close(): Promise<void>;
+}
+
+/** The entry point: one connection to one broker, and the producers, consumers and handlers made from it. */
+export class MessageBus {
+  readonly transport: Transport;
+  readonly config: ResolvedConfig | undefined;
+  readonly #open = new Set<Closable>();
+  readonly #source: string;
+  readonly #ackTimeoutMs: number | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(transport: Transport, config?: ResolvedConfig) {
+    this.transport = transport;
+    this.config = config;
+    this.#source = config?.producerId ?? DEFAULT_SOURCE;
+    this.#ackTimeoutMs = config?.ackTimeoutMs;
+  }
+
+  /** Connects to the broker named by `options` (a URL or options), env BUSBAR_BROKER, a config file, or embedded. */
+  static async connect(options?: string | BusOptions): Promise<MessageBus> {
+    const config = resolveConfig(options);
+    const factory = await loadTransport(config.scheme);
+    const transport = await factory(config.transport);
+    return new MessageBus(transport, config);
+  }
+
+  get capabilities(): Capabilities {
+    return this.transport.capabilities;
+  }
+
+  #checkOpen(): void {
+    if (this.#closing)
+      throw new BusError('BUSBAR_ERR_CLOSED', 'the message bus is closed: connect again with MessageBus.connect()');
+  }
+
+  #track<T extends Closable>(item: T, done?: Promise<unknown>): T {
+    this.#open.add(item);
+    void (done ?? Promise.resolve()).finally(() => done && this.#open.delete(item));
+    return item;
+  }
+
+  /** PDC's send_message: one call, resolves once the broker durably accepted the message. */
+  async send(type: string, body: Body, options: OutgoingOptions = {}): Promise<void> {
+    this.#checkOpen();
+    checkTypeName(type);
+    await this.transport.publish(type, [buildMessage(type, this.#source, body, options)]);
+  }
+
+  producer(options: ProducerOptions): Producer {
+    this.#checkOpen();
+    return this.#track(new Producer(this.transport, { producerId: this.#source, ...options }));
+  }
+
+  consumer(options: ConsumerOptions): Consumer {
+    this.#checkOpen();
+    return this.#track(new Consumer(this.transport, options, { ackTimeoutMs: this.#ackTimeoutMs }));
+  }
+
+  /** Runs `handler` for every message of `types` in `options.group`: resolve = ack, throw = retry, then dead-letter. */
+  handle<T = unknown>(types: string | readonly string[], options: HandleOptions, handler: HandlerFn<T>): Handler {
+    this.#checkOpen();
+    const running = startHandler(this.transport, types, options, handler as HandlerFn, {
+      ackTimeoutMs: this.#ackTimeoutMs,
+    });
+    return this.#track(running, running.done);
+  }
+
+  admin(): Admin {
+    return new Admin(this.transport.admin);
+  }
+
+  /** Idempotent: flushes async producers, stops handlers and consumers, then closes the transport. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      const results = await Promise.allSettled([...this.#open].map((item) => item.close()));
+      await this.transport.close();
+      const failures = results.filter((r) => r.status === 'rejected').map((r) => (r as PromiseRejectedResult).reason);
+      if (failures.length === 1) throw failures[0];
+      if (failures.length > 1) throw new AggregateError(failures, 'several parts of the bus failed to close');
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

@@ -1,0 +1,197 @@
+import { BusError, checkTypeName } from '../errors.ts';
+import type { Delivery, Offset, Subscription, Transport } from '../transport/contract.ts';
+import { deadLetter } from './dead-letter.ts';
+import { Message } from './message.ts';
+import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_PREFETCH, deadLetterTypeOf } from './options.ts';
+
+export interface ConsumerOptions {
+  /** Identifies this member of the group (logs, broker consumer names). Defaults to a random id. */
+  consumerId?: string;
+  consumerGroup: string;
+  messageTypes: string | readonly string[];
+  /** Ack each message as receive() returns it (fire-and-forget readers). Default false. */
+  autoAck?: boolean;
+  /** Where a group that has never read a type starts. Default 'earliest'. */
+  offset?: Offset;
+  ackTimeoutMs?: number;
+  /** Unacked messages the broker may hand this consumer ahead of receive(). */
+  prefetch?: number;
+  /** A message delivered more often than this goes to its dead-letter type. Default: no limit. */
+  maxAttempts?: number;
+  deadLetterType?: (type: string) => string;
+  signal?: AbortSignal;
+}
+
+export interface ReceiveOptions {
+  /** Milliseconds to wait for a message; 0 or absent waits until one arrives (or the consumer closes). */
+  timeout?: number;
+}
+
+interface Waiter {
+  resolve: (message: Message | null) => void;
+  reject: (error: unknown) => void;
+  timer?: NodeJS.Timeout | undefined;
+}
+
+/** CORTX's MessageConsumer: receive one message at a time, ack them, or iterate with for await. */
+export class Consumer implements AsyncIterable<Message> {
+  readonly consumerId: string;
+  readonly consumerGroup: string;
+  readonly messageTypes: readonly string[];
+  readonly autoAck: boolean;
+  /** Resolves once the consumer is attached to its group (its start position is then fixed). */
+  readonly ready: Promise<void>;
+  readonly #transport: Transport;
+  readonly #subscription: Subscription;
+  readonly #buffer: Message[] = [];
+  readonly #waiters: Waiter[] = [];
+  readonly #unacked = new Set<Message>();
+  readonly #maxAttempts: number;
+  readonly #deadLetterType: (type: string) => string;
+  readonly #pump: Promise<void>;
+  readonly #onAbort = () => void this.close();
+  #failure: unknown;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(transport: Transport, options: ConsumerOptions, defaults: { ackTimeoutMs?: number } = {}) {
+    this.#transport = transport;
+    this.consumerGroup = checkTypeName(options.consumerGroup, 'consumer group');
+    const types = typeof options.messageTypes === 'string' ? [options.messageTypes] : [...(options.messageTypes ?? [])];
+    if (types.length === 0) {
+      throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', 'a consumer needs at least one message type in messageTypes');
+    }
+    this.messageTypes = types.map((t) => checkTypeName(t));
+    this.consumerId = options.consumerId ?? `consumer-${Math.random().toString(36).slice(2, 10)}`;
+    this.autoAck = options.autoAck ?? false;
+    const offset = options.offset ?? 'earliest';
+    if (offset !== 'earliest' && offset !== 'latest') {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `offset must be 'earliest' or 'latest', not ${JSON.stringify(offset)}`,
+      );
+    }
+    this.#maxAttempts = positive(options.maxAttempts ?? Number.POSITIVE_INFINITY, 'maxAttempts');
+    this.#deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
+    this.#subscription = transport.consume({
+      types: this.messageTypes,
+      group: this.consumerGroup,
+      consumerId: this.consumerId,
+      offset,
+      prefetch: positive(options.prefetch ?? DEFAULT_PREFETCH, 'prefetch'),
+      ackTimeoutMs: positive(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs'),
+      signal: options.signal,
+    });
+    this.ready = this.#subscription.ready;
+    this.ready.catch(() => {});
+    this.#pump = this.#run();
+    if (options.signal) {
+      if (options.signal.aborted) void this.close();
+      else options.signal.addEventListener('abort', this.#onAbort, { once: true });
+    }
+  }
+
+  async #run(): Promise<void> {
+    try {
+      for await (const delivery of this.#subscription) {
+        if (delivery.attempt > this.#maxAttempts) {
+          await this.#deadLetter(delivery);
+          continue;
+        }
+        const message = new Message(delivery, (m) => this.#unacked.delete(m));
+        const waiter = this.#waiters.shift();
+        if (waiter) this.#hand(waiter, message);
+        else this.#buffer.push(message);
+      }
+    } catch (error) {
+      if (!this.#closed) this.#failure = error;
+    } finally {
+      for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
+    }
+  }
+
+  async #deadLetter(delivery: Delivery): Promise<void> {
+    const type = delivery.message.type;
+    const reason = `delivered ${delivery.attempt} times without an ack (maxAttempts ${this.#maxAttempts})`;
+    await deadLetter(this.#transport, delivery, this.#deadLetterType(type), this.consumerGroup, reason);
+  }
+
+  /** One message, or null when `timeout` ms pass with none (or the consumer is closed). */
+  receive(options: ReceiveOptions = {}): Promise<Message | null> {
+    const timeout = options.timeout ?? 0;
+    if (!Number.isFinite(timeout) || timeout < 0) {
+      return Promise.reject(
+        new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `receive timeout must be a number of ms >= 0, not ${timeout}`),
+      );
+    }
+    const buffered = this.#buffer.shift();
+    if (buffered) return this.#take(buffered);
+    if (this.#failure) return Promise.reject(this.#failure);
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise<Message | null>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject };
+      if (timeout > 0) {
+        waiter.timer = setTimeout(() => {
+          const index = this.#waiters.indexOf(waiter);
+          if (index >= 0) this.#waiters.splice(index, 1);
+          resolve(null);
+        }, timeout);
+      }
+      this.#waiters.push(waiter);
+    });
+  }
+
+  #hand(waiter: Waiter, message: Message): void {
+    clearTimeout(waiter.timer);
+    this.#take(message).then(waiter.resolve, waiter.reject);
+  }
+
+  #finish(waiter: Waiter): void {
+    clearTimeout(waiter.timer);
+    if (this.#failure) waiter.reject(this.#failure);
+    else waiter.resolve(null);
+  }
+
+  async #take(message: Message): Promise<Message> {
+    if (this.autoAck) await message.ack();
+    else this.#unacked.add(message);
+    return message;
+  }
+
+  /** CORTX's ack(): acknowledges every message received so far and not yet acked or nacked. */
+  async ack(): Promise<void> {
+    const pending = [...this.#unacked];
+    await Promise.all(pending.map((m) => m.ack()));
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Message> {
+    for (;;) {
+      const message = await this.receive();
+      if (message === null) return;
+      yield message;
+    }
+  }
+
+  /** Idempotent. Unblocks pending receives (they resolve null); unacked messages return to the group. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
+      this.#buffer.length = 0;
+      await this.#subscription.close();
+      await this.#pump;
+    })();
+    return this.#closing;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+export function positive(value: number, name: string): number {
+  if (typeof value !== 'number' || !(value > 0)) {
+    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${name} must be a number > 0, not ${JSON.stringify(value)}`);
+  }
+  return value;
+}

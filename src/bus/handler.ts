@@ -1,0 +1,133 @@
+import { BusError, checkTypeName } from '../errors.ts';
+import type { Delivery, Offset, Transport } from '../transport/contract.ts';
+import { positive } from './consumer.ts';
+import { deadLetter, describeFailure } from './dead-letter.ts';
+import { Message } from './message.ts';
+import { compose, type HandlerFn, type Middleware } from './middleware.ts';
+import { backoffMs, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY, deadLetterTypeOf } from './options.ts';
+
+export interface HandleOptions {
+  group: string;
+  consumerId?: string;
+  /** Messages handled at once. Default 1. */
+  concurrency?: number;
+  /** After this many failed attempts the message goes to its dead-letter type. Default 5. */
+  maxAttempts?: number;
+  retry?: { initialDelayMs?: number; maxDelayMs?: number; factor?: number };
+  deadLetterType?: (type: string) => string;
+  ackTimeoutMs?: number;
+  offset?: Offset;
+  middlewares?: readonly Middleware[];
+  signal?: AbortSignal;
+  /** Called when the bus cannot ack, nack or dead-letter (the message then returns after its ack timeout). */
+  onError?: (error: unknown, message: Message) => void;
+}
+
+/** A running handler; close() stops taking messages and waits for the ones in progress. */
+export class Handler {
+  readonly ready: Promise<void>;
+  /** Resolves when the handler has stopped. */
+  readonly done: Promise<void>;
+  readonly #stop: () => Promise<void>;
+
+  constructor(ready: Promise<void>, done: Promise<void>, stop: () => Promise<void>) {
+    this.ready = ready;
+    this.done = done;
+    this.#stop = stop;
+  }
+
+  async close(): Promise<void> {
+    await this.#stop();
+    await this.done;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+export function startHandler(
+  transport: Transport,
+  types: string | readonly string[],
+  options: HandleOptions,
+  handler: HandlerFn,
+  defaults: { ackTimeoutMs?: number } = {},
+): Handler {
+  if (typeof handler !== 'function') {
+    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', 'bus.handle() needs a handler function as its third argument');
+  }
+  const typeList = (typeof types === 'string' ? [types] : [...types]).map((t) => checkTypeName(t));
+  const group = checkTypeName(options?.group, 'consumer group');
+  const concurrency = positive(options.concurrency ?? 1, 'concurrency');
+  const maxAttempts = positive(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts');
+  const retry = { ...DEFAULT_RETRY, ...options.retry };
+  const deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
+  const run = compose(options.middlewares ?? [], handler);
+  const onError = options.onError ?? ((error: unknown) => process.emitWarning(describeFailure(error), 'BusbarWarning'));
+  const subscription = transport.consume({
+    types: typeList,
+    group,
+    consumerId: options.consumerId ?? `handler-${Math.random().toString(36).slice(2, 10)}`,
+    offset: options.offset ?? 'earliest',
+    prefetch: concurrency * 2,
+    ackTimeoutMs: positive(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs'),
+    signal: options.signal,
+  });
+
+  const active = new Set<Promise<void>>();
+  let stopping = false;
+
+  async function process1(delivery: Delivery): Promise<void> {
+    const message = new Message(delivery);
+    const dlq = deadLetterType(delivery.message.type);
+    try {
+      if (delivery.attempt > maxAttempts) {
+        await deadLetter(transport, delivery, dlq, group, `delivered ${delivery.attempt} times without an ack`);
+        return;
+      }
+      try {
+        await run(message);
+      } catch (failure) {
+        if (message.settled) return;
+        if (delivery.attempt >= maxAttempts) {
+          await deadLetter(transport, delivery, dlq, group, describeFailure(failure));
+        } else {
+          await message.nack({ delayMs: backoffMs(delivery.attempt, retry) });
+        }
+        return;
+      }
+      if (!message.settled) await message.ack();
+    } catch (error) {
+      onError(error, message);
+    }
+  }
+
+  // A counting semaphore: Promise.race over the active set would cost O(concurrency) per message.
+  let freeSlot: (() => void) | undefined;
+  const done = (async () => {
+    try {
+      for await (const delivery of subscription) {
+        // After close() began, deliveries are left unsettled: closing the subscription returns them at once.
+        if (stopping) continue;
+        const task = process1(delivery).finally(() => {
+          active.delete(task);
+          const wake = freeSlot;
+          freeSlot = undefined;
+          wake?.();
+        });
+        active.add(task);
+        if (active.size >= concurrency) await new Promise<void>((resolve) => (freeSlot = resolve));
+      }
+    } finally {
+      await Promise.all(active);
+    }
+  })();
+  subscription.ready.catch(() => {});
+  // Finish the messages in progress before closing, so their acks land while their leases are still held.
+  const stop = async () => {
+    stopping = true;
+    await Promise.all(active);
+    await subscription.close();
+  };
+  return new Handler(subscription.ready, done, stop);
+}

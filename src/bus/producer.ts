@@ -1,0 +1,184 @@
+import { EventEmitter } from 'node:events';
+import { BusError, checkTypeName, isBusError, toBusError } from '../errors.ts';
+import type { Body } from '../message/codec.ts';
+import { buildMessage, DEFAULT_SOURCE, type OutgoingOptions } from '../message/envelope.ts';
+import type { Transport, TransportMessage } from '../transport/contract.ts';
+import {
+  backoffMs,
+  DEFAULT_ASYNC_BATCH,
+  DEFAULT_ASYNC_MAX_PENDING,
+  DEFAULT_ASYNC_RETRIES,
+  DEFAULT_RETRY,
+} from './options.ts';
+
+/** A body with its own key, headers or content type, for producer.send() lists. */
+export class Outgoing {
+  readonly body: Body;
+  readonly options: OutgoingOptions;
+  constructor(body: Body, options: OutgoingOptions) {
+    this.body = body;
+    this.options = options;
+  }
+}
+
+/** Marks a body with per-message options: `producer.send([message(data, { key: 'k1' })])`. */
+export function message(body: Body, options: OutgoingOptions = {}): Outgoing {
+  return new Outgoing(body, options);
+}
+
+export interface ProducerOptions {
+  producerId?: string;
+  messageType: string;
+  /** 'sync' (default): send() resolves once the broker durably accepted every message. 'async': send() returns once
+   *  the messages are queued; failures are reported as 'error' events, and flush()/close() wait for everything. */
+  method?: 'sync' | 'async';
+  /** Key, headers and content type applied to every message this producer sends (per-message options win). */
+  defaults?: OutgoingOptions;
+  /** async: most messages per broker publish. */
+  maxBatch?: number;
+  /** async: send() waits while more than this many messages are queued (backpressure, never dropping). */
+  maxPending?: number;
+  /** async: retries of a retryable publish failure before it is reported. */
+  retries?: number;
+}
+
+export interface ProducerEvents {
+  /** An async batch failed for good; `error.details.messages` holds the messages, so nothing vanishes silently. */
+  error: [error: BusError];
+}
+
+/** CORTX's MessageProducer. */
+export class Producer extends EventEmitter<ProducerEvents> {
+  readonly producerId: string;
+  readonly messageType: string;
+  readonly method: 'sync' | 'async';
+  readonly #transport: Transport;
+  readonly #defaults: OutgoingOptions;
+  readonly #maxBatch: number;
+  readonly #maxPending: number;
+  readonly #retries: number;
+  readonly #queue: TransportMessage[] = [];
+  readonly #unreported: BusError[] = [];
+  readonly #idle: Array<() => void> = [];
+  readonly #space: Array<() => void> = [];
+  #flushing = false;
+  #closed = false;
+
+  constructor(transport: Transport, options: ProducerOptions) {
+    super();
+    this.#transport = transport;
+    this.messageType = checkTypeName(options?.messageType);
+    this.producerId = options.producerId ?? DEFAULT_SOURCE;
+    const method = options.method ?? 'sync';
+    if (method !== 'sync' && method !== 'async') {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `producer method must be 'sync' or 'async', not ${JSON.stringify(method)}`,
+      );
+    }
+    this.method = method;
+    this.#defaults = options.defaults ?? {};
+    this.#maxBatch = options.maxBatch ?? DEFAULT_ASYNC_BATCH;
+    this.#maxPending = options.maxPending ?? DEFAULT_ASYNC_MAX_PENDING;
+    this.#retries = options.retries ?? DEFAULT_ASYNC_RETRIES;
+  }
+
+  /** Builds every envelope first, so a bad body rejects the whole call before anything is sent. */
+  #build(bodies: readonly unknown[]): TransportMessage[] {
+    if (!Array.isArray(bodies)) {
+      throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', 'producer.send() takes a list of messages: send([body, ...])');
+    }
+    return bodies.map((body) =>
+      body instanceof Outgoing
+        ? buildMessage(this.messageType, this.producerId, body.body, { ...this.#defaults, ...body.options })
+        : buildMessage(this.messageType, this.producerId, body, this.#defaults),
+    );
+  }
+
+  async send(messages: readonly unknown[]): Promise<void> {
+    if (this.#closed) {
+      throw new BusError(
+        'BUSBAR_ERR_CLOSED',
+        `producer ${this.producerId} is closed: create a new one with bus.producer()`,
+      );
+    }
+    const batch = this.#build(messages);
+    if (batch.length === 0) return;
+    if (this.method === 'sync') {
+      await this.#transport.publish(this.messageType, batch);
+      return;
+    }
+    while (this.#queue.length >= this.#maxPending) {
+      await new Promise<void>((resolve) => this.#space.push(resolve));
+    }
+    this.#queue.push(...batch);
+    if (!this.#flushing) {
+      this.#flushing = true;
+      setImmediate(() => void this.#drain());
+    }
+  }
+
+  async #drain(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, this.#maxBatch);
+      for (const wake of this.#space.splice(0)) wake();
+      await this.#publishWithRetry(batch);
+    }
+    this.#flushing = false;
+    for (const wake of this.#idle.splice(0)) wake();
+  }
+
+  async #publishWithRetry(batch: TransportMessage[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.#transport.publish(this.messageType, batch);
+        return;
+      } catch (error) {
+        const retryable = isBusError(error) ? error.retryable : false;
+        if (retryable && attempt <= this.#retries) {
+          await new Promise((resolve) => setTimeout(resolve, backoffMs(attempt, DEFAULT_RETRY)));
+          continue;
+        }
+        const failure = new BusError(
+          'BUSBAR_ERR_PUBLISH',
+          `async send of ${batch.length} message(s) to '${this.messageType}' failed after ${attempt} attempt(s): ` +
+            `${toBusError(error, 'BUSBAR_ERR_PUBLISH', 'publish').message}; the messages are in error.details.messages`,
+          { cause: error, retryable, details: { messages: batch } },
+        );
+        if (this.listenerCount('error') > 0) this.emit('error', failure);
+        else this.#unreported.push(failure);
+        return;
+      }
+    }
+  }
+
+  /** Waits until every queued message was published or reported; rejects with failures no listener took. */
+  async flush(): Promise<void> {
+    if (this.#flushing) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    const failures = this.#unreported.splice(0);
+    if (failures.length === 1) throw failures[0];
+    if (failures.length > 1) {
+      const count = failures.reduce((n, f) => n + ((f.details?.messages as unknown[]) ?? []).length, 0);
+      throw new BusError(
+        'BUSBAR_ERR_PUBLISH',
+        `${failures.length} async batches (${count} messages) failed to publish; see error.details.failures`,
+        { cause: new AggregateError(failures), details: { failures } },
+      );
+    }
+  }
+
+  /** CORTX's purge(): removes every stored message of this producer's type. */
+  async purge(): Promise<void> {
+    await this.#transport.admin.purge(this.messageType);
+  }
+
+  /** Idempotent; flushes queued async messages first. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.flush();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}

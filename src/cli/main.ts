@@ -1,0 +1,116 @@
+/**
+ * The `busbar` command. Errors print as `busbar: <message> (<code>)` without a stack; exit 2 for usage and
+ * configuration errors, 1 otherwise.
+ */
+import { BusError, isBusError } from '../errors.ts';
+import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+
+const COMMON = `Options for every command:
+  --broker URL     broker URL (embedded:[path] | memory: | amqp:// | kafka:// | nats:// | redis:// | mqtt://)
+  --config FILE    config file (JSON, YAML, or CORTX message_bus.conf)
+  -h, --help       show help`;
+
+const HELP: Record<string, string> = {
+  '': `busbar — a message bus for any component on any node
+
+Usage: busbar <command> [options]
+
+Commands:
+  send <type> [body...]       send messages (bodies from args, or one per line from stdin)
+  receive <type> --group G    receive messages and print one per line
+  types list|create|delete    list, register or deregister message types
+  purge <type>                remove every stored message of a type
+  stats [type]                depth, unread, in-flight and oldest age per group
+  serve                       run the REST gateway
+  demo                        send and receive one message to check the setup
+
+${COMMON}
+
+The broker comes from --broker, env BUSBAR_BROKER, --config / BUSBAR_CONFIG / ./busbar.config.{json,yaml},
+/etc/busbar/message_bus.conf, or else the embedded broker in a local file.`,
+  send: `Usage: busbar send <type> [body...] [--key K] [--header k=v]... [--content-type T]
+
+Sends each body argument as a message, or one message per line of stdin when there are none.
+Exits 0 once the broker has durably accepted every message.
+
+${COMMON}`,
+  receive: `Usage: busbar receive <type> --group G [--count N] [--timeout MS] [--offset earliest|latest]
+                                  [--no-ack] [--ack-timeout MS] [--json]
+
+Prints each message body on its own line (with --json, one object per line with id, type, key, headers,
+attempt and body) and acks it after printing. Stops after N messages, or after --timeout ms with nothing new.
+--no-ack leaves messages unacked: they return to the group after the ack timeout.
+
+${COMMON}`,
+  types: `Usage: busbar types list [--json] | create <type> [--partitions N] | delete <type>
+
+${COMMON}`,
+  purge: `Usage: busbar purge <type>
+
+Removes every stored message of the type; consumer groups stay and have nothing unread.
+
+${COMMON}`,
+  stats: `Usage: busbar stats [type] [--json] [--watch [MS]]
+
+Shows depth and bytes per type and unread, in-flight and oldest age per consumer group.
+--watch refreshes every MS milliseconds (default 2000) until Ctrl-C.
+
+${COMMON}`,
+  serve: `Usage: busbar serve [--host H] [--port P] [--insecure]
+
+Runs the REST gateway (default 127.0.0.1:8080) on the configured broker (embedded unless --broker / --config say
+otherwise). Listening beyond loopback needs bearer tokens in the config's server section, or --insecure.
+See docs/rest.md.
+
+${COMMON}`,
+  demo: `Usage: busbar demo
+
+Sends one message and receives it back, to check that the broker works.
+
+${COMMON}`,
+};
+
+type Command = (argv: string[], ctx: CommandContext) => Promise<void>;
+
+const COMMANDS: Record<string, Command> = {
+  send,
+  receive,
+  types,
+  purge,
+  stats,
+  demo,
+  serve: async (argv, ctx) => {
+    const { serve } = await import('./serve.ts');
+    await serve(argv, ctx);
+  },
+};
+
+export async function main(argv: string[], ctx: CommandContext): Promise<number> {
+  const [name = '', ...rest] = argv;
+  try {
+    if (name === '' || name === '--help' || name === '-h' || name === 'help') {
+      ctx.out.write(`${HELP[rest[0] ?? ''] ?? HELP['']}\n`);
+      return 0;
+    }
+    const command = COMMANDS[name];
+    if (!command) {
+      throw new BusError(
+        'BUSBAR_ERR_USAGE',
+        `unknown command '${name}': use one of ${Object.keys(COMMANDS).join(', ')} (busbar --help)`,
+      );
+    }
+    if (rest.includes('--help') || rest.includes('-h')) {
+      ctx.out.write(`${HELP[name]}\n`);
+      return 0;
+    }
+    await command(rest, ctx);
+    return 0;
+  } catch (error) {
+    if (isBusError(error)) {
+      process.stderr.write(`busbar: ${error.message} (${error.code})\n`);
+      return error.isUsageError ? 2 : 1;
+    }
+    process.stderr.write(`busbar: ${(error as Error)?.message ?? String(error)}\n`);
+    return 1;
+  }
+}

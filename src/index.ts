@@ -1,0 +1,13 @@
+export { Admin, type ExpiryOptions } from './bus/admin.ts';
+export { MessageBus } from './bus/bus.ts';
+export { Consumer, type ConsumerOptions, type ReceiveOptions } from './bus/consumer.ts';
+export { type HandleOptions, Handler } from './bus/handler.ts';
+export { Message } from './bus/message.ts';
+export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';
+export * from './bus/options.ts';
+export { message, Outgoing, Producer, type ProducerOptions } from './bus/producer.ts';
+export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/index.ts';
+export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
+export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';
+export { DEAD_LETTER_HEADERS } from './message/envelope.ts';
+export type * from './transport/contract.ts';

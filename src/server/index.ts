@@ -1,0 +1,157 @@
+/**
+ * `busbar serve`: the REST gateway. startServer() connects (or borrows) a bus, builds the Fastify app, listens, and
+ * returns the URL and an idempotent close() that ends streams, returns leased messages to their groups, closes the
+ * gateway's consumers, stops listening, and then closes the bus if it opened it.
+ */
+import type { AddressInfo } from 'node:net';
+import type { FastifyServerOptions } from 'fastify';
+import { MessageBus } from '../bus/bus.ts';
+import { type BusOptions, type ResolvedConfig, resolveConfig } from '../config/index.ts';
+import { BusError } from '../errors.ts';
+import { loadTransport } from '../transport/registry.ts';
+import { buildApp } from './app.ts';
+import { banner } from './banner.ts';
+import { Gateway } from './gateway.ts';
+import {
+  isLoopback,
+  type Limits,
+  resolveServerSettings,
+  type ServerSection,
+  type ServerTls,
+  type TokenConfig,
+  validateServerSection,
+} from './options.ts';
+
+export { banner } from './banner.ts';
+export {
+  DEFAULT_HOST,
+  DEFAULT_LIMITS,
+  DEFAULT_PORT,
+  type Limits,
+  type ServerSection,
+  type ServerTls,
+  type TokenConfig,
+} from './options.ts';
+
+export interface StartServerOptions {
+  /** A connected bus to serve; it stays open after close(). Without it, the gateway connects from `config`. */
+  bus?: MessageBus;
+  /** Broker and `server` section: a resolved config, options (`broker`, `config` file...), or a broker URL. */
+  config?: ResolvedConfig | BusOptions | string;
+  /** These override the config file's `server` section (the CLI's --host, --port, --insecure). */
+  host?: string;
+  port?: number;
+  /** Allows listening beyond loopback with no tokens configured. */
+  insecure?: boolean;
+  tls?: ServerTls;
+  tokens?: TokenConfig[];
+  limits?: Partial<Limits>;
+  receiptSecret?: string;
+  consumerIdleMs?: number;
+  prefetch?: number;
+  /** Close on SIGINT / SIGTERM (the CLI sets it). */
+  handleSignals?: boolean;
+  /** Called once listening with the banner: where it listens and a curl line to try. */
+  print?: (text: string) => void;
+  /** Fastify's logger option (default off). */
+  logger?: FastifyServerOptions['logger'];
+}
+
+export interface RunningServer {
+  /** e.g. `http://127.0.0.1:8080`. */
+  readonly url: string;
+  readonly host: string;
+  readonly port: number;
+  /** Resolves once close() finished. */
+  readonly closed: Promise<void>;
+  close(): Promise<void>;
+}
+
+function isResolved(config: unknown): config is ResolvedConfig {
+  return typeof config === 'object' && config !== null && 'scheme' in config && 'transport' in config;
+}
+
+async function connect(config: ResolvedConfig): Promise<MessageBus> {
+  const factory = await loadTransport(config.scheme);
+  return new MessageBus(await factory(config.transport), config);
+}
+
+export async function startServer(options: StartServerOptions = {}): Promise<RunningServer> {
+  const config = isResolved(options.config)
+    ? options.config
+    : options.bus?.config && options.config === undefined
+      ? options.bus.config
+      : resolveConfig(options.config ?? {});
+  const section = validateServerSection(config.server, config.file ?? 'options');
+  const overrides: ServerSection = validateServerSection(
+    {
+      host: options.host,
+      port: options.port,
+      insecure: options.insecure,
+      tls: options.tls,
+      tokens: options.tokens,
+      limits: options.limits,
+      receiptSecret: options.receiptSecret,
+      consumerIdleMs: options.consumerIdleMs,
+      prefetch: options.prefetch,
+    },
+    'startServer options',
+  );
+  const settings = resolveServerSettings(section, overrides);
+  if (!isLoopback(settings.host) && settings.tokens.length === 0 && !settings.insecure) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_CONFIG',
+      `refusing to listen on ${settings.host} with no bearer tokens: anyone who reaches it could read and delete ` +
+        'messages. Add server.tokens to the config file, listen on 127.0.0.1, or pass --insecure',
+    );
+  }
+
+  const ownsBus = options.bus === undefined;
+  const bus = options.bus ?? (await connect(config));
+  const gateway = new Gateway(bus, settings);
+  let app: Awaited<ReturnType<typeof buildApp>>;
+  try {
+    app = await buildApp(gateway, { logger: options.logger });
+    await app.listen({ host: settings.host, port: settings.port });
+  } catch (error) {
+    await gateway.shutdown();
+    if (ownsBus) await bus.close().catch(() => {});
+    const reason =
+      (error as NodeJS.ErrnoException).code === 'EADDRINUSE'
+        ? 'the port is in use: pick another with --port'
+        : (error as Error).message;
+    throw new BusError('BUSBAR_ERR_INVALID_CONFIG', `cannot listen on ${settings.host}:${settings.port}: ${reason}`, {
+      cause: error,
+    });
+  }
+  const address = app.server.address() as AddressInfo;
+  const host = address.address.includes(':') ? `[${address.address}]` : address.address;
+  const url = `${settings.tls ? 'https' : 'http'}://${host}:${address.port}`;
+
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => {
+    resolveClosed = resolve;
+  });
+  let closing: Promise<void> | undefined;
+  const onSignal = () => void close();
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+      try {
+        await gateway.shutdown();
+        await app.close();
+      } finally {
+        if (ownsBus) await bus.close();
+        resolveClosed();
+      }
+    })();
+    return closing;
+  };
+  if (options.handleSignals) {
+    process.once('SIGINT', onSignal);
+    process.once('SIGTERM', onSignal);
+  }
+  options.print?.(banner(url, bus.transport.name, settings.tokens.length > 0));
+  return { url, host: settings.host, port: address.port, closed, close };
+}

@@ -1,0 +1,210 @@
+/**
+ * `POST /v1/types/{type}/messages`: one message (the request body, with its Content-Type) or a JSON batch
+ * `{ "messages": [...] }`. Answers only after the broker accepted every message; `Idempotency-Key` makes a retried
+ * POST publish once.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { BusError } from '../../errors.ts';
+import { isJsonType } from '../../message/codec.ts';
+import { buildMessage } from '../../message/envelope.ts';
+import type { TransportMessage } from '../../transport/contract.ts';
+import type { Principal } from '../auth.ts';
+import { brokerCall, httpError } from '../errors.ts';
+import type { Gateway } from '../gateway.ts';
+import { fingerprint, IdempotencyCache, type StoredAnswer } from '../idempotency.ts';
+import type { ApiRegistry } from '../openapi.ts';
+import { formatValidation, principalOf } from '../requests.ts';
+import { typeParams } from '../schemas.ts';
+import { fromWire, type WireOutgoing } from '../wire.ts';
+
+const HEADER_PREFIX = 'busbar-header-';
+
+type Validator = ((data: unknown) => boolean) & { errors?: unknown[] | null };
+
+/** Parses a raw request body as JSON, with a 400 that says what is wrong. */
+export function parseJson(raw: Buffer | undefined): unknown {
+  if (!raw || raw.length === 0) {
+    throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', 'the body is empty: send a JSON object');
+  }
+  try {
+    return JSON.parse(raw.toString('utf8'));
+  } catch (error) {
+    throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', `the body is not valid JSON: ${(error as Error).message}`);
+  }
+}
+
+export function sourceOf(gw: Gateway, principal: Principal): string {
+  return gw.bus.config?.producerId ?? `busbar-gateway/${principal.name}`;
+}
+
+export function checkBatchSize(gw: Gateway, count: number): void {
+  const limit = gw.settings.limits.batchMessages;
+  if (count > limit) {
+    throw httpError(
+      'BUSBAR_ERR_PAYLOAD_TOO_LARGE',
+      `a batch of ${count} messages exceeds the limit of ${limit}: split it into batches of at most ${limit}`,
+    );
+  }
+}
+
+/** Builds every envelope first, so one bad message rejects the whole request before anything is sent. */
+export function buildAll(
+  type: string,
+  source: string,
+  items: readonly { body: unknown; options: Parameters<typeof buildMessage>[3] }[],
+): TransportMessage[] {
+  return items.map((item, i) => {
+    try {
+      return buildMessage(type, source, item.body, item.options);
+    } catch (error) {
+      if (error instanceof BusError) {
+        throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', `messages[${i}]: ${error.message}`);
+      }
+      throw error;
+    }
+  });
+}
+
+/** Publishes once the broker accepted all, once per Idempotency-Key; `answer` shapes the success body. */
+export async function publishOnce(
+  gw: Gateway,
+  request: FastifyRequest,
+  type: string,
+  messages: readonly TransportMessage[],
+  print: () => string,
+  answer: (ids: string[]) => unknown,
+): Promise<StoredAnswer> {
+  const key = IdempotencyCache.check(request.headers['idempotency-key']);
+  const publish = async (): Promise<StoredAnswer> => {
+    await brokerCall(`publishing to '${type}'`, gw.settings.limits.brokerTimeoutMs, () =>
+      gw.bus.transport.publish(type, messages),
+    );
+    gw.metrics.publish(type, messages.length);
+    return { status: 200, body: answer(messages.map((m) => m.id)) };
+  };
+  if (key === undefined) return publish();
+  return gw.idempotency.run(
+    `${principalOf(request).name}\0${request.routeOptions.url}\0${type}`,
+    key,
+    print(),
+    publish,
+  );
+}
+
+function messageHeaders(request: FastifyRequest): Record<string, string> | undefined {
+  let headers: Record<string, string> | undefined;
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (!name.startsWith(HEADER_PREFIX) || typeof value !== 'string') continue;
+    const key = name.slice(HEADER_PREFIX.length);
+    if (key === '') continue;
+    headers ??= {};
+    headers[key] = value;
+  }
+  return headers;
+}
+
+function single(request: FastifyRequest, raw: Buffer, contentType: string): { body: Uint8Array; options: object } {
+  const query = request.query as { key?: string };
+  const headerKey = request.headers['busbar-key'];
+  const key = query.key ?? (typeof headerKey === 'string' ? headerKey : undefined);
+  return {
+    body: new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength),
+    options: { contentType, key, headers: messageHeaders(request) },
+  };
+}
+
+/** Registers into a scope whose content type parser hands the body over raw (see app.ts). */
+export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: ApiRegistry): void {
+  const { publishBatch, errorBody } = gw.schemas;
+
+  api.define(
+    app,
+    {
+      method: 'POST',
+      url: '/v1/types/:type/messages',
+      operationId: 'publish',
+      summary: 'Publish one message (the body as is) or a batch { "messages": [...] }',
+      description:
+        'A JSON object with a top-level "messages" list is a batch; any other body is one message whose bytes ' +
+        'and Content-Type are kept as sent. Answers once the broker durably accepted every message.',
+      tag: 'messages',
+      auth: 'publish',
+      params: typeParams,
+      querystring: {
+        type: 'object',
+        additionalProperties: false,
+        properties: { key: { type: 'string', maxLength: 1024, description: 'key of a single message' } },
+      },
+      headers: {
+        'Idempotency-Key': {
+          description: 'a retried POST with the same key publishes once (1-200 visible ASCII characters)',
+          schema: { type: 'string' },
+        },
+        'Busbar-Key': { description: 'key of a single message (same as ?key=)', schema: { type: 'string' } },
+        'Busbar-Header-{name}': { description: 'a user header {name} of a single message', schema: { type: 'string' } },
+      },
+      rawBody: {
+        'application/json': publishBatch,
+        '*/*': { description: 'one message: these bytes, with this Content-Type' },
+      },
+      responses: {
+        200: {
+          description: 'every message accepted by the broker',
+          schema: { type: 'object', properties: { ids: { type: 'array', items: { type: 'string' } } } },
+        },
+        413: { description: 'body or batch too large', schema: errorBody },
+      },
+    },
+    async (request: FastifyRequest, reply: FastifyReply) => {
+      const { type } = request.params as { type: string };
+      const raw = request.body as Buffer | undefined;
+      const contentType = request.headers['content-type'];
+      if (contentType === undefined) {
+        throw httpError(
+          'BUSBAR_ERR_UNSUPPORTED_MEDIA_TYPE',
+          'send the message as the body with a Content-Type, or {"messages": [...]} as application/json',
+        );
+      }
+      const source = sourceOf(gw, principalOf(request));
+      let items: { body: unknown; options: object }[];
+      const parsed = isJsonType(contentType) ? parseJson(raw) : undefined;
+      if (
+        parsed !== null &&
+        typeof parsed === 'object' &&
+        !Array.isArray(parsed) &&
+        Object.hasOwn(parsed, 'messages')
+      ) {
+        const list = (parsed as { messages: unknown }).messages;
+        if (Array.isArray(list)) checkBatchSize(gw, list.length);
+        const validate = request.compileValidationSchema(publishBatch) as Validator;
+        if (!validate(parsed)) {
+          throw httpError(
+            'BUSBAR_ERR_INVALID_ARGUMENT',
+            `${formatValidation((validate.errors ?? []) as [], 'body')}: see /openapi.json for what is accepted`,
+          );
+        }
+        items = (parsed as { messages: WireOutgoing[] }).messages.map((item, i) => fromWire(item, i));
+      } else {
+        items = [single(request, raw ?? Buffer.alloc(0), contentType)];
+      }
+      const messages = buildAll(type, source, items);
+      const query = request.query as { key?: string };
+      const answer = await publishOnce(
+        gw,
+        request,
+        type,
+        messages,
+        () =>
+          fingerprint(
+            type,
+            contentType,
+            query.key,
+            JSON.stringify(Object.entries(request.headers).filter(([n]) => n.startsWith('busbar-'))),
+            raw,
+          ),
+        (ids) => ({ ids }),
+      );
+      return reply.code(answer.status).send(answer.body);
+    },
+  );
+}

@@ -1,0 +1,196 @@
+/**
+ * Pull: `GET /v1/types/{type}/messages?group=G&max=N&wait=MS&lease=MS` long-polls for messages, each leased with a
+ * receipt; `POST /v1/acks` and `POST /v1/nacks` settle receipts. An unsettled lease returns its message to the
+ * group, so a lost response loses nothing.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Message } from '../../bus/message.ts';
+import { toBusError } from '../../errors.ts';
+import type { Offset } from '../../transport/contract.ts';
+import { authorize } from '../auth.ts';
+import type { PooledConsumer } from '../consumers.ts';
+import { brokerCall, httpError } from '../errors.ts';
+import type { Gateway } from '../gateway.ts';
+import type { SettleResult } from '../leases.ts';
+import type { ApiRegistry } from '../openapi.ts';
+import type { ReceiptClaims } from '../receipts.ts';
+import { principalOf } from '../requests.ts';
+import { typeParams } from '../schemas.ts';
+import { toWire, type WireMessage } from '../wire.ts';
+
+export interface PullOptions {
+  group: string;
+  max: number;
+  wait: number;
+  lease: number;
+  autoAck: boolean;
+  offset: Offset;
+}
+
+/** Takes up to `max` messages for (type, group) and leases them (or acks them, with autoAck). */
+export async function pull(
+  gw: Gateway,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  type: string,
+  options: PullOptions,
+): Promise<{ messages: Message[]; wire: WireMessage[] }> {
+  const leave = options.wait > 0 ? gw.enterLongPoll() : () => {};
+  let entry: PooledConsumer | undefined;
+  try {
+    entry = await gw.pool.acquire(type, options.group, options.offset);
+    const current = entry;
+    const gone = () => reply.raw.destroyed || request.raw.socket.destroyed;
+    let messages: Message[];
+    try {
+      messages = await gw.pool.take(current, options.max, options.wait, gone);
+    } catch (error) {
+      gw.pool.discard(current);
+      throw toBusError(error, 'BUSBAR_ERR_BROKER', `receiving from '${type}' for group '${options.group}'`);
+    }
+    if (options.autoAck) {
+      await brokerCall(`acking ${messages.length} message(s)`, gw.settings.limits.brokerTimeoutMs, () =>
+        Promise.all(messages.map((m) => m.ack())),
+      );
+      gw.metrics.group('delivered', type, options.group, messages.length);
+      gw.metrics.group('acked', type, options.group, messages.length);
+      return { messages, wire: messages.map((m) => toWire(m)) };
+    }
+    return { messages, wire: messages.map((m) => toWire(m, gw.leases.grant(current, m, options.lease))) };
+  } finally {
+    leave();
+    if (entry) gw.pool.release(entry);
+  }
+}
+
+const REASONS: Record<Exclude<SettleResult['status'], 'done' | 'repeat'>, string> = {
+  expired: 'its lease ran out, so the message returned to its group and will be delivered again',
+  unknown: 'this gateway holds no lease for it (it restarted, or the receipt is very old); the message was returned',
+  conflict: 'it was already settled the other way',
+};
+
+/** Verifies, authorizes and settles receipts; answers 200 when all settled, else 409 / 410 with the details. */
+export async function settle(
+  gw: Gateway,
+  request: FastifyRequest,
+  receipts: readonly string[],
+  action: 'ack' | 'nack',
+  options: { group?: string; delayMs?: number },
+): Promise<{ count: number }> {
+  const principal = principalOf(request);
+  const claims: ReceiptClaims[] = receipts.map((receipt, i) => {
+    try {
+      return gw.signer.verify(receipt);
+    } catch (error) {
+      throw httpError('BUSBAR_ERR_INVALID_RECEIPT', `receipts[${i}]: ${(error as Error).message}; nothing was settled`);
+    }
+  });
+  for (const c of claims) authorize(principal, 'consume', c.type);
+  claims.forEach((c, i) => {
+    if (options.group !== undefined && c.group !== options.group) {
+      throw httpError(
+        'BUSBAR_ERR_INVALID_RECEIPT',
+        `receipts[${i}] belongs to group '${c.group}', not '${options.group}': a receipt settles only its own group's delivery; nothing was settled`,
+        { status: 409 },
+      );
+    }
+  });
+  const results = await Promise.allSettled(claims.map((c) => gw.leases.settle(c, action, options.delayMs)));
+  const failed: { index: number; reason: string }[] = [];
+  let brokerFailure: unknown;
+  let expired = false;
+  results.forEach((result, index) => {
+    if (result.status === 'rejected') {
+      brokerFailure ??= result.reason;
+      failed.push({ index, reason: (result.reason as Error).message });
+    } else if (result.value.status !== 'done' && result.value.status !== 'repeat') {
+      if (result.value.status !== 'conflict') expired = true;
+      const extra = result.value.status === 'conflict' ? ` (${result.value.previous})` : '';
+      failed.push({ index, reason: REASONS[result.value.status] + extra });
+    }
+  });
+  if (failed.length === 0) return { count: claims.length };
+  const settled = claims.length - failed.length;
+  const summary =
+    `${failed.length} of ${claims.length} receipt(s) could not be ${action}ed: ` +
+    failed
+      .slice(0, 3)
+      .map((f) => `receipts[${f.index}]: ${f.reason}`)
+      .join('; ') +
+    (failed.length > 3 ? `; and ${failed.length - 3} more` : '') +
+    `; the other ${settled} were ${action}ed`;
+  if (brokerFailure !== undefined) {
+    const cause = toBusError(brokerFailure, 'BUSBAR_ERR_BROKER', `${action} failed`);
+    throw httpError(cause.code, `${summary}; retry the failed ones`, {
+      status: 503,
+      body: { settled, failed },
+    });
+  }
+  throw httpError('BUSBAR_ERR_INVALID_RECEIPT', summary, { status: expired ? 410 : 409, body: { settled, failed } });
+}
+
+export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRegistry): void {
+  const { pullQuery, ackBody, nackBody, wireMessage, errorBody } = gw.schemas;
+
+  api.define(
+    app,
+    {
+      method: 'GET',
+      url: '/v1/types/:type/messages',
+      operationId: 'pull',
+      summary: 'Pull up to max messages for a group, waiting up to wait ms for the first',
+      description:
+        'Each message carries a receipt and is leased for lease ms: ack or nack it with POST /v1/acks or ' +
+        '/v1/nacks before leaseExpiresAt, or it returns to the group. An empty list means nothing arrived in time.',
+      tag: 'messages',
+      auth: 'consume',
+      params: typeParams,
+      querystring: pullQuery,
+      responses: {
+        200: {
+          description: 'the messages (possibly none)',
+          schema: { type: 'object', properties: { messages: { type: 'array', items: wireMessage } } },
+        },
+        429: { description: 'too many long polls waiting', schema: errorBody },
+      },
+    },
+    async (request, reply) => {
+      const { type } = request.params as { type: string };
+      const { wire } = await pull(gw, request, reply, type, request.query as PullOptions);
+      return reply.send({ messages: wire });
+    },
+  );
+
+  for (const action of ['ack', 'nack'] as const) {
+    api.define(
+      app,
+      {
+        method: 'POST',
+        url: `/v1/${action}s`,
+        operationId: action,
+        summary:
+          action === 'ack'
+            ? 'Acknowledge messages by their receipts'
+            : 'Return messages to their group by their receipts, optionally after delayMs',
+        description:
+          'Retrying with receipts already settled the same way succeeds again. A receipt whose lease ran out ' +
+          'answers 410 (its message was returned and will come again); one settled the other way answers 409.',
+        tag: 'messages',
+        auth: 'token',
+        body: action === 'ack' ? ackBody : nackBody,
+        responses: {
+          200: {
+            description: 'every receipt settled',
+            schema: { type: 'object', properties: { [`${action}ed`]: { type: 'integer' } } },
+          },
+          410: { description: 'some leases had run out; the others were settled', schema: errorBody },
+        },
+      },
+      async (request) => {
+        const body = request.body as { receipts: string[]; group?: string; delayMs?: number };
+        const { count } = await settle(gw, request, body.receipts, action, body);
+        return { [`${action}ed`]: count };
+      },
+    );
+  }
+}

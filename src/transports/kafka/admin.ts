@@ -1,0 +1,330 @@
+/**
+ * TransportAdmin on Kafka's admin API: a type is a topic plus its retry topic (`<type>.busbar-retry`), created and
+ * grown together; purge is DeleteRecords up to the end offsets; stats come from ListOffsets and OffsetFetch.
+ */
+import type { Admin } from '@platformatic/kafka';
+import { BusError } from '../../errors.ts';
+import type {
+  GroupStats,
+  Retention,
+  TransportAdmin,
+  TypeInfo,
+  TypeOptions,
+  TypeStats,
+} from '../../transport/contract.ts';
+import { hasKafkaError, kafkaError } from './errors.ts';
+import type { KafkaSettings } from './options.ts';
+import { checkKafkaType, isRetryTopic, retryTopicOf } from './wire.ts';
+
+const CONFIG_RESOURCE_TOPIC = 2;
+const CONFIG_SET = 0;
+const OFFSET_LATEST = -1n;
+const OFFSET_EARLIEST = -2n;
+
+/** What this process knows about in-flight deliveries: undefined when it has no member of the group. */
+export type InflightLookup = (group: string, type: string) => number | undefined;
+
+function retentionOf(configs: Map<string, string | null | undefined>): Retention {
+  const ms = Number(configs.get('retention.ms') ?? -1);
+  const bytes = Number(configs.get('retention.bytes') ?? -1);
+  return { maxAgeMs: ms >= 0 ? ms : undefined, maxBytes: bytes >= 0 ? bytes : undefined };
+}
+
+function limit(value: number | undefined, what: string): string {
+  if (value === undefined) return '-1';
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${what} must be a whole number >= 1, not ${value}`);
+  }
+  return String(value);
+}
+
+export class KafkaAdmin implements TransportAdmin {
+  readonly #admin: Admin;
+  readonly #settings: KafkaSettings;
+  readonly #inflight: InflightLookup;
+  /** Types this process created or saw, so publish does not ask the broker each time. */
+  readonly #known = new Set<string>();
+
+  constructor(admin: Admin, settings: KafkaSettings, inflight: InflightLookup) {
+    this.#admin = admin;
+    this.#settings = settings;
+    this.#inflight = inflight;
+  }
+
+  /** ensureType, at most once per type and process unless forgotten. */
+  async ensureKnown(type: string): Promise<void> {
+    if (!this.#known.has(type)) await this.ensureType(type);
+  }
+
+  forget(type: string): void {
+    this.#known.delete(type);
+  }
+
+  async ensureType(type: string, options: TypeOptions = {}): Promise<void> {
+    checkKafkaType(type);
+    const partitions = options.partitions ?? this.#settings.partitions;
+    if (!Number.isInteger(partitions) || (partitions < 1 && partitions !== -1)) {
+      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
+    }
+    for (const topic of [type, retryTopicOf(type)]) {
+      try {
+        await this.#admin.createTopics({
+          topics: [topic],
+          partitions,
+          replicas: this.#settings.replicas,
+          configs: [{ name: 'max.message.bytes', value: String(this.#settings.maxMessageBytes) }],
+        });
+      } catch (error) {
+        if (!hasKafkaError(error, 'TOPIC_ALREADY_EXISTS')) {
+          throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not create Kafka topic '${topic}'`);
+        }
+      }
+    }
+    this.#known.add(type);
+  }
+
+  async deleteType(type: string): Promise<void> {
+    checkKafkaType(type);
+    this.#known.delete(type);
+    for (const topic of [type, retryTopicOf(type)]) {
+      try {
+        await this.#admin.deleteTopics({ topics: [topic] });
+      } catch (error) {
+        if (!hasKafkaError(error, 'UNKNOWN_TOPIC_OR_PARTITION') && !hasKafkaError(error, 'UNKNOWN_TOPIC_ID')) {
+          throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not delete Kafka topic '${topic}'`);
+        }
+      }
+    }
+  }
+
+  async #typeNames(): Promise<string[]> {
+    try {
+      const topics = await this.#admin.listTopics({ includeInternals: false });
+      return topics.filter((t) => !t.startsWith('__') && !isRetryTopic(t)).sort();
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', 'could not list Kafka topics');
+    }
+  }
+
+  /** Partition counts of existing topics; a missing topic is absent from the map. */
+  async #partitionCounts(topics: string[]): Promise<Map<string, number>> {
+    const counts = new Map<string, number>();
+    if (topics.length === 0) return counts;
+    const existing = new Set(await this.#admin.listTopics({ includeInternals: false }));
+    const present = topics.filter((t) => existing.has(t));
+    if (present.length === 0) return counts;
+    const metadata = await this.#admin.metadata({ topics: present, forceUpdate: true });
+    for (const topic of present) {
+      const info = metadata.topics.get(topic);
+      if (info) counts.set(topic, info.partitionsCount);
+    }
+    return counts;
+  }
+
+  async listTypes(): Promise<TypeInfo[]> {
+    const types = await this.#typeNames();
+    if (types.length === 0) return [];
+    try {
+      const counts = await this.#partitionCounts(types);
+      const described = await this.#admin.describeConfigs({
+        resources: types.map((t) => ({
+          resourceType: CONFIG_RESOURCE_TOPIC,
+          resourceName: t,
+          configurationKeys: ['retention.ms', 'retention.bytes'],
+        })),
+      });
+      const retention = new Map(
+        described.map((d) => [d.resourceName, retentionOf(new Map(d.configs.map((c) => [c.name, c.value])))]),
+      );
+      return types
+        .filter((t) => counts.has(t))
+        .map((type) => ({ type, partitions: counts.get(type)!, retention: retention.get(type) ?? {} }));
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', 'could not describe Kafka topics');
+    }
+  }
+
+  async #requirePartitions(type: string): Promise<number> {
+    const count = (await this.#partitionCounts([type])).get(type);
+    if (count === undefined) {
+      throw new BusError('BUSBAR_ERR_UNKNOWN_TYPE', `message type '${type}' does not exist: register it first`);
+    }
+    return count;
+  }
+
+  async setPartitions(type: string, partitions: number): Promise<void> {
+    checkKafkaType(type);
+    if (!Number.isInteger(partitions) || partitions < 1) {
+      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
+    }
+    const current = await this.#requirePartitions(type);
+    if (partitions < current) {
+      throw new BusError(
+        'BUSBAR_ERR_PARTITIONS',
+        `message type '${type}' has ${current} partitions and Kafka cannot remove partitions: ask for ${current} or more`,
+      );
+    }
+    const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
+    const grow = [...counts].filter(([, count]) => count < partitions).map(([name]) => ({ name, count: partitions }));
+    if (grow.length === 0) return;
+    try {
+      await this.#admin.createPartitions({ topics: grow });
+    } catch (error) {
+      throw kafkaError(
+        error,
+        'BUSBAR_ERR_PARTITIONS',
+        `could not grow message type '${type}' to ${partitions} partitions`,
+      );
+    }
+  }
+
+  async setRetention(type: string, retention: Retention): Promise<void> {
+    checkKafkaType(type);
+    await this.#requirePartitions(type);
+    const configs = [
+      { name: 'retention.ms', configOperation: CONFIG_SET, value: limit(retention.maxAgeMs, 'maxAgeMs') },
+      { name: 'retention.bytes', configOperation: CONFIG_SET, value: limit(retention.maxBytes, 'maxBytes') },
+    ];
+    // Kafka removes whole closed segments only: roll segments at least as often as the age limit so it can bite.
+    if (retention.maxAgeMs !== undefined) {
+      configs.push({ name: 'segment.ms', configOperation: CONFIG_SET, value: String(retention.maxAgeMs) });
+    }
+    try {
+      await this.#admin.incrementalAlterConfigs({
+        resources: [type, retryTopicOf(type)].map((resourceName) => ({
+          resourceType: CONFIG_RESOURCE_TOPIC,
+          resourceName,
+          configs: configs as never,
+        })),
+      });
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not set the retention of message type '${type}'`);
+    }
+  }
+
+  /** [start, end) offsets of every partition of the given topics. */
+  async #offsets(counts: Map<string, number>): Promise<Map<string, { start: bigint; end: bigint }[]>> {
+    const ask = (timestamp: bigint) =>
+      this.#admin.listOffsets({
+        topics: [...counts].map(([name, count]) => ({
+          name,
+          partitions: Array.from({ length: count }, (_, partitionIndex) => ({ partitionIndex, timestamp })),
+        })),
+      });
+    const [starts, ends] = await Promise.all([ask(OFFSET_EARLIEST), ask(OFFSET_LATEST)]);
+    const result = new Map<string, { start: bigint; end: bigint }[]>();
+    for (const [name, count] of counts)
+      result.set(
+        name,
+        Array.from({ length: count }, () => ({ start: 0n, end: 0n })),
+      );
+    for (const topic of starts) {
+      for (const p of topic.partitions) result.get(topic.name)![p.partitionIndex]!.start = p.offset;
+    }
+    for (const topic of ends) {
+      for (const p of topic.partitions) result.get(topic.name)![p.partitionIndex]!.end = p.offset;
+    }
+    return result;
+  }
+
+  async purge(type: string): Promise<void> {
+    checkKafkaType(type);
+    try {
+      const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
+      if (!counts.has(type)) {
+        throw new BusError('BUSBAR_ERR_UNKNOWN_TYPE', `message type '${type}' does not exist: nothing to purge`);
+      }
+      const offsets = await this.#offsets(counts);
+      const topics = [...offsets]
+        .map(([name, partitions]) => ({
+          name,
+          partitions: partitions
+            .map((p, partition) => ({ partition, offset: p.end, start: p.start }))
+            .filter((p) => p.offset > p.start)
+            .map(({ partition, offset }) => ({ partition, offset })),
+        }))
+        .filter((t) => t.partitions.length > 0);
+      if (topics.length > 0) await this.#admin.deleteRecords({ topics });
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not purge message type '${type}'`);
+    }
+  }
+
+  async stats(type?: string): Promise<TypeStats[]> {
+    const types = type === undefined ? await this.#typeNames() : [checkKafkaType(type)];
+    if (types.length === 0) return [];
+    try {
+      const counts = await this.#partitionCounts(types);
+      if (type !== undefined && !counts.has(type)) {
+        throw new BusError('BUSBAR_ERR_UNKNOWN_TYPE', `message type '${type}' does not exist: register it first`);
+      }
+      const offsets = await this.#offsets(counts);
+      const committed = await this.#committedOffsets([...counts.keys()]);
+      const sizes = await this.#sizes(counts);
+      return [...counts].map(([name, partitions]) => {
+        const ranges = offsets.get(name)!;
+        const depth = ranges.reduce((sum, r) => sum + Number(r.end - r.start), 0);
+        const groups: GroupStats[] = [...(committed.get(name) ?? new Map())].map(([group, byPartition]) => {
+          let unread = 0;
+          ranges.forEach((r, partition) => {
+            const at = byPartition.get(partition);
+            const from = at === undefined || at < r.start ? r.start : at;
+            if (r.end > from) unread += Number(r.end - from);
+          });
+          return { group, unread, inflight: this.#inflight(group, name) ?? -1, oldestAgeMs: null };
+        });
+        groups.sort((a, b) => a.group.localeCompare(b.group));
+        return { type: name, depth, bytes: sizes.get(name) ?? -1, partitions, groups };
+      });
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not read stats${type ? ` of message type '${type}'` : ''}`);
+    }
+  }
+
+  /** topic -> group -> partition -> committed offset, for every consumer group with commits on the topics. */
+  async #committedOffsets(topics: string[]): Promise<Map<string, Map<string, Map<number, bigint>>>> {
+    const result = new Map<string, Map<string, Map<number, bigint>>>();
+    const groups = [...(await this.#admin.listGroups()).keys()];
+    if (groups.length === 0) return result;
+    const wanted = new Set(topics);
+    const listed = await this.#admin.listConsumerGroupOffsets({ groups });
+    for (const { groupId, topics: groupTopics } of listed) {
+      for (const topic of groupTopics) {
+        if (!wanted.has(topic.name)) continue;
+        const partitions = new Map<number, bigint>();
+        for (const p of topic.partitions)
+          if (p.committedOffset >= 0n) partitions.set(p.partitionIndex, p.committedOffset);
+        if (partitions.size === 0) continue;
+        let byGroup = result.get(topic.name);
+        if (!byGroup) {
+          byGroup = new Map();
+          result.set(topic.name, byGroup);
+        }
+        byGroup.set(groupId, partitions);
+      }
+    }
+    return result;
+  }
+
+  /** Bytes the broker's log directories hold per topic (record batches, headers included); absent if unknown. */
+  async #sizes(counts: Map<string, number>): Promise<Map<string, number>> {
+    const sizes = new Map<string, number>();
+    try {
+      const described = await this.#admin.describeLogDirs({
+        topics: [...counts].map(([name, count]) => ({ name, partitions: Array.from({ length: count }, (_, i) => i) })),
+      });
+      for (const broker of described) {
+        for (const dir of broker.results) {
+          for (const topic of dir.topics) {
+            const total = topic.partitions.reduce((sum, p) => sum + Number(p.partitionSize), 0);
+            sizes.set(topic.name, (sizes.get(topic.name) ?? 0) + total);
+          }
+        }
+      }
+    } catch {
+      // Not every cluster lets a client describe log directories: bytes are then unknown (-1).
+      sizes.clear();
+    }
+    return sizes;
+  }
+}

@@ -1,0 +1,431 @@
+/**
+ * One member of a Kafka consumer group, with per-message acks emulated on top of offsets:
+ * - a partition's offset is committed only past the contiguous run of acked messages (PartitionProgress);
+ * - at most `prefetch` deliveries are outstanding; the fetch stream pauses while enough are buffered;
+ * - a delivery neither acked nor nacked within `ackTimeoutMs` is handed out again (attempt + 1);
+ * - nack without delay hands the message out again at once; nack with a delay re-publishes it to the type's retry
+ *   topic with a not-before time, the group and the next attempt, then commits past the original, so the
+ *   partition keeps flowing for every other key;
+ * - on a rebalance, deliveries of partitions this member lost are dropped (their acks become no-ops): the new owner
+ *   reads them again from the committed offset. Closing leaves the group, which hands every unacked message back.
+ */
+import { Consumer, type Message, type MessagesStream } from '@platformatic/kafka';
+import { BusError } from '../../errors.ts';
+import type {
+  ConsumeOptions,
+  Delivery,
+  NackOptions,
+  Subscription,
+  TransportMessage,
+} from '../../transport/contract.ts';
+import { DeliveryQueue } from '../../transport/queue.ts';
+import { subscriptionAwareAssigner } from './assigner.ts';
+import { OffsetCommits } from './commits.ts';
+import { kafkaError } from './errors.ts';
+import type { KafkaSettings } from './options.ts';
+import { PartitionProgress } from './progress.ts';
+import { commitStartPositions, startPositions } from './start.ts';
+import { fromRecord, isRetryTopic, type KafkaRecord, RETRY_HEADERS, retryTopicOf, toRecord } from './wire.ts';
+
+/** How a subscription reaches the rest of the transport. */
+export interface SubscriptionHost {
+  readonly settings: KafkaSettings;
+  /** Creates the types (and their retry topics) if needed. */
+  ensureTypes(types: readonly string[]): Promise<void>;
+  /** Durably publishes records (acks=all); used for delayed redeliveries. */
+  produce(records: KafkaRecord[]): Promise<void>;
+  closed(subscription: KafkaSubscription): void;
+}
+
+type EntryState = 'held' | 'ready' | 'out' | 'retrying' | 'done';
+
+interface Entry {
+  readonly key: string;
+  readonly topic: string;
+  readonly partition: number;
+  readonly offset: bigint;
+  readonly progress: PartitionProgress;
+  readonly message: TransportMessage;
+  attempt: number;
+  state: EntryState;
+  /** Increments on every hand-out, so a late ack timer of an earlier hand-out does nothing. */
+  lease: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const RESTART_DELAY_MS = 1000;
+/** Records fetched but not handed out before the fetch stream pauses. */
+const MIN_BUFFER = 256;
+const SETTLED = Promise.resolve();
+
+/** Leaves the group and closes the client; failures only mean the broker already forgot this member. */
+function closeQuietly(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>): Promise<void> {
+  return new Promise((resolve) => consumer.close(true, () => resolve()));
+}
+
+export class KafkaSubscription implements Subscription {
+  readonly ready: Promise<void>;
+  readonly #host: SubscriptionHost;
+  readonly #options: ConsumeOptions;
+  readonly #queue = new DeliveryQueue();
+  readonly #topics: string[];
+  readonly #bufferLimit: number;
+  readonly #live = new Set<Entry>();
+  readonly #readyEntries: Entry[] = [];
+  readonly #progress = new Map<string, PartitionProgress>();
+  #assigned = new Set<string>();
+  #outstanding = 0;
+  #consumer: Consumer<Buffer, Buffer, Buffer, Buffer> | undefined;
+  #stream: MessagesStream<Buffer, Buffer, Buffer, Buffer> | undefined;
+  #paused = false;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+  #restartTimer: NodeJS.Timeout | undefined;
+  readonly #commits: OffsetCommits;
+  readonly #retrying = new Set<Promise<void>>();
+  readonly #onAbort = () => void this.close();
+
+  constructor(host: SubscriptionHost, options: ConsumeOptions) {
+    this.#host = host;
+    this.#options = options;
+    this.#commits = new OffsetCommits(
+      (offsets) => this.#consumer?.commit({ offsets }) ?? Promise.reject(new Error('the consumer is reconnecting')),
+      options.group,
+    );
+    this.#topics = [...new Set(options.types)].flatMap((type) => [type, retryTopicOf(type)]);
+    this.#bufferLimit = Math.max(MIN_BUFFER, options.prefetch * 4);
+    this.ready = this.#start();
+    this.ready.catch((error: unknown) => this.#queue.end(error));
+    if (options.signal?.aborted) void this.close();
+    else options.signal?.addEventListener('abort', this.#onAbort, { once: true });
+  }
+
+  get group(): string {
+    return this.#options.group;
+  }
+
+  get types(): readonly string[] {
+    return this.#options.types;
+  }
+
+  /** Deliveries handed out and not yet acked, nacked or returned. */
+  get inflight(): number {
+    return this.#outstanding;
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    return this.#queue[Symbol.asyncIterator]();
+  }
+
+  async #start(): Promise<void> {
+    await this.#host.ensureTypes(this.#options.types);
+    await this.#connect();
+  }
+
+  /** Joins the group and starts fetching; resolves once the start positions of the assigned partitions are fixed. */
+  async #connect(): Promise<void> {
+    if (this.#closed) return;
+    const { settings } = this.#host;
+    const consumer = new Consumer<Buffer, Buffer, Buffer, Buffer>({
+      clientId: `${settings.clientId}-${this.#options.consumerId}`,
+      bootstrapBrokers: [...settings.bootstrapBrokers],
+      groupId: this.#options.group,
+      sessionTimeout: settings.sessionTimeoutMs,
+      rebalanceTimeout: settings.sessionTimeoutMs,
+      heartbeatInterval: settings.heartbeatIntervalMs,
+      maxWaitTime: 500,
+      partitionAssigner: subscriptionAwareAssigner,
+      autocommit: false,
+      ...(settings.tls ? { tls: settings.tls } : {}),
+      ...(settings.sasl ? { sasl: settings.sasl } : {}),
+    });
+    this.#consumer = consumer;
+    consumer.on('error', (error: Error) => this.#restart(consumer, error));
+    consumer.on('consumer:group:join', ({ assignments }) => this.#assign(assignments ?? []));
+    let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
+    try {
+      stream = await consumer.consume({
+        topics: this.#topics,
+        mode: 'committed',
+        fallbackMode: this.#options.offset,
+        autocommit: false,
+      });
+    } catch (error) {
+      await closeQuietly(consumer);
+      throw kafkaError(error, 'BUSBAR_ERR_CONNECTION', `could not join consumer group '${this.#options.group}'`);
+    }
+    if (this.#closed) {
+      await closeQuietly(consumer);
+      return;
+    }
+    this.#stream = stream;
+    let first = true;
+    const fixed = new Promise<void>((resolve) => {
+      stream.on('offsets', () => {
+        const done = commitStartPositions(consumer, startPositions(consumer, stream));
+        if (first) void done.finally(resolve);
+        first = false;
+      });
+      stream.once('close', resolve);
+    });
+    stream.on('data', (record: Message<Buffer, Buffer, Buffer, Buffer>) => this.#take(record));
+    stream.on('error', (error: Error) => this.#restart(consumer, error));
+    stream.on('close', () => this.#restart(consumer));
+    await fixed;
+  }
+
+  #assign(assignments: readonly { topic: string; partitions: number[] }[]): void {
+    const next = new Set<string>();
+    for (const { topic, partitions } of assignments) for (const p of partitions) next.add(`${topic}:${p}`);
+    for (const key of this.#progress.keys()) if (!next.has(key)) this.#drop(key);
+    this.#assigned = next;
+  }
+
+  /** Forgets a partition this member no longer owns: its messages come back from the committed offset elsewhere. */
+  #drop(key?: string): void {
+    for (const entry of this.#live) {
+      if (key === undefined || entry.key === key) this.#release(entry, 'done');
+    }
+    if (key === undefined) this.#progress.clear();
+    else this.#progress.delete(key);
+    this.#pump();
+  }
+
+  #take(record: Message<Buffer, Buffer, Buffer, Buffer>): void {
+    if (this.#closed) return;
+    const key = `${record.topic}:${record.partition}`;
+    if (!this.#assigned.has(key)) return;
+    let progress = this.#progress.get(key);
+    if (!progress) {
+      progress = new PartitionProgress();
+      this.#progress.set(key, progress);
+    }
+    if (!progress.track(record.offset)) return;
+    const { message, retry } = fromRecord(record);
+    const retried = isRetryTopic(record.topic);
+    const entry: Entry = {
+      key,
+      topic: record.topic,
+      partition: record.partition,
+      offset: record.offset,
+      progress,
+      message,
+      attempt: retried && retry.attempt && retry.attempt > 1 ? retry.attempt : 1,
+      state: 'ready',
+      lease: 0,
+      timer: undefined,
+    };
+    if (retried && retry.group !== this.#options.group) {
+      // Another group's redelivery: not ours to deliver, only to step over.
+      entry.state = 'done';
+      void this.#settle(entry).catch(() => {});
+      return;
+    }
+    this.#live.add(entry);
+    const wait = retried && retry.notBefore ? retry.notBefore - Date.now() : 0;
+    if (wait > 0) this.#hold(entry, wait);
+    else this.#readyEntries.push(entry);
+    this.#pump();
+  }
+
+  #hold(entry: Entry, ms: number): void {
+    entry.state = 'held';
+    entry.timer = setTimeout(() => {
+      if (entry.state !== 'held') return;
+      entry.timer = undefined;
+      entry.state = 'ready';
+      this.#readyEntries.unshift(entry);
+      this.#pump();
+    }, ms);
+  }
+
+  #pump(): void {
+    while (!this.#closed && this.#outstanding < this.#options.prefetch && this.#readyEntries.length > 0) {
+      this.#handOut(this.#readyEntries.shift()!);
+    }
+    const stream = this.#stream;
+    if (!stream || this.#closed) return;
+    if (!this.#paused && this.#readyEntries.length >= this.#bufferLimit) {
+      this.#paused = true;
+      stream.pause();
+    } else if (this.#paused && this.#readyEntries.length < this.#bufferLimit / 2) {
+      this.#paused = false;
+      stream.resume();
+    }
+  }
+
+  #handOut(entry: Entry): void {
+    entry.state = 'out';
+    const lease = ++entry.lease;
+    this.#outstanding++;
+    entry.timer = setTimeout(() => this.#expire(entry, lease), this.#options.ackTimeoutMs);
+    let settled: Promise<void> | undefined;
+    this.#queue.push({
+      message: entry.message,
+      attempt: entry.attempt,
+      ack: () => {
+        settled ??= this.#ack(entry);
+        return settled;
+      },
+      nack: (options?: NackOptions) => {
+        settled ??= this.#nack(entry, lease, options?.delayMs ?? 0);
+        return settled;
+      },
+    });
+  }
+
+  /** Takes an entry out of wherever it waits (buffer, delay timer, a consumer's hands) and sets its new state. */
+  #release(entry: Entry, state: EntryState): void {
+    if (entry.state === 'out') this.#outstanding--;
+    if (entry.state === 'ready') {
+      const index = this.#readyEntries.indexOf(entry);
+      if (index >= 0) this.#readyEntries.splice(index, 1);
+    }
+    clearTimeout(entry.timer);
+    entry.timer = undefined;
+    entry.state = state;
+    if (state === 'done') this.#live.delete(entry);
+  }
+
+  #expire(entry: Entry, lease: number): void {
+    if (entry.state !== 'out' || entry.lease !== lease || this.#closed) return;
+    this.#release(entry, 'ready');
+    entry.attempt++;
+    this.#readyEntries.unshift(entry);
+    this.#pump();
+  }
+
+  #ack(entry: Entry): Promise<void> {
+    // An ack after the ack timeout still counts: the message was processed, its redelivery becomes moot.
+    if (entry.state === 'done' || entry.state === 'retrying') return SETTLED;
+    this.#release(entry, 'done');
+    this.#pump();
+    return this.#settle(entry);
+  }
+
+  async #nack(entry: Entry, lease: number, delayMs: number): Promise<void> {
+    if (!Number.isFinite(delayMs) || delayMs < 0) {
+      throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `nack delayMs must be a number of ms >= 0, not ${delayMs}`);
+    }
+    // A nack of an earlier hand-out (the message already came back by ack timeout) changes nothing.
+    if (entry.state !== 'out' || entry.lease !== lease) return;
+    const attempt = entry.attempt + 1;
+    if (delayMs === 0 || this.#closed) {
+      this.#release(entry, 'ready');
+      entry.attempt = attempt;
+      if (this.#closed) return;
+      this.#readyEntries.unshift(entry);
+      this.#pump();
+      return;
+    }
+    this.#release(entry, 'retrying');
+    this.#pump();
+    const sent = this.#host.produce([this.#retryRecord(entry, attempt, Date.now() + delayMs)]);
+    this.#retrying.add(sent);
+    try {
+      await sent;
+    } catch {
+      // The retry topic is out of reach: keep the message here instead; its offset stays uncommitted meanwhile.
+      if ((entry.state as EntryState) !== 'retrying' || this.#closed) return;
+      entry.attempt = attempt;
+      this.#hold(entry, delayMs);
+      return;
+    } finally {
+      this.#retrying.delete(sent);
+    }
+    if ((entry.state as EntryState) !== 'retrying') return;
+    this.#release(entry, 'done');
+    await this.#settle(entry);
+  }
+
+  /** The message again, for the type's retry topic, addressed to this group. */
+  #retryRecord(entry: Entry, attempt: number, notBefore: number): KafkaRecord {
+    return toRecord(retryTopicOf(entry.message.type), entry.message, {
+      [RETRY_HEADERS.group]: this.#options.group,
+      [RETRY_HEADERS.notBefore]: String(notBefore),
+      [RETRY_HEADERS.attempt]: String(attempt),
+    });
+  }
+
+  /** Records a finished offset; commits when the partition's acked prefix grew (and waits for that commit). */
+  #settle(entry: Entry): Promise<void> {
+    if (this.#progress.get(entry.key) !== entry.progress) return SETTLED;
+    const next = entry.progress.ack(entry.offset);
+    if (next === undefined) return SETTLED;
+    return this.#commits.commit(entry.key, {
+      topic: entry.topic,
+      partition: entry.partition,
+      offset: next,
+      leaderEpoch: -1,
+    });
+  }
+
+  /** The client gave up (broker gone for longer than its retries): start over with a fresh member. */
+  #restart(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, _error?: Error): void {
+    if (this.#closed || this.#consumer !== consumer) return;
+    this.#consumer = undefined;
+    this.#stream = undefined;
+    this.#paused = false;
+    this.#assigned = new Set();
+    this.#drop();
+    void closeQuietly(consumer);
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = setTimeout(() => {
+      this.#connect().catch((error: unknown) => this.#restartLater(error));
+    }, RESTART_DELAY_MS);
+  }
+
+  #restartLater(_error: unknown): void {
+    if (this.#closed) return;
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = setTimeout(() => {
+      this.#connect().catch((error: unknown) => this.#restartLater(error));
+    }, RESTART_DELAY_MS);
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#shutdown();
+    return this.#closing;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#closed = true;
+    this.#options.signal?.removeEventListener('abort', this.#onAbort);
+    clearTimeout(this.#restartTimer);
+    this.#queue.end();
+    this.#queue.drain();
+    await Promise.allSettled([...this.#retrying]);
+    await this.#returnUnacked();
+    for (const entry of this.#live) this.#release(entry, 'done');
+    this.#readyEntries.length = 0;
+    await this.#commits.drain();
+    const consumer = this.#consumer;
+    this.#consumer = undefined;
+    this.#stream = undefined;
+    if (consumer) await closeQuietly(consumer);
+    this.#host.closed(this);
+  }
+
+  /**
+   * Hands every message this member delivered and nobody acked back to the group through the retry topic (attempt
+   * + 1), then commits past them: the next member gets exactly those, not the acked ones that followed them. If the
+   * retry topic cannot be written, the offsets stay uncommitted and the next member reads them again from there.
+   */
+  async #returnUnacked(): Promise<void> {
+    const returning = [...this.#live].filter((e) => e.lease > 0 || e.state === 'held');
+    if (returning.length === 0 || !this.#consumer) return;
+    const now = Date.now();
+    try {
+      await this.#host.produce(returning.map((e) => this.#retryRecord(e, e.attempt + 1, now)));
+    } catch {
+      return;
+    }
+    const settled: Promise<void>[] = [];
+    for (const entry of returning) {
+      if (entry.state === 'done') continue;
+      this.#release(entry, 'done');
+      settled.push(this.#settle(entry));
+    }
+    await Promise.allSettled(settled);
+  }
+}

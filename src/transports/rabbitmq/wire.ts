@@ -1,0 +1,119 @@
+/**
+ * The wire mapping (docs/wire/rabbitmq.md): names of exchanges and queues, and how a message's CloudEvents
+ * attributes travel. Attributes follow the CloudEvents AMQP binding (application properties `cloudEvents:<name>`,
+ * datacontenttype in the `content_type` property); the native properties message_id, app_id, type and timestamp
+ * mirror id, source, type and time so RabbitMQ tools and plain clients see them too. The body is the payload, untouched.
+ */
+import type { Message, Options } from 'amqplib';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import type { TransportMessage } from '../../transport/contract.ts';
+
+/** The topic exchange every message is published to, with the message type as routing key. */
+export const EXCHANGE = 'busbar';
+/** The durable queue holding the type registry document (see registry.ts). */
+export const REGISTRY_QUEUE = 'busbar.registry';
+
+/** A type's replay log: a stream queue bound to the exchange, read only to seed new `earliest` groups. */
+export const logQueue = (type: string): string => `busbar:${type}`;
+/** A consumer group's quorum queue. Type and group names never contain ':' so names cannot collide. */
+export const groupQueue = (type: string, group: string): string => `busbar:${type}:${group}`;
+/** Exists while a new group is being created and seeded; its exclusive consumer is the creation lock. */
+export const initQueue = (type: string, group: string): string => `busbar.init:${type}:${group}`;
+/** Delay buckets: a fanout exchange and a TTL queue that dead-letters back through the default exchange. */
+export const delayName = (ms: number): string => `busbar.delay.${ms}`;
+
+const CE_PREFIX = 'cloudEvents:';
+/** Accepted on input: the JMS-friendly spelling the CloudEvents AMQP binding also allows. */
+const CE_PREFIX_ALT = 'cloudEvents_';
+/** Attempts already made before this copy was re-published by a delayed nack. */
+export const ATTEMPTS_HEADER = 'busbar-attempts';
+/** Marks the end of a replay-log read when seeding a new group. */
+export const SEED_MARKER_HEADER = 'busbar-seed-marker';
+
+/** Headers the broker adds or busbar uses internally: never shown to users as their own headers. */
+const BROKER_HEADERS = new Set(['x-delivery-count', 'x-death', 'x-stream-offset', ATTEMPTS_HEADER, SEED_MARKER_HEADER]);
+
+export function publishOptions(message: TransportMessage): Options.Publish {
+  const headers: Record<string, string> = {
+    [`${CE_PREFIX}${CE.specversion}`]: SPEC_VERSION,
+    [`${CE_PREFIX}${CE.id}`]: message.id,
+    [`${CE_PREFIX}${CE.source}`]: message.source,
+    [`${CE_PREFIX}${CE.type}`]: message.type,
+    [`${CE_PREFIX}${CE.time}`]: message.time,
+  };
+  if (message.key !== undefined) headers[`${CE_PREFIX}${CE.key}`] = message.key;
+  for (const [name, value] of Object.entries(message.headers)) headers[name] = value;
+  const millis = Date.parse(message.time);
+  return {
+    persistent: true,
+    mandatory: true,
+    contentType: message.contentType,
+    messageId: message.id,
+    appId: message.source,
+    type: message.type,
+    timestamp: Number.isNaN(millis) ? undefined : Math.floor(millis / 1000),
+    headers,
+  };
+}
+
+export function toBuffer(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function text(value: unknown): string | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value === 'string') return value;
+  if (Buffer.isBuffer(value)) return value.toString('utf8');
+  if (typeof value === 'object' && 'value' in value) return String((value as { value: unknown }).value);
+  return typeof value === 'object' ? JSON.stringify(value) : String(value);
+}
+
+/**
+ * A delivered AMQP message as a TransportMessage, filling what a plain client left out: id from message_id (or a
+ * new one), source from app_id, time from the timestamp property (or receipt time), type from the routing key.
+ */
+export function fromAmqp(message: Message, type: string): TransportMessage {
+  const { properties } = message;
+  const raw = (properties.headers ?? {}) as Record<string, unknown>;
+  const attributes: Record<string, string | undefined> = {};
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(raw)) {
+    const prefix = name.startsWith(CE_PREFIX) ? CE_PREFIX : name.startsWith(CE_PREFIX_ALT) ? CE_PREFIX_ALT : undefined;
+    if (prefix) attributes[name.slice(prefix.length)] = text(value);
+    else if (!BROKER_HEADERS.has(name) && !name.startsWith('x-first-death-') && !name.startsWith('x-last-death-')) {
+      const v = text(value);
+      if (v !== undefined) headers[name] = v;
+    }
+  }
+  const timestamp =
+    typeof properties.timestamp === 'number' ? new Date(properties.timestamp * 1000).toISOString() : undefined;
+  return completeEnvelope(
+    {
+      id: attributes[CE.id] ?? text(properties.messageId),
+      source: attributes[CE.source] ?? text(properties.appId),
+      type: attributes[CE.type] ?? text(properties.type),
+      time: attributes[CE.time] ?? timestamp,
+      contentType: attributes[CE.contentType] ?? text(properties.contentType),
+      key: attributes[CE.key],
+      headers,
+      body: message.content,
+    },
+    type,
+  );
+}
+
+/** 1 on first delivery; counts broker redeliveries (quorum queue x-delivery-count) and delayed re-publishes. */
+export function attemptOf(message: Message): number {
+  const headers = message.properties.headers ?? {};
+  const earlier = Number(headers[ATTEMPTS_HEADER] ?? 0) || 0;
+  const redeliveries = Number(headers['x-delivery-count'] ?? 0) || 0;
+  return earlier + redeliveries + 1;
+}
+
+/** Round a delay up to two significant digits, so arbitrary delays share a bounded set of delay queues. */
+export function delayBucket(delayMs: number): number {
+  const ms = Math.max(1, Math.ceil(delayMs));
+  if (ms < 100) return ms;
+  const scale = 10 ** (Math.floor(Math.log10(ms)) - 1);
+  return Math.ceil(ms / scale) * scale;
+}

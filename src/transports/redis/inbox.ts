@@ -1,0 +1,73 @@
+/**
+ * A subscription's deliveries between the read loop and the application: an async iterator without generator
+ * machinery (a waiting next() is handed the next delivery directly), that skips deliveries whose lease ran out
+ * while they waited, and tells the loop when the application has taken everything.
+ */
+import type { Delivery } from '../../transport/contract.ts';
+
+export interface Leased extends Delivery {
+  /** When the lease ends (Date.now() ms): after it, the entry is due to be claimed again. */
+  readonly deadline: number;
+}
+
+interface Waiter {
+  resolve(result: IteratorResult<Delivery>): void;
+  reject(error: unknown): void;
+}
+
+const DONE: IteratorResult<Delivery> = Object.freeze({ done: true, value: undefined });
+
+export class Inbox implements AsyncIterable<Delivery> {
+  readonly #items: Leased[] = [];
+  readonly #waiters: Waiter[] = [];
+  readonly #onEmpty: () => void;
+  #ended = false;
+  #error: unknown;
+
+  /** `onEmpty` runs whenever the application takes the last queued delivery. */
+  constructor(onEmpty: () => void) {
+    this.#onEmpty = onEmpty;
+  }
+
+  get length(): number {
+    return this.#items.length;
+  }
+
+  push(delivery: Leased): void {
+    if (this.#ended) return;
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve({ done: false, value: delivery });
+    else this.#items.push(delivery);
+  }
+
+  end(error?: unknown): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#error = error;
+    for (const waiter of this.#waiters.splice(0)) {
+      if (error === undefined) waiter.resolve(DONE);
+      else waiter.reject(error);
+    }
+  }
+
+  #next(): Promise<IteratorResult<Delivery>> {
+    const now = Date.now();
+    while (this.#items.length > 0) {
+      const delivery = this.#items.shift()!;
+      if (this.#items.length === 0) this.#onEmpty();
+      if (delivery.deadline > now) return Promise.resolve({ done: false, value: delivery });
+    }
+    if (this.#ended) return this.#error === undefined ? Promise.resolve(DONE) : Promise.reject(this.#error);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ resolve, reject });
+    });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    return {
+      next: () => this.#next(),
+      // Leaving a for-await loop leaves the subscription open; close() ends it.
+      return: () => Promise.resolve(DONE),
+    };
+  }
+}

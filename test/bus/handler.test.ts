@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MessageBus, type Middleware, timeout } from '../../src/index.ts';
+
+test('handle runs with the given concurrency, composes middlewares outermost first', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const order: string[] = [];
+  const tag =
+    (name: string): Middleware =>
+    (next) =>
+    async (m) => {
+      order.push(`${name}>`);
+      await next(m);
+      order.push(`<${name}`);
+    };
+  let running = 0;
+  let peak = 0;
+  let done = 0;
+  const handler = bus.handle('work', { group: 'g', concurrency: 4, middlewares: [tag('a'), tag('b')] }, async () => {
+    running++;
+    peak = Math.max(peak, running);
+    await new Promise((r) => setTimeout(r, 20));
+    running--;
+    done++;
+  });
+  await bus.producer({ messageType: 'work' }).send([...Array(20).keys()]);
+  while (done < 20) await new Promise((r) => setTimeout(r, 10));
+  await handler.close();
+  assert.equal(peak, 4);
+  assert.deepEqual(order.slice(0, 2), ['a>', 'b>']);
+  assert.equal((await bus.admin().stats('work'))[0]!.groups[0]!.unread, 0);
+});
+
+test('a failing handler is retried with backoff, then dead-lettered; close waits for work in progress', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const times: number[] = [];
+  const handler = bus.handle(
+    'retry',
+    { group: 'g', maxAttempts: 3, retry: { initialDelayMs: 100, factor: 2 }, middlewares: [timeout(1000)] },
+    async () => {
+      times.push(Date.now());
+      throw new Error('nope');
+    },
+  );
+  await bus.send('retry', 'x');
+  const dlq = bus.consumer({ consumerGroup: 'd', messageTypes: 'retry.dlq' });
+  const dead = await dlq.receive({ timeout: 3000 });
+  assert.equal(dead?.headers['busbar-dlq-attempts'], '3');
+  assert.equal(times.length, 3);
+  assert.ok(times[1]! - times[0]! >= 45, 'first retry came without backoff');
+  assert.ok(times[2]! - times[1]! >= 95, 'second retry did not back off further');
+
+  let finished = false;
+  const slow = bus.handle('slow', { group: 'g' }, async () => {
+    await new Promise((r) => setTimeout(r, 200));
+    finished = true;
+  });
+  await bus.send('slow', 'x');
+  await new Promise((r) => setTimeout(r, 50));
+  await slow.close();
+  assert.ok(finished, 'close() returned before the handler finished');
+  assert.equal((await bus.admin().stats('slow'))[0]!.groups[0]!.unread, 0, 'the finished message was not acked');
+  await handler.close();
+});

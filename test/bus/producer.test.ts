@@ -1,0 +1,65 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type BusError, MessageBus, message } from '../../src/index.ts';
+
+test('sync send resolves after the broker accepted; async send reports failures with the messages', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const consumer = bus.consumer({ consumerGroup: 'g', messageTypes: 'orders' });
+  await bus.producer({ messageType: 'orders' }).send([message({ id: 1 }, { key: 'k', headers: { h: 'v' } })]);
+  const got = await consumer.receive({ timeout: 1000 });
+  assert.deepEqual(got?.body, { id: 1 });
+  assert.equal(got?.key, 'k');
+  assert.equal(got?.headers.h, 'v');
+  await consumer.close();
+
+  // A transport that refuses publishes (closed): async failures must surface, never vanish.
+  const broken = await MessageBus.connect('memory:');
+  const listened = broken.producer({ messageType: 'orders', method: 'async', retries: 0 });
+  const unheard = broken.producer({ messageType: 'orders', method: 'async', retries: 0 });
+  await broken.transport.close();
+  const errors: BusError[] = [];
+  listened.on('error', (error) => errors.push(error));
+  await listened.send(['a', 'b']);
+  await listened.flush();
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0]!.code, 'BUSBAR_ERR_PUBLISH');
+  assert.equal((errors[0]!.details!.messages as unknown[]).length, 2);
+  await unheard.send(['c']);
+  await assert.rejects(unheard.close(), (error: BusError) => {
+    assert.equal(error.code, 'BUSBAR_ERR_PUBLISH');
+    assert.match(error.message, /1 message\(s\)/);
+    return true;
+  });
+});
+
+test('a bad body rejects the whole send before anything is published', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const producer = bus.producer({ messageType: 'orders' });
+  await assert.rejects(producer.send(['ok', 10n]), { code: 'BUSBAR_ERR_ENCODE' });
+  const [stats] = await bus.admin().stats('orders');
+  assert.equal(stats?.depth ?? 0, 0, 'a partial batch was published');
+  await assert.rejects(producer.send('not a list' as unknown as unknown[]), { code: 'BUSBAR_ERR_INVALID_ARGUMENT' });
+  assert.throws(() => bus.producer({ messageType: 'bad type' }), { code: 'BUSBAR_ERR_INVALID_TYPE_NAME' });
+  assert.throws(() => bus.producer({ messageType: 'x', method: 'later' as 'sync' }), {
+    code: 'BUSBAR_ERR_INVALID_ARGUMENT',
+  });
+});
+
+test('async producer applies backpressure instead of dropping', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const producer = bus.producer({ messageType: 'bp', method: 'async', maxPending: 10, maxBatch: 5 });
+  for (let i = 0; i < 100; i++) await producer.send([i]);
+  await producer.close();
+  const [stats] = await bus.admin().stats('bp');
+  assert.equal(stats!.depth, 100);
+});
+
+test('the bus refuses use after close, and close is idempotent', async () => {
+  const bus = await MessageBus.connect('memory:');
+  await Promise.all([bus.close(), bus.close()]);
+  await assert.rejects(bus.send('t', 'x'), { code: 'BUSBAR_ERR_CLOSED' });
+  assert.throws(() => bus.consumer({ consumerGroup: 'g', messageTypes: 't' }), { code: 'BUSBAR_ERR_CLOSED' });
+});

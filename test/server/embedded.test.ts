@@ -1,0 +1,4 @@
+import { EMBEDDED } from './helpers.ts';
+import { gatewayScenarios } from './scenarios.ts';
+
+gatewayScenarios(EMBEDDED);

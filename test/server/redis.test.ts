@@ -1,0 +1,4 @@
+import { REDIS } from './helpers.ts';
+import { gatewayScenarios } from './scenarios.ts';
+
+gatewayScenarios(REDIS);

@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { resolveConfig } from '../../src/config/index.ts';
+import { parseBrokerUrl, redactUrl } from '../../src/config/url.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'busbar-config-'));
+const file = (name: string, text: string) => {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+};
+const noEnv = {};
+
+test('host lists, credentials, paths and queries parse', () => {
+  const url = parseBrokerUrl('kafka://u:p%40ss@h1:9092,h2:9093/x?acks=all');
+  assert.deepEqual(url.hosts, ['h1:9092', 'h2:9093']);
+  assert.equal(url.username, 'u');
+  assert.equal(url.password, 'p@ss');
+  assert.equal(url.path, '/x');
+  assert.deepEqual(url.query, { acks: 'all' });
+  assert.equal(parseBrokerUrl('embedded:/var/lib/bus.db').path, '/var/lib/bus.db');
+  assert.equal(redactUrl('amqp://guest:secret@host'), 'amqp://guest:***@host');
+  assert.throws(() => parseBrokerUrl('no scheme here'), { code: 'BUSBAR_ERR_INVALID_URL' });
+  assert.throws(() => parseBrokerUrl('kafka://bad host:9092'), { code: 'BUSBAR_ERR_INVALID_URL' });
+});
+
+test('the embedded broker is the default', () => {
+  const config = resolveConfig({}, noEnv, dir);
+  assert.equal(config.transportName, 'embedded');
+  assert.equal(config.origin, 'default');
+});
+
+test('explicit options beat BUSBAR_BROKER, which beats the config file', () => {
+  const path = file('busbar.config.json', JSON.stringify({ broker: 'memory:from-file', ackTimeoutMs: 1234 }));
+  assert.equal(resolveConfig({ config: path }, noEnv, dir).transport.url, 'memory:from-file');
+  assert.equal(resolveConfig({ config: path }, { BUSBAR_BROKER: 'memory:env' }, dir).transport.url, 'memory:env');
+  const explicit = resolveConfig({ config: path, broker: 'memory:explicit' }, { BUSBAR_BROKER: 'memory:env' }, dir);
+  assert.equal(explicit.transport.url, 'memory:explicit');
+  assert.equal(explicit.ackTimeoutMs, 1234, 'other settings still come from the file');
+  assert.equal(resolveConfig({}, { BUSBAR_CONFIG: path }, '/').transport.url, 'memory:from-file');
+});
+
+test('./busbar.config.yaml is found and YAML is read', () => {
+  const yamlDir = mkdtempSync(join(tmpdir(), 'busbar-yaml-'));
+  writeFileSync(join(yamlDir, 'busbar.config.yaml'), 'broker: memory:yaml\noptions:\n  sync: full\n');
+  const config = resolveConfig({}, noEnv, yamlDir);
+  assert.equal(config.transport.url, 'memory:yaml');
+  assert.equal(config.transport.options.sync, 'full');
+});
+
+test("CORTX's message_bus.conf is read as is, keeping every cluster node", () => {
+  const path = file(
+    'message_bus.conf',
+    JSON.stringify({
+      message_broker: {
+        type: 'kafka',
+        cluster: [
+          { server: 'k1', port: '9092' },
+          { server: 'k2', port: '9092' },
+          { server: 'k3', port: '9093' },
+        ],
+      },
+    }),
+  );
+  // Only the URL is checked here: the kafka transport is registered by its own folder.
+  assert.throws(
+    () => resolveConfig({ config: path }, noEnv, dir),
+    (error: Error & { code?: string }) =>
+      error.code === 'BUSBAR_ERR_UNKNOWN_SCHEME' ? /kafka:\/\/k1:9092,k2:9092,k3:9093/.test(error.message) : true,
+  );
+  const rabbit = file('rabbit.conf', JSON.stringify({ message_broker: { type: 'memory', cluster: [] } }));
+  assert.equal(resolveConfig({ config: rabbit }, noEnv, dir).transport.url, 'memory:');
+});
+
+test('bad config names the key by path and what is accepted', () => {
+  const cases: Array<[string, RegExp]> = [
+    ['{"brokr": "memory:"}', /brokr: unknown key; expected one of broker/],
+    ['{"tls": {"ca": 5}}', /tls\.ca: expected a path to a PEM file; got number 5/],
+    ['{"endpoints": ["h:1", "nope"]}', /endpoints\[1\]: expected "host:port"/],
+    ['{"ackTimeoutMs": -1}', /ackTimeoutMs: expected a number of milliseconds > 0/],
+    ['{"message_broker": {"type": "zeromq", "cluster": []}}', /message_broker\.type: unknown broker type "zeromq"/],
+    [
+      '{"message_broker": {"type": "kafka", "cluster": [{"server": "h", "port": "x"}]}}',
+      /cluster\[0\]\.port: expected a port/,
+    ],
+    ['[1, 2]', /\(top level\): expected an object/],
+  ];
+  for (const [text, pattern] of cases) {
+    const path = file('bad.json', text);
+    assert.throws(
+      () => resolveConfig({ config: path }, noEnv, dir),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'BUSBAR_ERR_INVALID_CONFIG', text);
+        assert.match(error.message, pattern);
+        assert.ok(error.message.includes(path), 'the message names the file');
+        return true;
+      },
+    );
+  }
+  assert.throws(() => resolveConfig({ config: join(dir, 'missing.json') }, noEnv, dir), {
+    code: 'BUSBAR_ERR_CONFIG_FILE',
+  });
+  assert.throws(() => resolveConfig('nosuch://x', noEnv, dir), { code: 'BUSBAR_ERR_UNKNOWN_SCHEME' });
+});
+
+test('resolved config is frozen', () => {
+  const config = resolveConfig('memory:', noEnv, dir);
+  assert.ok(Object.isFrozen(config) && Object.isFrozen(config.transport) && Object.isFrozen(config.transport.options));
+});
