@@ -107,6 +107,26 @@ test('limits: body, batch, header size, wait, max and open streams each answer a
   controller.abort();
 });
 
+test('a group holding prefetch unsettled leases gets a 429 that says to settle them, and nothing is lost', async (t) => {
+  const { url } = await gateway(t, EMBEDDED, { prefetch: 5 });
+  const type = fresh('t');
+  const sent = await call(url, `/v1/types/${type}/messages`, {
+    body: { messages: Array.from({ length: 8 }, (_, i) => ({ body: `m${i}` })) },
+  });
+  assert.equal(sent.status, 200, sent.text);
+  const first = await pullAll(url, `/v1/types/${type}/messages?group=g&max=10&wait=1000`, 5);
+  assert.equal(first.length, 5, 'prefetch caps what one group holds');
+  const full = await call(url, `/v1/types/${type}/messages?group=g&max=10&wait=1000`);
+  assert.equal(full.status, 429, full.text);
+  assert.equal(full.json.error.code, 'BUSBAR_ERR_LIMIT');
+  assert.match(full.json.error.message, /5 unsettled leases.*ack or nack/);
+  assert.ok(full.headers.get('retry-after'));
+  const ack = await call(url, '/v1/acks', { body: { receipts: first.map((m) => m.receipt) } });
+  assert.equal(ack.status, 200, ack.text);
+  const rest = await pullAll(url, `/v1/types/${type}/messages?group=g&max=10&wait=1000`, 3);
+  assert.deepEqual([...first, ...rest].map((m) => m.body).sort(), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
+});
+
 test('malformed HTTP gets a JSON 400 on the socket', async (t) => {
   const { url } = await gateway(t, EMBEDDED);
   const { port } = new URL(url);

@@ -40,6 +40,15 @@ export async function pull(
   try {
     entry = await gw.pool.acquire(type, options.group, options.offset);
     const current = entry;
+    if (!options.autoAck && current.held >= gw.settings.prefetch) {
+      // Unsettled leases count against the consumer's prefetch: a pull now would only wait and come back empty.
+      throw httpError(
+        'BUSBAR_ERR_LIMIT',
+        `group '${options.group}' already holds ${current.held} unsettled leases on '${type}' through this gateway ` +
+          `(server.prefetch = ${gw.settings.prefetch}): ack or nack the receipts you hold, let their leases run out, ` +
+          'or raise server.prefetch',
+      );
+    }
     const gone = () => reply.raw.destroyed || request.raw.socket.destroyed;
     let messages: Message[];
     try {
