@@ -17,6 +17,7 @@ interface Lease {
   readonly message: Message;
   readonly entry: PooledConsumer;
   readonly expiresAt: number;
+  readonly receipt: string;
   readonly timer: NodeJS.Timeout;
   readonly onSettle: (() => void) | undefined;
 }
@@ -32,7 +33,9 @@ export type SettleResult =
   /** The receipt was already settled the other way (acked, then nacked). */
   | { status: 'conflict'; previous: Outcome }
   /** Genuine but unknown here: from an earlier run of the gateway, or forgotten long ago. */
-  | { status: 'unknown' };
+  | { status: 'unknown' }
+  /** The broker refused or did not answer the ack / nack in time: the message will come again. */
+  | { status: 'failed'; error: unknown };
 
 export interface Granted {
   receipt: string;
@@ -41,6 +44,8 @@ export interface Granted {
 
 /** How long settled receipts are remembered, beyond their lease. */
 const REMEMBER_MS = 10 * 60_000;
+/** At most this many settled receipts are remembered (the oldest are forgotten first), so memory stays bounded. */
+const REMEMBER_MAX = 250_000;
 
 export class LeaseTable {
   readonly #signer: ReceiptSigner;
@@ -83,16 +88,22 @@ export class LeaseTable {
     const expiresAt = Date.now() + leaseMs;
     const timer = setTimeout(() => void this.#expire(claims.nonce), leaseMs);
     timer.unref();
-    this.#active.set(claims.nonce, { claims, message, entry, expiresAt, timer, onSettle });
+    const receipt = this.#signer.sign(claims);
+    this.#active.set(claims.nonce, { claims, message, entry, expiresAt, receipt, timer, onSettle });
     entry.held++;
     this.#metrics.group('delivered', entry.type, entry.group);
-    return { receipt: this.#signer.sign(claims), expiresAt };
+    return { receipt, expiresAt };
+  }
+
+  /** The receipt issued with `nonce`, while its lease is outstanding (lets verification skip the HMAC). */
+  issued(nonce: string): string | undefined {
+    return this.#active.get(nonce)?.receipt;
   }
 
   #end(lease: Lease, outcome: Outcome): void {
     clearTimeout(lease.timer);
     this.#active.delete(lease.claims.nonce);
-    this.#settled.set(lease.claims.nonce, { outcome, until: Math.max(lease.expiresAt, Date.now()) + REMEMBER_MS });
+    this.#remember(lease.claims.nonce, outcome, Math.max(lease.expiresAt, Date.now()) + REMEMBER_MS);
     lease.entry.held--;
     lease.entry.lastUsed = Date.now();
     lease.onSettle?.();
@@ -107,34 +118,68 @@ export class LeaseTable {
     await lease.message.nack().catch(() => {});
   }
 
-  /** Acks or nacks the message behind verified receipt claims. */
-  async settle(claims: ReceiptClaims, action: 'ack' | 'nack', delayMs?: number): Promise<SettleResult> {
-    const lease = this.#active.get(claims.nonce);
-    if (
-      !lease ||
-      lease.claims.type !== claims.type ||
-      lease.claims.group !== claims.group ||
-      lease.claims.messageId !== claims.messageId
-    ) {
-      const previous = this.#settled.get(claims.nonce);
-      if (!previous) return { status: 'unknown' };
-      if (previous.outcome === 'expired' || previous.outcome === 'failed') return { status: 'expired' };
-      return previous.outcome === (action === 'ack' ? 'acked' : 'nacked')
-        ? { status: 'repeat' }
-        : { status: 'conflict', previous: previous.outcome };
-    }
+  /**
+   * Acks or nacks the messages behind verified receipt claims, one result per claim. The broker calls run together
+   * under one deadline, so a batch of receipts costs one timer, not one per receipt.
+   */
+  async settle(claims: readonly ReceiptClaims[], action: 'ack' | 'nack', delayMs?: number): Promise<SettleResult[]> {
+    const results: SettleResult[] = [];
+    const calls: { index: number; lease: Lease }[] = [];
     const done = action === 'ack' ? 'acked' : 'nacked';
-    this.#end(lease, done);
-    try {
-      await brokerCall(`${action} of message ${claims.messageId}`, this.#brokerTimeoutMs, () =>
-        action === 'ack' ? lease.message.ack() : lease.message.nack(delayMs ? { delayMs } : undefined),
-      );
-    } catch (error) {
-      this.#settled.set(claims.nonce, { outcome: 'failed', until: Date.now() + REMEMBER_MS });
-      throw error;
+    claims.forEach((c, index) => {
+      const lease = this.#active.get(c.nonce);
+      if (
+        !lease ||
+        lease.claims.type !== c.type ||
+        lease.claims.group !== c.group ||
+        lease.claims.messageId !== c.messageId
+      ) {
+        results[index] = this.#recall(c, action);
+        return;
+      }
+      this.#end(lease, done);
+      calls.push({ index, lease });
+    });
+    if (calls.length === 0) return results;
+    const outcomes = await brokerCall(`${action} of ${calls.length} message(s)`, this.#brokerTimeoutMs, () =>
+      Promise.allSettled(
+        calls.map(({ lease }) =>
+          action === 'ack' ? lease.message.ack() : lease.message.nack(delayMs ? { delayMs } : undefined),
+        ),
+      ),
+    ).catch((error: unknown) => calls.map(() => ({ status: 'rejected' as const, reason: error })));
+    outcomes.forEach((outcome, i) => {
+      const { index, lease } = calls[i]!;
+      if (outcome.status === 'fulfilled') {
+        this.#metrics.group(done, lease.claims.type, lease.claims.group);
+        results[index] = { status: 'done' };
+      } else {
+        this.#remember(lease.claims.nonce, 'failed', Date.now() + REMEMBER_MS);
+        results[index] = { status: 'failed', error: outcome.reason };
+      }
+    });
+    return results;
+  }
+
+  #remember(nonce: string, outcome: Outcome, until: number): void {
+    this.#settled.delete(nonce);
+    this.#settled.set(nonce, { outcome, until });
+    if (this.#settled.size > REMEMBER_MAX) {
+      for (const oldest of this.#settled.keys()) {
+        this.#settled.delete(oldest);
+        if (this.#settled.size <= REMEMBER_MAX) break;
+      }
     }
-    this.#metrics.group(done, claims.type, claims.group);
-    return { status: 'done' };
+  }
+
+  /** What became of a receipt whose lease is no longer outstanding. */
+  #recall(claims: ReceiptClaims, action: 'ack' | 'nack'): SettleResult {
+    const previous = this.#settled.get(claims.nonce);
+    if (!previous) return { status: 'unknown' };
+    if (previous.outcome === 'expired' || previous.outcome === 'failed') return { status: 'expired' };
+    return previous.outcome === (action === 'ack' ? 'acked' : 'nacked')
+      ? { status: 'repeat' }
+      : { status: 'conflict', previous: previous.outcome };
   }
 
   /** Ends every lease without touching the broker: used at shutdown, where closing the consumers returns them. */

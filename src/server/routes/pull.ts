@@ -72,7 +72,7 @@ export async function pull(
   }
 }
 
-const REASONS: Record<Exclude<SettleResult['status'], 'done' | 'repeat'>, string> = {
+const REASONS: Record<Exclude<SettleResult['status'], 'done' | 'repeat' | 'failed'>, string> = {
   expired: 'its lease ran out, so the message returned to its group and will be delivered again',
   unknown: 'this gateway holds no lease for it (it restarted, or the receipt is very old); the message was returned',
   conflict: 'it was already settled the other way',
@@ -89,7 +89,7 @@ export async function settle(
   const principal = principalOf(request);
   const claims: ReceiptClaims[] = receipts.map((receipt, i) => {
     try {
-      return gw.signer.verify(receipt);
+      return gw.signer.verify(receipt, (nonce) => gw.leases.issued(nonce));
     } catch (error) {
       throw httpError('BUSBAR_ERR_INVALID_RECEIPT', `receipts[${i}]: ${(error as Error).message}; nothing was settled`);
     }
@@ -104,18 +104,18 @@ export async function settle(
       );
     }
   });
-  const results = await Promise.allSettled(claims.map((c) => gw.leases.settle(c, action, options.delayMs)));
+  const results = await gw.leases.settle(claims, action, options.delayMs);
   const failed: { index: number; reason: string }[] = [];
   let brokerFailure: unknown;
   let expired = false;
   results.forEach((result, index) => {
-    if (result.status === 'rejected') {
-      brokerFailure ??= result.reason;
-      failed.push({ index, reason: (result.reason as Error).message });
-    } else if (result.value.status !== 'done' && result.value.status !== 'repeat') {
-      if (result.value.status !== 'conflict') expired = true;
-      const extra = result.value.status === 'conflict' ? ` (${result.value.previous})` : '';
-      failed.push({ index, reason: REASONS[result.value.status] + extra });
+    if (result.status === 'failed') {
+      brokerFailure ??= result.error;
+      failed.push({ index, reason: result.error instanceof Error ? result.error.message : String(result.error) });
+    } else if (result.status !== 'done' && result.status !== 'repeat') {
+      if (result.status !== 'conflict') expired = true;
+      const extra = result.status === 'conflict' ? ` (${result.previous})` : '';
+      failed.push({ index, reason: REASONS[result.status] + extra });
     }
   });
   if (failed.length === 0) return { count: claims.length };
