@@ -19,7 +19,7 @@ import type { BenchCase } from './harness.ts';
 
 const URL = process.env.BUSBAR_TEST_KAFKA_URL ?? 'kafka://127.0.0.1:9092';
 const BROKERS = URL.replace(/^kafka:\/\//, '').split(',');
-const MESSAGES = 10_000;
+const MESSAGES = Number(process.env.BENCH_KAFKA_MESSAGES ?? 10_000);
 const SINGLES = 2_000;
 const BATCH = 100;
 const PREFETCH = 256;

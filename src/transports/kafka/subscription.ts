@@ -50,7 +50,15 @@ interface Entry {
   state: EntryState;
   /** Increments on every hand-out, so a late ack timer of an earlier hand-out does nothing. */
   lease: number;
+  /** The delay timer of a held entry. */
   timer: NodeJS.Timeout | undefined;
+}
+
+/** A hand-out's ack deadline. The ack timeout is the same for every hand-out, so deadlines come in hand-out order. */
+interface Deadline {
+  readonly entry: Entry;
+  readonly lease: number;
+  readonly at: number;
 }
 
 const RESTART_DELAY_MS = 1000;
@@ -83,6 +91,10 @@ export class KafkaSubscription implements Subscription {
   #restartTimer: NodeJS.Timeout | undefined;
   readonly #commits: OffsetCommits;
   readonly #retrying = new Set<Promise<void>>();
+  /** Ack deadlines in hand-out order, watched by one timer instead of one timer per message. */
+  #deadlines: Deadline[] = [];
+  #deadlineHead = 0;
+  #deadlineTimer: NodeJS.Timeout | undefined;
   readonly #onAbort = () => void this.close();
 
   constructor(host: SubscriptionHost, options: ConsumeOptions) {
@@ -258,7 +270,9 @@ export class KafkaSubscription implements Subscription {
     entry.state = 'out';
     const lease = ++entry.lease;
     this.#outstanding++;
-    entry.timer = setTimeout(() => this.#expire(entry, lease), this.#options.ackTimeoutMs);
+    this.#deadlines.push({ entry, lease, at: Date.now() + this.#options.ackTimeoutMs });
+    if (this.#deadlines.length - this.#deadlineHead > Math.max(1024, this.#options.prefetch * 4)) this.#compact();
+    this.#watchDeadlines();
     let settled: Promise<void> | undefined;
     this.#queue.push({
       message: entry.message,
@@ -285,6 +299,45 @@ export class KafkaSubscription implements Subscription {
     entry.timer = undefined;
     entry.state = state;
     if (state === 'done') this.#live.delete(entry);
+  }
+
+  /** Drops deadlines of hand-outs already settled (acks usually come in order, so they sit at the front). */
+  #compact(): void {
+    const live = this.#deadlines
+      .slice(this.#deadlineHead)
+      .filter((d) => d.entry.state === 'out' && d.entry.lease === d.lease);
+    this.#deadlines = live;
+    this.#deadlineHead = 0;
+  }
+
+  /** Keeps one timer armed for the earliest deadline still pending. */
+  #watchDeadlines(): void {
+    const deadlines = this.#deadlines;
+    while (this.#deadlineHead < deadlines.length) {
+      const head = deadlines[this.#deadlineHead]!;
+      if (head.entry.state === 'out' && head.entry.lease === head.lease) break;
+      this.#deadlineHead++;
+    }
+    if (this.#deadlineHead >= deadlines.length) {
+      this.#deadlines = [];
+      this.#deadlineHead = 0;
+      clearTimeout(this.#deadlineTimer);
+      this.#deadlineTimer = undefined;
+      return;
+    }
+    if (this.#deadlineTimer || this.#closed) return;
+    const wait = Math.max(0, deadlines[this.#deadlineHead]!.at - Date.now());
+    this.#deadlineTimer = setTimeout(() => this.#onDeadline(), wait);
+  }
+
+  #onDeadline(): void {
+    this.#deadlineTimer = undefined;
+    const now = Date.now();
+    while (this.#deadlineHead < this.#deadlines.length && this.#deadlines[this.#deadlineHead]!.at <= now) {
+      const { entry, lease } = this.#deadlines[this.#deadlineHead++]!;
+      this.#expire(entry, lease);
+    }
+    this.#watchDeadlines();
   }
 
   #expire(entry: Entry, lease: number): void {
@@ -392,6 +445,7 @@ export class KafkaSubscription implements Subscription {
     this.#closed = true;
     this.#options.signal?.removeEventListener('abort', this.#onAbort);
     clearTimeout(this.#restartTimer);
+    clearTimeout(this.#deadlineTimer);
     this.#queue.end();
     this.#queue.drain();
     await Promise.allSettled([...this.#retrying]);

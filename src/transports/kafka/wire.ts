@@ -111,33 +111,78 @@ export interface DecodedRecord {
   retry: { group?: string; notBefore?: number; attempt?: number };
 }
 
+/** Attribute headers by their name's bytes, matched without decoding the name; index into ATTRIBUTE_SLOTS. */
+const KNOWN_NAMES: readonly Buffer[] = [
+  NAME.id,
+  NAME.source,
+  NAME.type,
+  NAME.time,
+  NAME.contentType,
+  NAME.key,
+  NAME.specversion,
+];
+const SPEC_VERSION_SLOT = 6;
+
+function knownSlot(name: Buffer): number {
+  for (let i = 0; i < KNOWN_NAMES.length; i++) {
+    const bytes = KNOWN_NAMES[i]!;
+    if (bytes.length === name.length && bytes.equals(name)) return i;
+  }
+  return -1;
+}
+
+const SLOT_OF: Record<keyof Envelope, number> = {
+  id: 0,
+  source: 1,
+  type: 2,
+  time: 3,
+  contentType: 4,
+  key: 5,
+} as Record<keyof Envelope, number>;
+
+const NO_RETRY: DecodedRecord['retry'] = Object.freeze({});
+
 /** The message a record carries; attributes a plain client left out are filled (id from topic-partition-offset). */
 export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): DecodedRecord {
-  const partial: { -readonly [K in keyof Envelope]?: Envelope[K] } = {};
+  // One slot per attribute (id, source, type, time, contentType, key): plain locals keep this loop monomorphic.
+  const slots: (string | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
   const headers: Record<string, string> = {};
-  const retry: DecodedRecord['retry'] = {};
+  let retry = NO_RETRY;
   for (const [rawName, rawValue] of record.headers) {
-    const name = rawName.toString('utf8');
     const value = rawValue ? rawValue.toString('utf8') : '';
-    if (name === RETRY_HEADERS.group) retry.group = value;
-    else if (name === RETRY_HEADERS.notBefore) retry.notBefore = Number(value);
-    else if (name === RETRY_HEADERS.attempt) retry.attempt = Number(value);
-    else if (name.toLowerCase() === CONTENT_TYPE) partial.contentType = value;
+    // busbar's own attribute headers are exact and lower-case: the common case needs no decoding of the name.
+    const slot = knownSlot(rawName);
+    if (slot >= 0) {
+      if (slot !== SPEC_VERSION_SLOT) slots[slot] = value;
+      continue;
+    }
+    const name = rawName.toString('utf8');
+    if (name === RETRY_HEADERS.group) retry = { ...retry, group: value };
+    else if (name === RETRY_HEADERS.notBefore) retry = { ...retry, notBefore: Number(value) };
+    else if (name === RETRY_HEADERS.attempt) retry = { ...retry, attempt: Number(value) };
+    else if (name.toLowerCase() === CONTENT_TYPE) slots[SLOT_OF.contentType] = value;
     else if (name.startsWith(CE_PREFIX)) {
       const attribute = name.slice(CE_PREFIX.length);
       const field = ATTRIBUTE_OF[attribute];
-      if (field) (partial as Record<string, string>)[field] = value;
+      if (field) slots[SLOT_OF[field]] = value;
       else if (attribute !== CE.specversion) headers[attribute] = value;
     } else headers[name] = value;
   }
-  if (partial.key === undefined && record.key && record.key.length > 0) partial.key = record.key.toString('utf8');
-  if (!partial.time && record.timestamp > 0n) partial.time = new Date(Number(record.timestamp)).toISOString();
+  const [id, source, type, time, contentType, key] = slots;
   const value = record.value ?? Buffer.alloc(0);
-  const body = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   const message = completeEnvelope(
-    { ...partial, headers, body },
+    {
+      id,
+      source,
+      type,
+      time: time || (record.timestamp > 0n ? new Date(Number(record.timestamp)).toISOString() : undefined),
+      contentType,
+      key: key ?? (record.key && record.key.length > 0 ? record.key.toString('utf8') : undefined),
+      headers,
+      body: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
+    },
     typeOfTopic(record.topic),
-    partial.id ? undefined : `${record.topic}-${record.partition}-${record.offset}`,
+    id ? undefined : `${record.topic}-${record.partition}-${record.offset}`,
   );
   return { message, retry };
 }
