@@ -1,15 +1,10 @@
 /**
  * The conformance suite against the machine's RabbitMQ (BUSBAR_TEST_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672).
  * Scenario 13 restarts the RabbitMQ application with `rabbitmqctl stop_app` / `start_app` and waits until it answers
- * (set BUSBAR_TEST_AMQP_NO_RESTART to skip it, e.g. against a remote broker).
+ * (set BUSBAR_TEST_AMQP_NO_RESTART to skip it, e.g. against a remote broker). The suite deletes the types it created.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { resolveConfig } from '../../src/index.ts';
-import { Broker } from '../../src/transports/rabbitmq/broker.ts';
-import { ReconnectingConnection } from '../../src/transports/rabbitmq/connection.ts';
-import createRabbitTransport from '../../src/transports/rabbitmq/index.ts';
-import { rabbitOptions } from '../../src/transports/rabbitmq/options.ts';
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
 import { runConformance } from './suite.ts';
 
@@ -36,37 +31,10 @@ async function restartRabbit(): Promise<void> {
   }
 }
 
-/**
- * The suite leaves its types behind; on a shared RabbitMQ each would keep a stream and queues. Delete the ones this
- * run registered (the suite's name prefixes, registered after the run started), never anybody else's.
- */
-const startedAt = Date.now();
-const SUITE_PREFIXES = /^(conf|leak|adm)-[0-9a-f]{8}(\.dlq)?$/;
-
-async function deleteSuiteTypes(): Promise<void> {
-  const { transport: config } = resolveConfig({ broker: BROKERS.rabbitmq });
-  const connection = new ReconnectingConnection(rabbitOptions(config));
-  await connection.start();
-  const broker = new Broker(connection, rabbitOptions(config));
-  const transport = await createRabbitTransport(config);
-  try {
-    const { types } = await broker.registry.read();
-    const ours = Object.entries(types).filter(
-      ([type, e]) => !e.deleted && e.at >= startedAt && SUITE_PREFIXES.test(type),
-    );
-    for (const [type] of ours) await transport.admin.deleteType(type);
-  } finally {
-    await transport.close();
-    await broker.close();
-    await connection.close();
-  }
-}
-
 runConformance({
   name: 'rabbitmq',
   connect: () => BROKERS.rabbitmq,
   check: () => tcpReachable(host, port),
   ackTimeoutMs: 1000,
   restart: local && process.env.BUSBAR_TEST_AMQP_NO_RESTART === undefined ? restartRabbit : undefined,
-  after: deleteSuiteTypes,
 });

@@ -2,11 +2,21 @@
  * The conformance suite (DESIGN §10): every transport runs these scenarios through the bus layer, gated by the
  * capabilities it declares. A scenario a capability rules out is skipped with the reason, never deleted or weakened.
  * A transport plugs in with one small file: test/conformance/<name>.test.ts calling runConformance().
+ * The suite leaves nothing behind on the broker: it records every type it names (and that type's dead-letter type),
+ * and after the scenarios deregisters them through the bus's admin API, i.e. the transport's deleteType, which also
+ * removes what the transport derives from a type (retry topics, streams, queues, helper keys).
  */
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import { type BusOptions, type Capabilities, type Consumer, type Message, MessageBus } from '../../src/index.ts';
+import {
+  type BusOptions,
+  type Capabilities,
+  type Consumer,
+  deadLetterTypeOf,
+  type Message,
+  MessageBus,
+} from '../../src/index.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
 
 export interface ConformanceSpec {
@@ -22,7 +32,7 @@ export interface ConformanceSpec {
   ackTimeoutMs?: number;
   /** How long to wait for messages that should arrive (ms). Default 15000. */
   patienceMs?: number;
-  /** Runs once before / after the suite (e.g. start a private broker). */
+  /** Runs once before / after the suite (e.g. start a private broker); `after` runs once the suite's types are deleted. */
   before?: () => Promise<void>;
   after?: () => Promise<void>;
 }
@@ -73,13 +83,46 @@ export function runConformance(spec: ConformanceSpec): void {
   let skip: string | undefined;
   let caps: Capabilities;
   const buses: MessageBus[] = [];
+  /** Every type this run named, with its dead-letter type: what the suite deletes when it ends. */
+  const created = new Set<string>();
 
-  async function open(): Promise<MessageBus> {
+  /** A new type name for a scenario, recorded for deletion. */
+  function newType(prefix?: string): string {
+    const type = uniqueType(prefix);
+    created.add(type);
+    created.add(deadLetterTypeOf(type));
+    return type;
+  }
+
+  async function connectBus(): Promise<MessageBus> {
     const options = await spec.connect();
     const base: BusOptions = typeof options === 'string' ? { broker: options } : options;
-    const bus = await MessageBus.connect({ ackTimeoutMs, ...base });
+    return MessageBus.connect({ ackTimeoutMs, ...base });
+  }
+
+  async function open(): Promise<MessageBus> {
+    const bus = await connectBus();
     buses.push(bus);
     return bus;
+  }
+
+  /** Deregisters every recorded type (unknown ones are a no-op) on a fresh bus, once the scenarios' buses closed. */
+  async function deleteCreatedTypes(): Promise<void> {
+    if (created.size === 0) return;
+    const bus = await connectBus();
+    const failures: unknown[] = [];
+    try {
+      const admin = bus.admin();
+      for (const type of created) await admin.deregisterMessageType(type).catch((error) => failures.push(error));
+    } finally {
+      await bus.close();
+    }
+    if (failures.length > 0) {
+      throw new AggregateError(
+        failures,
+        `could not delete ${failures.length} of the ${created.size} types this run created`,
+      );
+    }
   }
 
   describe(`conformance: ${spec.name}`, { concurrency: 1 }, () => {
@@ -95,7 +138,12 @@ export function runConformance(spec: ConformanceSpec): void {
 
     after(async () => {
       await Promise.allSettled(buses.map((b) => b.close()));
-      if (!skip) await spec.after?.();
+      if (skip) return;
+      try {
+        await deleteCreatedTypes();
+      } finally {
+        await spec.after?.();
+      }
     });
 
     /** Declares a scenario; `needs` returns the reason to skip given the capabilities, if any. */
@@ -114,7 +162,7 @@ export function runConformance(spec: ConformanceSpec): void {
     }
 
     scenario('1 round trip: ids, headers, key, body byte-exact (binary, unicode, empty, 1 MiB)', async () => {
-      const type = uniqueType();
+      const type = newType();
       const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], offset: 'earliest' });
       await consumer.ready;
       const binary = new Uint8Array(256).map((_, i) => i);
@@ -149,7 +197,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('2 5,000 messages from 50 concurrent publishers to 10 consumers in a group: none missing', async () => {
-      const type = uniqueType();
+      const type = newType();
       const group = uniqueGroup();
       const consumers = Array.from({ length: 10 }, (_, i) =>
         bus.consumer({ consumerId: `c${i}`, consumerGroup: group, messageTypes: [type], prefetch: 20 }),
@@ -182,7 +230,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('3 20 types in parallel: no leakage', async () => {
-      const types = Array.from({ length: 20 }, () => uniqueType('leak'));
+      const types = Array.from({ length: 20 }, () => newType('leak'));
       const group = uniqueGroup();
       const consumers = types.map((type) => bus.consumer({ consumerGroup: group, messageTypes: [type] }));
       await Promise.all(consumers.map((c) => c.ready));
@@ -206,7 +254,7 @@ export function runConformance(spec: ConformanceSpec): void {
     scenario(
       '4 nack -> redelivered, attempt increments; nack with delay waits at least the delay',
       async () => {
-        const type = uniqueType();
+        const type = newType();
         const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], ackTimeoutMs: 60_000 });
         await consumer.ready;
         await bus.send(type, 'retry-me');
@@ -238,7 +286,7 @@ export function runConformance(spec: ConformanceSpec): void {
     scenario(
       '5 no ack -> redelivered after the ack timeout and after the consumer closes',
       async () => {
-        const type = uniqueType();
+        const type = newType();
         const group = uniqueGroup();
         const a = bus.consumer({ consumerGroup: group, messageTypes: [type], ackTimeoutMs });
         await a.ready;
@@ -271,7 +319,7 @@ export function runConformance(spec: ConformanceSpec): void {
     );
 
     scenario('6 consumers closed and reopened repeatedly: none lost', async () => {
-      const type = uniqueType();
+      const type = newType();
       const group = uniqueGroup();
       const first = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await first.ready;
@@ -298,7 +346,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('7 concurrent close is safe; close unblocks a pending receive', async () => {
-      const type = uniqueType();
+      const type = newType();
       const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] });
       await consumer.ready;
       const pending = consumer.receive({ timeout: 0 });
@@ -318,7 +366,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('8 consumers that fail 100 times, then a healthy one gets all', async () => {
-      const type = uniqueType();
+      const type = newType();
       const group = uniqueGroup();
       const init = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await init.ready;
@@ -346,7 +394,7 @@ export function runConformance(spec: ConformanceSpec): void {
     scenario(
       '9 per-key order',
       async () => {
-        const type = uniqueType();
+        const type = newType();
         const group = uniqueGroup();
         const consumers = Array.from({ length: 3 }, () =>
           bus.consumer({ consumerGroup: group, messageTypes: [type], prefetch: 10 }),
@@ -398,7 +446,7 @@ export function runConformance(spec: ConformanceSpec): void {
     );
 
     scenario('10 async producer close flushes everything', async () => {
-      const type = uniqueType();
+      const type = newType();
       const group = uniqueGroup();
       const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await consumer.ready;
@@ -412,7 +460,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('11 two groups each get all; within a group each once (redeliveries aside)', async () => {
-      const type = uniqueType();
+      const type = newType();
       const groups = [uniqueGroup(), uniqueGroup()];
       const members = groups.map((group) =>
         [0, 1, 2].map(() => bus.consumer({ consumerGroup: group, messageTypes: [type] })),
@@ -445,7 +493,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('12 offset earliest vs latest for a new group', async () => {
-      const type = uniqueType();
+      const type = newType();
       const keeper = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] });
       await keeper.ready;
       await bus.send(type, 'before');
@@ -468,7 +516,7 @@ export function runConformance(spec: ConformanceSpec): void {
     scenario(
       '13 broker restarted mid-stream: everything published-and-confirmed arrives',
       async () => {
-        const type = uniqueType();
+        const type = newType();
         const group = uniqueGroup();
         const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type], ackTimeoutMs: 5000 });
         await consumer.ready;
@@ -515,7 +563,7 @@ export function runConformance(spec: ConformanceSpec): void {
     );
 
     scenario('14 purge empties; stats show depth and unread per group; retention trims', async () => {
-      const type = uniqueType();
+      const type = newType();
       const admin = bus.admin();
       const groupA = uniqueGroup();
       const a = bus.consumer({ consumerGroup: groupA, messageTypes: [type] });
@@ -546,7 +594,7 @@ export function runConformance(spec: ConformanceSpec): void {
         await after.close();
       }
       if (caps.retention.bytes) {
-        const small = uniqueType();
+        const small = newType();
         await admin.registerMessageType(small);
         await admin.setExpiry(small, { dataLimitBytes: 1000 });
         await bus.producer({ messageType: small }).send([...Array(50)].map(() => 'x'.repeat(100)));
@@ -555,7 +603,7 @@ export function runConformance(spec: ConformanceSpec): void {
         assert.ok(s!.depth < 50, `retention by bytes kept all ${s!.depth} messages`);
       }
       if (caps.retention.age) {
-        const aging = uniqueType();
+        const aging = newType();
         await admin.registerMessageType(aging);
         await bus.producer({ messageType: aging }).send([...Array(5)].map(() => 'old'));
         await admin.setExpiry(aging, { expireTimeMs: 1000 });
@@ -574,7 +622,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('15 register / deregister / list; partitions grow', async () => {
       const admin = bus.admin();
-      const type = uniqueType('adm');
+      const type = newType('adm');
       await admin.registerMessageType(type, { partitions: caps.partitions ? 2 : undefined });
       let listed = await admin.listMessageTypes();
       const info = listed.find((t) => t.type === type);
@@ -594,7 +642,7 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     scenario('16 dead-letter after maxAttempts with the reason', async () => {
-      const type = uniqueType();
+      const type = newType();
       const group = uniqueGroup();
       const dlqConsumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [`${type}.dlq`] });
       await dlqConsumer.ready;
