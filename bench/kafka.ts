@@ -14,6 +14,7 @@ import { randomUUID } from 'node:crypto';
 import { Consumer, compatibilityPartitioner, type Message, Producer } from '@platformatic/kafka';
 import type { Transport, TransportMessage } from '../src/transport/contract.ts';
 import createKafkaTransport from '../src/transports/kafka/index.ts';
+import { DEFAULT_FETCH_MAX_BYTES } from '../src/transports/kafka/options.ts';
 import { toRecord } from '../src/transports/kafka/wire.ts';
 import type { BenchCase } from './harness.ts';
 
@@ -24,6 +25,9 @@ const SINGLES = 2_000;
 const BATCH = 100;
 const PREFETCH = 256;
 const BODY = new Uint8Array(100).fill(0x61);
+/** BENCH_KAFKA_RAW_FETCH=default measures the raw client with its own 10 MiB default instead. */
+const RAW_FETCH_MAX_BYTES =
+  process.env.BENCH_KAFKA_RAW_FETCH === 'default' ? 10 * 1024 * 1024 : DEFAULT_FETCH_MAX_BYTES;
 
 function batchOf(type: string, size = BATCH): TransportMessage[] {
   const time = new Date().toISOString();
@@ -149,7 +153,13 @@ export default async function cases(): Promise<BenchCase[]> {
       return undefined;
     },
     async baseline() {
-      const consumer = new Consumer({ groupId: `g-${randomUUID()}`, clientId: 'bench-raw', bootstrapBrokers: BROKERS });
+      // Same fetch size as busbar's (DEFAULT_FETCH_MAX_BYTES), so both sides fetch alike.
+      const consumer = new Consumer({
+        groupId: `g-${randomUUID()}`,
+        clientId: 'bench-raw',
+        bootstrapBrokers: BROKERS,
+        maxBytes: RAW_FETCH_MAX_BYTES,
+      });
       const stream = await consumer.consume({
         topics: [rawType],
         mode: 'committed',

@@ -345,5 +345,17 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
       createKafkaTransport({ url: 'kafka://127.0.0.1:1', endpoints: ['127.0.0.1:1'], options: {} }),
       (e: unknown) => isBusError(e, 'BUSBAR_ERR_CONNECTION') && /scripts\/brokers\/kafka/.test((e as Error).message),
     );
+    await assert.rejects(
+      createKafkaTransport({ url: `kafka://${endpoint}`, endpoints: [endpoint], options: { fetchMaxByte: 1024 } }),
+      (e: unknown) =>
+        isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') &&
+        /unknown option 'fetchMaxByte'.*fetchMaxBytes/.test((e as Error).message),
+    );
+    await assert.rejects(
+      createKafkaTransport({ url: `kafka://${endpoint}`, endpoints: [endpoint], options: { fetchMaxBytes: 10 } }),
+      (e: unknown) =>
+        isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') &&
+        /fetchMaxBytes' must be an integer >= 1024/.test((e as Error).message),
+    );
   });
 });

@@ -146,6 +146,7 @@ export class KafkaSubscription implements Subscription {
       rebalanceTimeout: settings.sessionTimeoutMs,
       heartbeatInterval: settings.heartbeatIntervalMs,
       maxWaitTime: 500,
+      maxBytes: settings.fetchMaxBytes,
       partitionAssigner: subscriptionAwareAssigner,
       autocommit: false,
       ...(settings.tls ? { tls: settings.tls } : {}),
