@@ -4,6 +4,7 @@
  * so that scenario 13 restarts a broker no one else is using.
  */
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { endMqttGroupSessions } from '../helpers/group-cleanup.ts';
 import { PrivateMosquitto } from '../transports/mqtt-broker.ts';
 import { runConformance } from './suite.ts';
 
@@ -17,6 +18,8 @@ runConformance({
     const { host, port } = hostPort(BROKERS.mqtt, 1883);
     await tcpReachable(host, port);
   },
+  // The suite deletes its types; the group members' sessions (and their records) are ended here.
+  cleanup: ({ groups }) => endMqttGroupSessions(shortSessions(BROKERS.mqtt), groups),
 });
 
 let broker: PrivateMosquitto | undefined;

@@ -35,6 +35,11 @@ export interface ConformanceSpec {
   /** Runs once before / after the suite (e.g. start a private broker); `after` runs once the suite's types are deleted. */
   before?: () => Promise<void>;
   after?: () => Promise<void>;
+  /**
+   * Removes what the run left on the broker besides its types (which the suite deletes through the admin API), given
+   * every type and consumer group it named: e.g. group state no admin call deletes. Runs after the types are deleted.
+   */
+  cleanup?: (created: { types: readonly string[]; groups: readonly string[] }) => Promise<void>;
 }
 
 const names = () => randomUUID().slice(0, 8);
@@ -85,6 +90,8 @@ export function runConformance(spec: ConformanceSpec): void {
   const buses: MessageBus[] = [];
   /** Every type this run named, with its dead-letter type: what the suite deletes when it ends. */
   const created = new Set<string>();
+  /** Every consumer group this run named, for spec.cleanup. */
+  const groups = new Set<string>();
 
   /** A new type name for a scenario, recorded for deletion. */
   function newType(prefix?: string): string {
@@ -92,6 +99,12 @@ export function runConformance(spec: ConformanceSpec): void {
     created.add(type);
     created.add(deadLetterTypeOf(type));
     return type;
+  }
+
+  function newGroup(): string {
+    const group = uniqueGroup();
+    groups.add(group);
+    return group;
   }
 
   async function connectBus(): Promise<MessageBus> {
@@ -149,7 +162,11 @@ export function runConformance(spec: ConformanceSpec): void {
       await Promise.allSettled(buses.map((b) => b.close()));
       if (skip) return;
       try {
-        await deleteCreatedTypes();
+        try {
+          await deleteCreatedTypes();
+        } finally {
+          await spec.cleanup?.({ types: [...created], groups: [...groups] });
+        }
       } finally {
         await spec.after?.();
       }
@@ -172,7 +189,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('1 round trip: ids, headers, key, body byte-exact (binary, unicode, empty, 1 MiB)', async () => {
       const type = newType();
-      const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], offset: 'earliest' });
+      const consumer = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type], offset: 'earliest' });
       await consumer.ready;
       const binary = new Uint8Array(256).map((_, i) => i);
       const large = new Uint8Array(randomBytes(1024 * 1024));
@@ -207,7 +224,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('2 5,000 messages from 50 concurrent publishers to 10 consumers in a group: none missing', async () => {
       const type = newType();
-      const group = uniqueGroup();
+      const group = newGroup();
       const consumers = Array.from({ length: 10 }, (_, i) =>
         bus.consumer({ consumerId: `c${i}`, consumerGroup: group, messageTypes: [type], prefetch: 20 }),
       );
@@ -240,7 +257,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('3 20 types in parallel: no leakage', async () => {
       const types = Array.from({ length: 20 }, () => newType('leak'));
-      const group = uniqueGroup();
+      const group = newGroup();
       const consumers = types.map((type) => bus.consumer({ consumerGroup: group, messageTypes: [type] }));
       await Promise.all(consumers.map((c) => c.ready));
       await Promise.all(
@@ -264,7 +281,7 @@ export function runConformance(spec: ConformanceSpec): void {
       '4 nack -> redelivered, attempt increments; nack with delay waits at least the delay',
       async () => {
         const type = newType();
-        const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], ackTimeoutMs: 60_000 });
+        const consumer = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type], ackTimeoutMs: 60_000 });
         await consumer.ready;
         await bus.send(type, 'retry-me');
         const first = await consumer.receive({ timeout: patience });
@@ -296,7 +313,7 @@ export function runConformance(spec: ConformanceSpec): void {
       '5 no ack -> redelivered after the ack timeout and after the consumer closes',
       async () => {
         const type = newType();
-        const group = uniqueGroup();
+        const group = newGroup();
         const a = bus.consumer({ consumerGroup: group, messageTypes: [type], ackTimeoutMs });
         await a.ready;
         await bus.send(type, 'lease');
@@ -329,7 +346,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('6 consumers closed and reopened repeatedly: none lost', async () => {
       const type = newType();
-      const group = uniqueGroup();
+      const group = newGroup();
       const first = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await first.ready;
       await first.close();
@@ -356,7 +373,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('7 concurrent close is safe; close unblocks a pending receive', async () => {
       const type = newType();
-      const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] });
+      const consumer = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type] });
       await consumer.ready;
       const pending = consumer.receive({ timeout: 0 });
       await sleep(100);
@@ -366,7 +383,7 @@ export function runConformance(spec: ConformanceSpec): void {
       const other = await open();
       const iterating = (async () => {
         const got: unknown[] = [];
-        for await (const m of other.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] })) got.push(m.body);
+        for await (const m of other.consumer({ consumerGroup: newGroup(), messageTypes: [type] })) got.push(m.body);
         return got;
       })();
       await sleep(200);
@@ -376,7 +393,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('8 consumers that fail 100 times, then a healthy one gets all', async () => {
       const type = newType();
-      const group = uniqueGroup();
+      const group = newGroup();
       const init = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await init.ready;
       await init.close();
@@ -404,7 +421,7 @@ export function runConformance(spec: ConformanceSpec): void {
       '9 per-key order',
       async () => {
         const type = newType();
-        const group = uniqueGroup();
+        const group = newGroup();
         const consumers = Array.from({ length: 3 }, () =>
           bus.consumer({ consumerGroup: group, messageTypes: [type], prefetch: 10 }),
         );
@@ -456,7 +473,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('10 async producer close flushes everything', async () => {
       const type = newType();
-      const group = uniqueGroup();
+      const group = newGroup();
       const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type] });
       await consumer.ready;
       const producer = bus.producer({ messageType: type, method: 'async', maxBatch: 100 });
@@ -470,7 +487,7 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('11 two groups each get all; within a group each once (redeliveries aside)', async () => {
       const type = newType();
-      const groups = [uniqueGroup(), uniqueGroup()];
+      const groups = [newGroup(), newGroup()];
       const members = groups.map((group) =>
         [0, 1, 2].map(() => bus.consumer({ consumerGroup: group, messageTypes: [type] })),
       );
@@ -503,10 +520,10 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('12 offset earliest vs latest for a new group', async () => {
       const type = newType();
-      const keeper = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] });
+      const keeper = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type] });
       await keeper.ready;
       await bus.send(type, 'before');
-      const latest = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], offset: 'latest' });
+      const latest = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type], offset: 'latest' });
       await latest.ready;
       await bus.send(type, 'after');
       const got = await latest.receive({ timeout: patience });
@@ -514,7 +531,7 @@ export function runConformance(spec: ConformanceSpec): void {
       await got!.ack();
       assert.equal(await latest.receive({ timeout: 500 }), null, 'latest group saw an older message');
       if (caps.replay) {
-        const earliest = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type], offset: 'earliest' });
+        const earliest = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type], offset: 'earliest' });
         const all = await collect(earliest, 2, patience);
         assert.deepEqual([...all.values()].map((m) => m.body).sort(), ['after', 'before']);
         await earliest.close();
@@ -526,7 +543,7 @@ export function runConformance(spec: ConformanceSpec): void {
       '13 broker restarted mid-stream: everything published-and-confirmed arrives',
       async () => {
         const type = newType();
-        const group = uniqueGroup();
+        const group = newGroup();
         const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type], ackTimeoutMs: 5000 });
         await consumer.ready;
         const confirmed = new Set<number>();
@@ -574,7 +591,7 @@ export function runConformance(spec: ConformanceSpec): void {
     scenario('14 purge empties; stats show depth and unread per group; retention trims', async () => {
       const type = newType();
       const admin = bus.admin();
-      const groupA = uniqueGroup();
+      const groupA = newGroup();
       const a = bus.consumer({ consumerGroup: groupA, messageTypes: [type] });
       await a.ready;
       await bus.producer({ messageType: type }).send([...Array(10)].map((_, i) => `m${i}`));
@@ -652,8 +669,8 @@ export function runConformance(spec: ConformanceSpec): void {
 
     scenario('16 dead-letter after maxAttempts with the reason', async () => {
       const type = newType();
-      const group = uniqueGroup();
-      const dlqConsumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [`${type}.dlq`] });
+      const group = newGroup();
+      const dlqConsumer = bus.consumer({ consumerGroup: newGroup(), messageTypes: [`${type}.dlq`] });
       await dlqConsumer.ready;
       const attempts: number[] = [];
       const handler = bus.handle(
