@@ -86,13 +86,21 @@ export class KafkaAdmin implements TransportAdmin {
   async deleteType(type: string): Promise<void> {
     checkKafkaType(type);
     this.#known.delete(type);
-    for (const topic of [type, retryTopicOf(type)]) {
-      try {
-        await this.#admin.deleteTopics({ topics: [topic] });
-      } catch (error) {
-        if (!hasKafkaError(error, 'UNKNOWN_TOPIC_OR_PARTITION') && !hasKafkaError(error, 'UNKNOWN_TOPIC_ID')) {
-          throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not delete Kafka topic '${topic}'`);
-        }
+    // Only topics that exist: the client retries a DeleteTopics of an unknown topic for seconds before it gives up.
+    let existing: Set<string>;
+    try {
+      existing = new Set(await this.#admin.listTopics({ includeInternals: false }));
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not list Kafka topics to delete '${type}'`);
+    }
+    const topics = [type, retryTopicOf(type)].filter((t) => existing.has(t));
+    if (topics.length === 0) return;
+    try {
+      await this.#admin.deleteTopics({ topics });
+    } catch (error) {
+      // Deleted meanwhile by someone else: the outcome asked for.
+      if (!hasKafkaError(error, 'UNKNOWN_TOPIC_OR_PARTITION') && !hasKafkaError(error, 'UNKNOWN_TOPIC_ID')) {
+        throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not delete Kafka topic(s) ${topics.join(', ')}`);
       }
     }
   }
