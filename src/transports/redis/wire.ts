@@ -70,31 +70,66 @@ function isReservedHeader(name: string): boolean {
   return name === DATA_FIELD || name === CONTENT_TYPE_FIELD || name.startsWith(ATTRIBUTE_PREFIX);
 }
 
-/** The fields busbar writes, recognised by their bytes so the common case decodes no field name to a string. */
-const KNOWN_FIELDS = [
-  DATA_FIELD,
-  CONTENT_TYPE_FIELD,
-  ...Object.values(CE).map((attribute) => `${ATTRIBUTE_PREFIX}${attribute}`),
-].map((name) => ({ name, bytes: Buffer.from(name) }));
+// The fields busbar writes, as small numbers: decodeEntry recognises them by their bytes, so the common case
+// decodes no field name to a string and compares no strings.
+const F_DATA = 0;
+const F_CONTENT_TYPE = 1;
+const F_ID = 2;
+const F_SOURCE = 3;
+const F_TYPE = 4;
+const F_SPECVERSION = 5;
+const F_TIME = 6;
+const F_DATA_CONTENT_TYPE = 7;
+const F_KEY = 8;
+const F_OTHER = -1;
 
-function fieldName(raw: Buffer): string {
-  for (const known of KNOWN_FIELDS) {
-    const { bytes } = known;
-    if (bytes.length !== raw.length) continue;
-    let i = 0;
-    while (i < bytes.length && bytes[i] === raw[i]) i++;
-    if (i === bytes.length) return known.name;
-  }
-  return raw.toString();
+/** Known field names by byte length; no length has more than two. */
+const KNOWN_BY_LENGTH: { code: number; bytes: Buffer }[][] = [];
+for (const [code, name] of [
+  [F_DATA, DATA_FIELD],
+  [F_CONTENT_TYPE, CONTENT_TYPE_FIELD],
+  [F_ID, `${ATTRIBUTE_PREFIX}${CE.id}`],
+  [F_SOURCE, `${ATTRIBUTE_PREFIX}${CE.source}`],
+  [F_TYPE, `${ATTRIBUTE_PREFIX}${CE.type}`],
+  [F_SPECVERSION, `${ATTRIBUTE_PREFIX}${CE.specversion}`],
+  [F_TIME, `${ATTRIBUTE_PREFIX}${CE.time}`],
+  [F_DATA_CONTENT_TYPE, `${ATTRIBUTE_PREFIX}${CE.contentType}`],
+  [F_KEY, `${ATTRIBUTE_PREFIX}${CE.key}`],
+] as const) {
+  const bytes = Buffer.from(name);
+  KNOWN_BY_LENGTH[bytes.length] ??= [];
+  KNOWN_BY_LENGTH[bytes.length]!.push({ code, bytes });
 }
 
-const ID = `${ATTRIBUTE_PREFIX}${CE.id}`;
-const SOURCE = `${ATTRIBUTE_PREFIX}${CE.source}`;
-const TYPE = `${ATTRIBUTE_PREFIX}${CE.type}`;
-const TIME = `${ATTRIBUTE_PREFIX}${CE.time}`;
-const KEY = `${ATTRIBUTE_PREFIX}${CE.key}`;
-const SPECVERSION_FIELD = `${ATTRIBUTE_PREFIX}${CE.specversion}`;
-const DATA_CONTENT_TYPE = `${ATTRIBUTE_PREFIX}${CE.contentType}`;
+function fieldCode(raw: Buffer): number {
+  const candidates = KNOWN_BY_LENGTH[raw.length];
+  if (candidates === undefined) return F_OTHER;
+  for (let c = 0; c < candidates.length; c++) {
+    const { code, bytes } = candidates[c]!;
+    let i = 0;
+    while (i < bytes.length && bytes[i] === raw[i]) i++;
+    if (i === bytes.length) return code;
+  }
+  return F_OTHER;
+}
+
+/**
+ * `raw` as a string, reusing `text` when `raw` holds exactly its characters as single bytes. Only an all-ASCII
+ * `text` can match (a byte >= 0x80 is never a whole UTF-8 character, so it never decodes to a char of its own
+ * value), and then `raw.toString()` would give the same string: the answer is always `raw.toString()`, only
+ * cheaper when messages repeat a value (source, type, content type, the time of one publish batch).
+ */
+function reuse(raw: Buffer, text: string): string {
+  const n = raw.length;
+  if (n !== text.length) return raw.toString();
+  for (let i = 0; i < n; i++) if (raw[i] !== text.charCodeAt(i)) return raw.toString();
+  return text;
+}
+
+/** The values of the last entry decoded, for reuse(). Decoding is synchronous, so one set serves every caller. */
+let lastSource = '';
+let lastTime = '';
+let lastContentType = '';
 
 /**
  * A stream entry's flat field list back into a message. Fields a plain client left out are filled in (the id from
@@ -111,38 +146,43 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
   let key: string | undefined;
   const headers: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) {
-    const name = fieldName(fields[i]!);
+    const field = fields[i]!;
     const value = fields[i + 1]!;
-    switch (name) {
-      case DATA_FIELD:
+    switch (fieldCode(field)) {
+      case F_DATA:
         body = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
         break;
-      case ID:
+      case F_ID:
         id = value.toString();
         break;
-      case SOURCE:
-        source = value.toString();
+      case F_SOURCE:
+        source = reuse(value, lastSource);
+        lastSource = source;
         break;
-      case TYPE:
-        ceType = value.toString();
+      case F_TYPE:
+        ceType = reuse(value, type);
         break;
-      case TIME:
-        time = value.toString();
+      case F_TIME:
+        time = reuse(value, lastTime);
+        lastTime = time;
         break;
-      case KEY:
+      case F_KEY:
         key = value.toString();
         break;
-      case CONTENT_TYPE_FIELD:
-        contentType = value.toString();
+      case F_CONTENT_TYPE:
+        contentType = reuse(value, lastContentType);
+        lastContentType = contentType;
         break;
-      case DATA_CONTENT_TYPE:
+      case F_DATA_CONTENT_TYPE:
         contentType ??= value.toString();
         break;
-      case SPECVERSION_FIELD:
+      case F_SPECVERSION:
         break;
-      default:
+      default: {
+        const name = field.toString();
         if (name.startsWith(ATTRIBUTE_PREFIX)) headers[name.slice(ATTRIBUTE_PREFIX.length)] = value.toString();
         else headers[name] = value.toString();
+      }
     }
   }
   time ??= new Date(entryTime(entryId)).toISOString();
