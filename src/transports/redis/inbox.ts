@@ -18,7 +18,9 @@ interface Waiter {
 const DONE: IteratorResult<Delivery> = Object.freeze({ done: true, value: undefined });
 
 export class Inbox implements AsyncIterable<Delivery> {
-  readonly #items: Leased[] = [];
+  /** Queued deliveries are #items[#head..]: taking one moves the head instead of shifting the array. */
+  #items: (Leased | undefined)[] = [];
+  #head = 0;
   readonly #waiters: Waiter[] = [];
   readonly #onEmpty: () => void;
   #ended = false;
@@ -30,7 +32,7 @@ export class Inbox implements AsyncIterable<Delivery> {
   }
 
   get length(): number {
-    return this.#items.length;
+    return this.#items.length - this.#head;
   }
 
   push(delivery: Leased): void {
@@ -52,9 +54,18 @@ export class Inbox implements AsyncIterable<Delivery> {
 
   #next(): Promise<IteratorResult<Delivery>> {
     const now = Date.now();
-    while (this.#items.length > 0) {
-      const delivery = this.#items.shift()!;
-      if (this.#items.length === 0) this.#onEmpty();
+    while (this.#head < this.#items.length) {
+      const delivery = this.#items[this.#head]!;
+      this.#items[this.#head++] = undefined;
+      if (this.#head === this.#items.length) {
+        this.#items.length = 0;
+        this.#head = 0;
+        this.#onEmpty();
+      } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+        // A queue that never quite empties: drop the taken slots now and then (amortised O(1) per delivery).
+        this.#items = this.#items.slice(this.#head);
+        this.#head = 0;
+      }
       if (delivery.deadline > now) return Promise.resolve({ done: false, value: delivery });
     }
     if (this.#ended) return this.#error === undefined ? Promise.resolve(DONE) : Promise.reject(this.#error);
