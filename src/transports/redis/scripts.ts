@@ -17,7 +17,8 @@ function script(source: string): Script {
  * Claims up to ARGV[4] entries for consumer ARGV[2] of group ARGV[1]: first the nacked/released ones now due
  * (KEYS[2], scored by due time in server milliseconds), then leases idle for at least ARGV[3] ms that are not waiting out a
  * nack delay. Returns { id, fields, deliveryCount } per claimed entry; the count is the attempt number.
- * Entries deleted from the stream meanwhile (retention, purge) are acked away instead.
+ * Entries deleted from the stream meanwhile (retention, purge) are acked away instead. Ids are claimed a page at a
+ * time: one XCLAIM (and one ZREM) per page, not per entry.
  */
 export const CLAIM = script(`
 local stream, delayed = KEYS[1], KEYS[2]
@@ -26,29 +27,38 @@ local minIdle, count = tonumber(ARGV[3]), tonumber(ARGV[4])
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local out = {}
-local function claim(id)
-  local entries = redis.call('XCLAIM', stream, group, consumer, 0, id)
-  redis.call('ZREM', delayed, id)
-  local entry = entries[1]
-  if not entry then
-    redis.call('XACK', stream, group, id)
-    return
+local function claim(ids)
+  if #ids == 0 then return end
+  local claimed = {}
+  for _, entry in ipairs(redis.call('XCLAIM', stream, group, consumer, 0, unpack(ids))) do
+    local id = entry[1]
+    if entry[2] then
+      claimed[id] = true
+      local pending = redis.call('XPENDING', stream, group, id, id, 1)
+      out[#out + 1] = { id, entry[2], pending[1][4] }
+    end
   end
-  local pending = redis.call('XPENDING', stream, group, id, id, 1)
-  out[#out + 1] = { entry[1], entry[2], pending[1][4] }
+  for _, id in ipairs(ids) do
+    if not claimed[id] then redis.call('XACK', stream, group, id) end
+  end
 end
-for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, count)) do
-  claim(id)
+while #out < count do
+  local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, math.min(count - #out, 100))
+  if #due == 0 then break end
+  redis.call('ZREM', delayed, unpack(due))
+  claim(due)
 end
 local start = '-'
 for _ = 1, 10 do
   if #out >= count then break end
   local page = redis.call('XPENDING', stream, group, 'IDLE', minIdle, start, '+', 100)
   if #page == 0 then break end
+  local ids = {}
   for _, p in ipairs(page) do
-    if #out >= count then break end
-    if not redis.call('ZSCORE', delayed, p[1]) then claim(p[1]) end
+    if #out + #ids >= count then break end
+    if not redis.call('ZSCORE', delayed, p[1]) then ids[#ids + 1] = p[1] end
   end
+  claim(ids)
   start = '(' .. page[#page][1]
 end
 return out
