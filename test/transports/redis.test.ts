@@ -165,6 +165,60 @@ describe('redis transport', { concurrency: 1 }, () => {
     await back.ack();
   });
 
+  it('close() returns everything it holds at once, over several types and more than one script call, with the next attempt', async (t) => {
+    if (skip) return t.skip(skip);
+    const transport = await open(t);
+    const types = [tempType(transport), tempType(transport)];
+    const group = freshGroup();
+    const first = transport.consume(consumeOptions(types, group, { prefetch: 1400 }));
+    t.after(() => first.close());
+    await first.ready;
+    for (const type of types) {
+      await transport.publish(
+        type,
+        [...Array(700)].map((_, i) => message(type, `${type}/${i}`)),
+      );
+    }
+    const held = await take(first, 1400);
+    assert.equal(held.length, 1400);
+    await first.close();
+    // A long ack timeout: what comes back now came back through the release, not the timeout.
+    const second = transport.consume(consumeOptions(types, group, { prefetch: 2000, ackTimeoutMs: 60_000 }));
+    t.after(() => second.close());
+    const back = await take(second, 1400);
+    assert.equal(back.length, 1400);
+    assert.deepEqual(back.map((d) => d.message.id).sort(), held.map((d) => d.message.id).sort());
+    assert.ok(
+      back.every((d) => d.attempt === 2),
+      'every redelivery is attempt 2',
+    );
+    await Promise.all(back.map((d) => d.ack()));
+  });
+
+  it('a released entry deleted from the stream before it is claimed again is acked away, not delivered', async (t) => {
+    if (skip) return t.skip(skip);
+    const transport = await open(t);
+    const raw = await rawClient(t);
+    const type = tempType(transport);
+    const group = freshGroup();
+    const sub = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 60_000 }));
+    t.after(() => sub.close());
+    await sub.ready;
+    await transport.publish(type, [message(type, 'gone'), message(type, 'kept')]);
+    const [gone, kept] = await take(sub, 2);
+    const ids = (await raw.sendCommand(['XRANGE', `busbar:{${type}}`, '-', '+'])) as [string, string[]][];
+    await raw.sendCommand(['XDEL', `busbar:{${type}}`, ids[0]![0]]);
+    await Promise.all([gone!.nack(), kept!.nack()]);
+    const again = await take(sub, 2, 1500);
+    assert.deepEqual(
+      again.map((d) => Buffer.from(d.message.body).toString()),
+      ['kept'],
+    );
+    assert.equal(again[0]!.attempt, 2);
+    await again[0]!.ack();
+    assert.deepEqual(await raw.sendCommand(['XPENDING', `busbar:{${type}}`, group, '-', '+', '10']), []);
+  });
+
   it('prefetch: never more unsettled deliveries than allowed', async (t) => {
     if (skip) return t.skip(skip);
     const transport = await open(t);

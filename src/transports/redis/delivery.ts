@@ -20,6 +20,7 @@ export function deferred(): Deferred {
 
 /** What settles a delivery: its subscription. */
 export interface Settler {
+  /** Resolves once Redis recorded the ack; on failure it calls `delivery.failed()` with this promise first. */
   ack(delivery: RedisDelivery): Promise<void>;
   nack(delivery: RedisDelivery, options?: NackOptions): Promise<void>;
 }
@@ -28,6 +29,8 @@ export class RedisDelivery implements Leased {
   readonly message: TransportMessage;
   readonly attempt: number;
   readonly type: string;
+  /** The stream's key: the subscription's own string for it, so per-ack lookups hash nothing new. */
+  readonly stream: string;
   readonly entryId: string;
   readonly deadline: number;
   readonly #subscription: Settler;
@@ -36,34 +39,37 @@ export class RedisDelivery implements Leased {
   constructor(
     subscription: Settler,
     type: string,
+    stream: string,
     entryId: string,
     message: TransportMessage,
     attempt: number,
-    ackTimeoutMs: number,
+    deadline: number,
   ) {
     this.#subscription = subscription;
     this.type = type;
+    this.stream = stream;
     this.entryId = entryId;
     this.message = message;
     this.attempt = attempt;
-    this.deadline = Date.now() + ackTimeoutMs;
+    this.deadline = deadline;
   }
 
+  /** The subscription shares one promise among the acks it sends together, and reports a failure via failed(). */
   ack(): Promise<void> {
-    this.#settling ??= this.#settle(this.#subscription.ack(this));
+    this.#settling ??= this.#subscription.ack(this);
     return this.#settling;
   }
 
   nack(options?: NackOptions): Promise<void> {
-    this.#settling ??= this.#settle(this.#subscription.nack(this, options));
-    return this.#settling;
+    if (this.#settling) return this.#settling;
+    const settling = this.#subscription.nack(this, options);
+    this.#settling = settling;
+    settling.catch(() => this.failed(settling));
+    return settling;
   }
 
-  /** A failed ack or nack may be tried again. */
-  #settle(settling: Promise<void>): Promise<void> {
-    settling.catch(() => {
-      if (this.#settling === settling) this.#settling = undefined;
-    });
-    return settling;
+  /** `settling` failed: a later ack or nack may try again. */
+  failed(settling: Promise<void>): void {
+    if (this.#settling === settling) this.#settling = undefined;
   }
 }

@@ -65,17 +65,24 @@ return out
 `);
 
 /**
- * Returns entry ARGV[3] to group ARGV[1], redeliverable ARGV[5] ms from now (server time), but only while consumer
- * ARGV[2] still holds the lease it was given (delivery count ARGV[4]): a late nack must not disturb a newer delivery.
+ * Returns entries to group ARGV[1], redeliverable ARGV[3] ms from now (server time): ARGV[4], ARGV[6], ... are entry
+ * ids, each followed by the delivery count it was handed out with. An entry is released only while consumer ARGV[2]
+ * still holds that very lease: a late nack must not disturb a newer delivery. Returns how many were released.
  */
 export const RELEASE = script(`
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-local p = pending[1]
-if not p or p[2] ~= ARGV[2] or tostring(p[4]) ~= ARGV[4] then return 0 end
+local group, consumer = ARGV[1], ARGV[2]
 local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[3])
-return 1
+local due = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[3])
+local released = 0
+for i = 4, #ARGV - 1, 2 do
+  local id = ARGV[i]
+  local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)[1]
+  if p and p[2] == consumer and tostring(p[4]) == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[2], due, id)
+    released = released + 1
+  end
+end
+return released
 `);
 
 /** Removes consumer ARGV[2] from group ARGV[1] only when it holds nothing (DELCONSUMER drops what it holds). */

@@ -34,23 +34,33 @@ export interface SubscriptionHost {
 type ClaimedEntry = [Buffer, Buffer[], number];
 type ReadReply = [Buffer, [Buffer, Buffer[] | null][]][] | null;
 
+/** Most entries one RELEASE script call returns to the group (one script call blocks Redis while it runs). */
+const RELEASE_CHUNK = 500;
+
+/** Acks of one stream sent together as one XACK. */
+interface AckBatch {
+  readonly deliveries: RedisDelivery[];
+  readonly done: Deferred;
+}
+
 export class RedisSubscription implements Subscription {
   readonly ready: Promise<void>;
   readonly options: ConsumeOptions;
   readonly #host: SubscriptionHost;
-  readonly #queue = new Inbox(() => this.#notify?.());
+  readonly #queue = new Inbox(() => this.#capacityFreed());
   readonly #consumer: string;
   readonly #streams: string[];
-  readonly #typeOfStream = new Map<string, string>();
+  readonly #indexOfStream = new Map<string, number>();
   readonly #unsettled = new Set<RedisDelivery>();
   readonly #claimIntervalMs: number;
   /** Free slots that make a refill worth a read while deliveries are still queued. */
   readonly #refillAt: number;
   readonly #timers = new Set<NodeJS.Timeout>();
   /** Acks waiting for the end of this event-loop turn, per stream. */
-  readonly #acks = new Map<string, { ids: string[]; done: Deferred }>();
-  /** Releases of entries that arrived after close() began; close() waits for them. */
-  readonly #lateReleases: Promise<unknown>[] = [];
+  readonly #acks = new Map<string, AckBatch>();
+  #acksScheduled = false;
+  /** Entries that arrived after close() began: close() releases them with the ones still held. */
+  readonly #late: RedisDelivery[] = [];
   #reader: RedisConnection | undefined;
   #readerId: string | undefined;
   #unblockSupported = true;
@@ -58,7 +68,10 @@ export class RedisSubscription implements Subscription {
   #wakeRequested = false;
   #nextClaimAt = 0;
   #nextPruneAt = Date.now() + PRUNE_INTERVAL_MS * Math.random();
+  /** Ends the loop's wait for capacity (set while it waits). */
   #notify: (() => void) | undefined;
+  /** A notify is due at the end of this event-loop turn (so one turn's acks free their slots together). */
+  #notifyScheduled = false;
   #closed = false;
   #closing: Promise<void> | undefined;
   #loop: Promise<void> | undefined;
@@ -68,7 +81,7 @@ export class RedisSubscription implements Subscription {
     this.options = options;
     this.#consumer = `${options.consumerId}~${randomUUID().slice(0, 8)}`;
     this.#streams = options.types.map((type) => host.keys.stream(type));
-    for (const [i, type] of options.types.entries()) this.#typeOfStream.set(this.#streams[i]!, type);
+    for (const [i, stream] of this.#streams.entries()) this.#indexOfStream.set(stream, i);
     this.#refillAt = Math.max(1, Math.floor(options.prefetch / 2));
     this.#claimIntervalMs = Math.max(MIN_CLAIM_INTERVAL_MS, Math.min(MAX_BLOCK_MS, options.ackTimeoutMs / 4));
     this.ready = this.#start();
@@ -87,7 +100,8 @@ export class RedisSubscription implements Subscription {
   async #start(): Promise<void> {
     try {
       this.#reader = await this.#host.connection.duplicate();
-      await this.#attach();
+      // The reader's id (for CLIENT UNBLOCK) comes in while the group is attached, not before the first read.
+      await Promise.all([this.#attach(), this.#identifyReader()]);
     } catch (error) {
       this.#reader?.destroy();
       throw redisError(
@@ -165,17 +179,38 @@ export class RedisSubscription implements Subscription {
     return live;
   }
 
+  /**
+   * Waits until a read is worth making (see #capacityFreed), a wake, or the earliest lease deadline (when a timed-out
+   * delivery frees its slot).
+   */
   #waitForCapacity(): Promise<void> {
     let earliest = Number.POSITIVE_INFINITY;
     for (const delivery of this.#unsettled) earliest = Math.min(earliest, delivery.deadline);
     return new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, Math.max(1, Math.min(earliest - Date.now(), MAX_BLOCK_MS)));
-      this.#notify = () => {
+      const done = () => {
         clearTimeout(timer);
+        if (this.#notify === done) this.#notify = undefined;
         resolve();
       };
-    }).finally(() => {
-      this.#notify = undefined;
+      const timer = setTimeout(done, Math.max(1, Math.min(earliest - Date.now(), MAX_BLOCK_MS)));
+      this.#notify = done;
+    });
+  }
+
+  /**
+   * A settle or the application emptying the queue freed capacity: once that makes a read worthwhile (the loop's
+   * own test, on the set's size, which only overcounts the live deliveries), the waiting loop resumes at the end of
+   * this event-loop turn, after every ack the application makes in the turn, so it reads for all the freed slots
+   * at once. Per message this is a comparison, not a timer or a promise.
+   */
+  #capacityFreed(): void {
+    if (this.#notify === undefined || this.#notifyScheduled) return;
+    const free = this.options.prefetch - this.#unsettled.size;
+    if (free <= 0 || (this.#queue.length > 0 && free < this.#refillAt)) return;
+    this.#notifyScheduled = true;
+    setImmediate(() => {
+      this.#notifyScheduled = false;
+      this.#notify?.();
     });
   }
 
@@ -190,7 +225,8 @@ export class RedisSubscription implements Subscription {
         [this.group, this.#consumer, String(this.options.ackTimeoutMs), String(free - got)],
         true,
       );
-      for (const [id, fields, count] of claimed) this.#accept(type, id.toString(), fields, count);
+      const deadline = Date.now() + this.options.ackTimeoutMs;
+      for (const [id, fields, count] of claimed) this.#accept(type, stream, id.toString(), fields, count, deadline);
       got += claimed.length;
     }
     return got;
@@ -203,6 +239,17 @@ export class RedisSubscription implements Subscription {
     }
   }
 
+  /** Learns the reader's client id (again after a reconnect), so wake() can cut its blocked reads short. */
+  async #identifyReader(): Promise<void> {
+    try {
+      this.#readerId = String(await this.#reader!.send<number>(['CLIENT', 'ID']));
+    } catch (error) {
+      // An ACL user without CLIENT: reads then end at their block timeout instead of being cut short.
+      if (!isAuthError(error)) throw error;
+      this.#unblockSupported = false;
+    }
+  }
+
   async #read(count: number): Promise<void> {
     const reader = this.#reader!;
     const perStream = Math.max(1, Math.floor(count / this.#streams.length));
@@ -210,15 +257,7 @@ export class RedisSubscription implements Subscription {
     const blockMs = Math.max(1, Math.min(MAX_BLOCK_MS, this.#nextClaimAt - Date.now()));
     const block = !this.#wakeRequested;
     if (block) {
-      if (this.#unblockSupported && this.#readerId === undefined) {
-        try {
-          this.#readerId = String(await reader.send<number>(['CLIENT', 'ID']));
-        } catch (error) {
-          // An ACL user without CLIENT: reads then end at their block timeout instead of being cut short.
-          if (!isAuthError(error)) throw error;
-          this.#unblockSupported = false;
-        }
-      }
+      if (this.#unblockSupported && this.#readerId === undefined) await this.#identifyReader();
       args.push('BLOCK', String(blockMs));
     }
     args.push('STREAMS', ...this.#streams, ...this.#streams.map(() => '>'));
@@ -229,25 +268,24 @@ export class RedisSubscription implements Subscription {
     } finally {
       this.#blocking = false;
     }
-    for (const [key, entries] of reply ?? []) {
-      const type = this.#typeOfStream.get(key.toString())!;
-      for (const [id, fields] of entries) {
-        if (fields) this.#accept(type, id.toString(), fields, 1);
+    if (reply === null) return;
+    const deadline = Date.now() + this.options.ackTimeoutMs;
+    for (const [key, entries] of reply) {
+      const i = this.#indexOfStream.get(key.toString())!;
+      const stream = this.#streams[i]!;
+      const type = this.types[i]!;
+      for (let e = 0; e < entries.length; e++) {
+        const [id, fields] = entries[e]!;
+        if (fields) this.#accept(type, stream, id.toString(), fields, 1, deadline);
       }
     }
   }
 
-  #accept(type: string, entryId: string, fields: Buffer[], attempt: number): void {
-    const delivery = new RedisDelivery(
-      this,
-      type,
-      entryId,
-      decodeEntry(type, entryId, fields),
-      attempt,
-      this.options.ackTimeoutMs,
-    );
+  #accept(type: string, stream: string, entryId: string, fields: Buffer[], attempt: number, deadline: number): void {
+    const message = decodeEntry(type, entryId, fields);
+    const delivery = new RedisDelivery(this, type, stream, entryId, message, attempt, deadline);
     if (this.#closed) {
-      this.#lateReleases.push(this.release(delivery, 0));
+      this.#late.push(delivery);
       return;
     }
     this.#unsettled.add(delivery);
@@ -260,29 +298,40 @@ export class RedisSubscription implements Subscription {
    */
   ack(delivery: RedisDelivery): Promise<void> {
     this.#settled(delivery);
-    const stream = this.#host.keys.stream(delivery.type);
-    let batch = this.#acks.get(stream);
+    let batch = this.#acks.get(delivery.stream);
     if (!batch) {
-      batch = { ids: [], done: deferred() };
-      this.#acks.set(stream, batch);
-      setImmediate(() => this.#flushAcks(stream));
+      batch = { deliveries: [], done: deferred() };
+      this.#acks.set(delivery.stream, batch);
+      if (!this.#acksScheduled) {
+        this.#acksScheduled = true;
+        setImmediate(() => this.#flushAcks());
+      }
     }
-    batch.ids.push(delivery.entryId);
+    batch.deliveries.push(delivery);
     return batch.done.promise;
   }
 
-  #flushAcks(stream: string): Promise<void> | undefined {
-    const batch = this.#acks.get(stream);
-    if (!batch) return undefined;
-    this.#acks.delete(stream);
-    this.#host.connection.send(['XACK', stream, this.group, ...batch.ids]).then(
-      () => batch.done.resolve(),
-      (error) => {
-        const type = this.#typeOfStream.get(stream);
-        batch.done.reject(redisError(error, 'BUSBAR_ERR_ACK', `acking ${batch.ids.length} message(s) of '${type}'`));
-      },
-    );
-    return batch.done.promise;
+  /** Sends every waiting ack; returns when Redis answered them all (whether or not it recorded them). */
+  #flushAcks(): Promise<unknown> {
+    this.#acksScheduled = false;
+    const sent: Promise<void>[] = [];
+    for (const [stream, batch] of this.#acks) {
+      const { deliveries, done } = batch;
+      const ids = deliveries.map((delivery) => delivery.entryId);
+      this.#host.connection.send(['XACK', stream, this.group, ...ids]).then(
+        () => done.resolve(),
+        (error) => {
+          // Each of these acks may be tried again; a rejection nobody awaits is no unhandled rejection.
+          for (const delivery of deliveries) delivery.failed(done.promise);
+          done.promise.catch(() => undefined);
+          const type = deliveries[0]!.type;
+          done.reject(redisError(error, 'BUSBAR_ERR_ACK', `acking ${ids.length} message(s) of '${type}'`));
+        },
+      );
+      sent.push(done.promise);
+    }
+    this.#acks.clear();
+    return Promise.allSettled(sent);
   }
 
   async nack(delivery: RedisDelivery, options: NackOptions = {}): Promise<void> {
@@ -307,15 +356,27 @@ export class RedisSubscription implements Subscription {
 
   /** Makes the entry redeliverable to the group after delayMs, if this consumer still holds that lease. */
   release(delivery: RedisDelivery, delayMs: number): Promise<unknown> {
-    return this.#host.connection.run(
-      RELEASE,
-      [this.#host.keys.stream(delivery.type), this.#host.keys.delayed(delivery.type, this.group)],
-      [this.group, this.#consumer, delivery.entryId, String(delivery.attempt), String(delayMs)],
-    );
+    return this.#releaseAll([delivery], delayMs);
+  }
+
+  /** release() for many deliveries: one script call per stream (per RELEASE_CHUNK entries), not one per entry. */
+  #releaseAll(deliveries: readonly RedisDelivery[], delayMs: number): Promise<unknown> {
+    const calls: Promise<unknown>[] = [];
+    for (const [i, stream] of this.#streams.entries()) {
+      const mine = deliveries.filter((delivery) => delivery.stream === stream);
+      for (let at = 0; at < mine.length; at += RELEASE_CHUNK) {
+        const args = [this.group, this.#consumer, String(delayMs)];
+        for (const delivery of mine.slice(at, at + RELEASE_CHUNK))
+          args.push(delivery.entryId, String(delivery.attempt));
+        const keys = [stream, this.#host.keys.delayed(this.types[i]!, this.group)];
+        calls.push(this.#host.connection.run(RELEASE, keys, args));
+      }
+    }
+    return calls.length === 1 ? calls[0]! : Promise.all(calls);
   }
 
   #settled(delivery: RedisDelivery): void {
-    if (this.#unsettled.delete(delivery)) this.#notify?.();
+    if (this.#unsettled.delete(delivery)) this.#capacityFreed();
   }
 
   /** Cuts a blocked read short so the loop claims what just became due. */
@@ -354,20 +415,27 @@ export class RedisSubscription implements Subscription {
     this.wake();
     await this.ready.catch(() => undefined);
     if (this.#loop) {
-      const stopped = await Promise.race([this.#loop.then(() => true), sleep(MAX_BLOCK_MS + 500).then(() => false)]);
+      // An unref'd timer: a closed subscription must not hold the process open for it.
+      const stopped = await Promise.race([
+        this.#loop.then(() => true),
+        sleep(MAX_BLOCK_MS + 500, false, { ref: false }),
+      ]);
       if (!stopped) this.#reader?.destroy();
       await this.#loop;
     }
     // Everything this consumer still holds goes back to the group now, not after the ack timeout.
-    const held = [...this.#unsettled];
+    const held = [...this.#unsettled, ...this.#late];
     this.#unsettled.clear();
+    this.#late.length = 0;
     const { connection } = this.#host;
-    const acks = [...this.#acks.keys()].map((stream) => this.#flushAcks(stream));
-    await Promise.allSettled([...acks, ...this.#lateReleases, ...held.map((delivery) => this.release(delivery, 0))]);
-    await Promise.allSettled(
-      this.#streams.map((stream) => connection.run(FORGET_CONSUMER, [stream], [this.group, this.#consumer])),
-    );
-    await this.#reader?.close();
+    // One connection runs its commands in order, so the consumer is forgotten after these acks and releases
+    // without waiting for their replies first (a release leaves the entries pending: it never changes the outcome).
+    await Promise.allSettled([
+      this.#flushAcks(),
+      held.length ? this.#releaseAll(held, 0) : undefined,
+      ...this.#streams.map((stream) => connection.run(FORGET_CONSUMER, [stream], [this.group, this.#consumer])),
+      this.#reader?.close(),
+    ]);
     this.#host.forget(this);
     if (held.length) for (const type of this.types) this.#host.wakeGroup(type, this.group, this);
   }
