@@ -317,15 +317,16 @@ export class RedisSubscription implements Subscription {
     const sent: Promise<void>[] = [];
     for (const [stream, batch] of this.#acks) {
       const { deliveries, done } = batch;
-      const ids = deliveries.map((delivery) => delivery.entryId);
-      this.#host.connection.send(['XACK', stream, this.group, ...ids]).then(
+      const command = ['XACK', stream, this.group];
+      for (const delivery of deliveries) command.push(delivery.entryId);
+      this.#host.connection.send(command).then(
         () => done.resolve(),
         (error) => {
           // Each of these acks may be tried again; a rejection nobody awaits is no unhandled rejection.
           for (const delivery of deliveries) delivery.failed(done.promise);
           done.promise.catch(() => undefined);
           const type = deliveries[0]!.type;
-          done.reject(redisError(error, 'BUSBAR_ERR_ACK', `acking ${ids.length} message(s) of '${type}'`));
+          done.reject(redisError(error, 'BUSBAR_ERR_ACK', `acking ${deliveries.length} message(s) of '${type}'`));
         },
       );
       sent.push(done.promise);

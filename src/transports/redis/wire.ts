@@ -70,6 +70,8 @@ function isReservedHeader(name: string): boolean {
   return name === DATA_FIELD || name === CONTENT_TYPE_FIELD || name.startsWith(ATTRIBUTE_PREFIX);
 }
 
+const EMPTY = new Uint8Array(0);
+
 // The fields busbar writes, as small numbers: decodeEntry recognises them by their bytes, so the common case
 // decodes no field name to a string and compares no strings.
 const F_DATA = 0;
@@ -114,22 +116,31 @@ function fieldCode(raw: Buffer): number {
 }
 
 /**
- * `raw` as a string, reusing `text` when `raw` holds exactly its characters as single bytes. Only an all-ASCII
- * `text` can match (a byte >= 0x80 is never a whole UTF-8 character, so it never decodes to a char of its own
- * value), and then `raw.toString()` would give the same string: the answer is always `raw.toString()`, only
- * cheaper when messages repeat a value (source, type, content type, the time of one publish batch).
+ * The last value decoded for one field, as bytes (a copy: holding `raw` itself would keep its whole socket read
+ * alive) and as a string. Messages often repeat a value (source, type, content type, the time of one publish batch):
+ * comparing bytes is cheaper than decoding them again, and the same bytes always decode to the same string.
  */
-function reuse(raw: Buffer, text: string): string {
-  const n = raw.length;
-  if (n !== text.length) return raw.toString();
-  for (let i = 0; i < n; i++) if (raw[i] !== text.charCodeAt(i)) return raw.toString();
-  return text;
+class Recent {
+  #bytes: Uint8Array = EMPTY;
+  #text = '';
+
+  /** `raw.toString()`. */
+  decode(raw: Buffer): string {
+    const bytes = this.#bytes;
+    const n = raw.length;
+    if (n === bytes.length) {
+      let i = 0;
+      while (i < n && raw[i] === bytes[i]) i++;
+      if (i === n) return this.#text;
+    }
+    this.#bytes = Uint8Array.prototype.slice.call(raw);
+    this.#text = raw.toString();
+    return this.#text;
+  }
 }
 
-/** The values of the last entry decoded, for reuse(). Decoding is synchronous, so one set serves every caller. */
-let lastSource = '';
-let lastTime = '';
-let lastContentType = '';
+/** Decoding is synchronous, so one set serves every subscription. */
+const recent = { source: new Recent(), type: new Recent(), time: new Recent(), contentType: new Recent() };
 
 /**
  * A stream entry's flat field list back into a message. Fields a plain client left out are filled in (the id from
@@ -156,22 +167,19 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
         id = value.toString();
         break;
       case F_SOURCE:
-        source = reuse(value, lastSource);
-        lastSource = source;
+        source = recent.source.decode(value);
         break;
       case F_TYPE:
-        ceType = reuse(value, type);
+        ceType = recent.type.decode(value);
         break;
       case F_TIME:
-        time = reuse(value, lastTime);
-        lastTime = time;
+        time = recent.time.decode(value);
         break;
       case F_KEY:
         key = value.toString();
         break;
       case F_CONTENT_TYPE:
-        contentType = reuse(value, lastContentType);
-        lastContentType = contentType;
+        contentType = recent.contentType.decode(value);
         break;
       case F_DATA_CONTENT_TYPE:
         contentType ??= value.toString();
@@ -188,8 +196,6 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
   time ??= new Date(entryTime(entryId)).toISOString();
   return completeEnvelope({ id, source, type: ceType, time, contentType, key, headers, body }, type, entryId);
 }
-
-const EMPTY = new Uint8Array(0);
 
 /** The millisecond timestamp in a stream entry id (`<ms>-<seq>`). */
 export function entryTime(entryId: string): number {
