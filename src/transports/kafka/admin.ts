@@ -38,6 +38,9 @@ function limit(value: number | undefined, what: string): string {
   return String(value);
 }
 
+/** How long deleteType waits for the broker's metadata to stop listing a deleted topic. */
+const DELETE_SETTLE_MS = 5_000;
+
 export class KafkaAdmin implements TransportAdmin {
   readonly #admin: Admin;
   readonly #settings: KafkaSettings;
@@ -85,15 +88,11 @@ export class KafkaAdmin implements TransportAdmin {
 
   async deleteType(type: string): Promise<void> {
     checkKafkaType(type);
-    this.#known.delete(type);
-    // Only topics that exist: the client retries a DeleteTopics of an unknown topic for seconds before it gives up.
-    let existing: Set<string>;
-    try {
-      existing = new Set(await this.#admin.listTopics({ includeInternals: false }));
-    } catch (error) {
-      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not list Kafka topics to delete '${type}'`);
-    }
-    const topics = [type, retryTopicOf(type)].filter((t) => existing.has(t));
+    const made = this.#known.delete(type);
+    // Only topics that exist (the client retries a DeleteTopics of an unknown topic for seconds before it gives up);
+    // a type this process made counts as existing even if the broker's metadata does not list it yet.
+    const existing = await this.#topicNames(`to delete '${type}'`);
+    const topics = [type, retryTopicOf(type)].filter((t) => made || existing.has(t));
     if (topics.length === 0) return;
     try {
       await this.#admin.deleteTopics({ topics });
@@ -102,6 +101,21 @@ export class KafkaAdmin implements TransportAdmin {
       if (!hasKafkaError(error, 'UNKNOWN_TOPIC_OR_PARTITION') && !hasKafkaError(error, 'UNKNOWN_TOPIC_ID')) {
         throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not delete Kafka topic(s) ${topics.join(', ')}`);
       }
+    }
+    // The controller has the deletion; the broker's metadata follows a moment later. Resolve once the type is no
+    // longer listed, so that a list right after deregistering does not show it.
+    for (const deadline = Date.now() + DELETE_SETTLE_MS; Date.now() < deadline; ) {
+      const left = await this.#topicNames(`to see '${type}' deleted`);
+      if (!topics.some((t) => left.has(t))) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  async #topicNames(why: string): Promise<Set<string>> {
+    try {
+      return new Set(await this.#admin.listTopics({ includeInternals: false }));
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not list Kafka topics ${why}`);
     }
   }
 
