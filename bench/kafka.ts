@@ -8,7 +8,8 @@
  * - `consume+ack 100B`: a new group reads 10,000 stored messages from the earliest offset and acks each one (acks
  *   awaited together at the end), vs a raw consumer stream (autocommit off, reading each record's headers as
  *   strings, as the CloudEvents attributes must be) that commits each message's offset, one
- *   commit in flight at a time with the offsets processed meanwhile folded into the next (what busbar does).
+ *   commit in flight at a time with the offsets processed meanwhile folded into the next (what busbar does), and
+ *   fetching as many bytes per Fetch as busbar does (`BENCH_KAFKA_RAW_FETCH=default` gives it its own 10 MiB).
  */
 import { randomUUID } from 'node:crypto';
 import { Consumer, compatibilityPartitioner, type Message, Producer } from '@platformatic/kafka';
