@@ -5,13 +5,7 @@ import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import { parseBrokerUrl } from '../../src/config/url.ts';
 import { buildMessage } from '../../src/message/envelope.ts';
-import type {
-  Delivery,
-  Subscription,
-  Transport,
-  TransportConfig,
-  TransportMessage,
-} from '../../src/transport/contract.ts';
+import type { Transport, TransportConfig, TransportMessage } from '../../src/transport/contract.ts';
 import createNatsTransport from '../../src/transports/nats/index.ts';
 import { BROKERS, brokerSkipReason, tcpReachable } from '../helpers/brokers.ts';
 
@@ -68,36 +62,7 @@ export function message(
   return { ...buildMessage(type, 'test', body), ...extra };
 }
 
-const iterators = new WeakMap<Subscription, AsyncIterator<Delivery>>();
-/** Pending next() calls left over by a timed-out take(), to be awaited first by the next take(). */
-const leftovers = new WeakMap<Subscription, Promise<IteratorResult<Delivery>>>();
-
-/** Takes up to `count` deliveries, giving up after `timeoutMs` without a new one. */
-export async function take(subscription: Subscription, count: number, timeoutMs = 5000): Promise<Delivery[]> {
-  const got: Delivery[] = [];
-  let iterator = iterators.get(subscription);
-  if (!iterator) {
-    iterator = subscription[Symbol.asyncIterator]();
-    iterators.set(subscription, iterator);
-  }
-  while (got.length < count) {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), timeoutMs);
-    });
-    const pending = leftovers.get(subscription) ?? iterator.next();
-    leftovers.delete(subscription);
-    const next = await Promise.race([pending, timeout]);
-    clearTimeout(timer);
-    if (next === 'timeout') {
-      leftovers.set(subscription, pending);
-      break;
-    }
-    if (next.done) break;
-    got.push(next.value);
-  }
-  return got;
-}
+export { take } from '../helpers/deliveries.ts';
 
 export function consumeOptions(type: string | string[], group: string, extra: Record<string, unknown> = {}) {
   return {
