@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -63,6 +63,19 @@ test('a wrong URL, an unknown option, a missing file and a malformed config: one
   assertUsageError(run(['receive', 't']), /missing --group/);
   assertUsageError(run(['receive', 't', '--group', 'g', '--count', 'many']), /--count must be a whole number/);
   assertUsageError(run(['frobnicate']), /unknown command 'frobnicate'/);
+});
+
+test('a Node.js that cannot run busbar gets one line saying what to do, exit 2', (t) => {
+  // A clone runs the TypeScript sources; without type stripping Node would fail with a stack trace about '.ts'.
+  if (existsSync(new URL('../../dist/cli/main.js', import.meta.url))) return t.skip('dist/ is built: bin runs it');
+  const result = spawnSync(process.execPath, ['--no-experimental-strip-types', bin, '--help'], {
+    encoding: 'utf8',
+    env,
+    cwd: dir,
+    timeout: 60_000,
+  });
+  assertUsageError({ code: result.status, stderr: result.stderr }, /runs TypeScript sources.*npx busbar/);
+  assert.match(result.stderr, /BUSBAR_ERR_UNSUPPORTED/);
 });
 
 test('--help works everywhere and exits 0', () => {
