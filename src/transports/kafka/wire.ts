@@ -8,6 +8,7 @@
 import type { Message, MessageToProduce } from '@platformatic/kafka';
 import { BusError, checkTypeName } from '../../errors.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { ByteNames } from '../../transport/byte-names.ts';
 import type { Envelope, TransportMessage } from '../../transport/contract.ts';
 
 export const CE_PREFIX = 'ce_';
@@ -111,64 +112,66 @@ export interface DecodedRecord {
   retry: { group?: string; notBefore?: number; attempt?: number };
 }
 
-/** Attribute headers by their name's bytes, matched without decoding the name; index into ATTRIBUTE_SLOTS. */
-const KNOWN_NAMES: readonly Buffer[] = [
-  NAME.id,
-  NAME.source,
-  NAME.type,
-  NAME.time,
-  NAME.contentType,
-  NAME.key,
-  NAME.specversion,
-];
-const SPEC_VERSION_SLOT = 6;
-
-function knownSlot(name: Buffer): number {
-  for (let i = 0; i < KNOWN_NAMES.length; i++) {
-    const bytes = KNOWN_NAMES[i]!;
-    if (bytes.length === name.length && bytes.equals(name)) return i;
-  }
-  return -1;
-}
-
-const SLOT_OF: Record<keyof Envelope, number> = {
-  id: 0,
-  source: 1,
-  type: 2,
-  time: 3,
-  contentType: 4,
-  key: 5,
-} as Record<keyof Envelope, number>;
+/** busbar's own attribute headers, recognised by their bytes: the common case decodes no header name. */
+const ATTRIBUTE_HEADERS = new ByteNames<keyof Envelope | 'specversion'>([
+  [NAME.id.toString(), 'id'],
+  [NAME.source.toString(), 'source'],
+  [NAME.type.toString(), 'type'],
+  [NAME.time.toString(), 'time'],
+  [NAME.contentType.toString(), 'contentType'],
+  [NAME.key.toString(), 'key'],
+  [NAME.specversion.toString(), 'specversion'],
+]);
 
 const NO_RETRY: DecodedRecord['retry'] = Object.freeze({});
 
 /** The message a record carries; attributes a plain client left out are filled (id from topic-partition-offset). */
 export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): DecodedRecord {
-  // One slot per attribute (id, source, type, time, contentType, key): plain locals keep this loop monomorphic.
-  const slots: (string | undefined)[] = [undefined, undefined, undefined, undefined, undefined, undefined];
+  // Plain locals rather than a partial object written by field name: this runs for every record.
+  let id: string | undefined;
+  let source: string | undefined;
+  let type: string | undefined;
+  let time: string | undefined;
+  let contentType: string | undefined;
+  let key: string | undefined;
   const headers: Record<string, string> = {};
   let retry = NO_RETRY;
   for (const [rawName, rawValue] of record.headers) {
     const value = rawValue ? rawValue.toString('utf8') : '';
-    // busbar's own attribute headers are exact and lower-case: the common case needs no decoding of the name.
-    const slot = knownSlot(rawName);
-    if (slot >= 0) {
-      if (slot !== SPEC_VERSION_SLOT) slots[slot] = value;
-      continue;
+    let field: keyof Envelope | 'specversion' | undefined = ATTRIBUTE_HEADERS.match(rawName);
+    if (field === undefined) {
+      const name = rawName.toString('utf8');
+      if (name === RETRY_HEADERS.group) retry = { ...retry, group: value };
+      else if (name === RETRY_HEADERS.notBefore) retry = { ...retry, notBefore: Number(value) };
+      else if (name === RETRY_HEADERS.attempt) retry = { ...retry, attempt: Number(value) };
+      else if (name.toLowerCase() === CONTENT_TYPE) field = 'contentType';
+      else if (name.startsWith(CE_PREFIX)) {
+        const attribute = name.slice(CE_PREFIX.length);
+        field = ATTRIBUTE_OF[attribute];
+        if (!field && attribute !== CE.specversion) headers[attribute] = value;
+      } else headers[name] = value;
     }
-    const name = rawName.toString('utf8');
-    if (name === RETRY_HEADERS.group) retry = { ...retry, group: value };
-    else if (name === RETRY_HEADERS.notBefore) retry = { ...retry, notBefore: Number(value) };
-    else if (name === RETRY_HEADERS.attempt) retry = { ...retry, attempt: Number(value) };
-    else if (name.toLowerCase() === CONTENT_TYPE) slots[SLOT_OF.contentType] = value;
-    else if (name.startsWith(CE_PREFIX)) {
-      const attribute = name.slice(CE_PREFIX.length);
-      const field = ATTRIBUTE_OF[attribute];
-      if (field) slots[SLOT_OF[field]] = value;
-      else if (attribute !== CE.specversion) headers[attribute] = value;
-    } else headers[name] = value;
+    switch (field) {
+      case 'id':
+        id = value;
+        break;
+      case 'source':
+        source = value;
+        break;
+      case 'type':
+        type = value;
+        break;
+      case 'time':
+        time = value;
+        break;
+      case 'contentType':
+        contentType = value;
+        break;
+      case 'key':
+        key = value;
+        break;
+    }
   }
-  const [id, source, type, time, contentType, key] = slots;
   const value = record.value ?? Buffer.alloc(0);
   const message = completeEnvelope(
     {

@@ -5,6 +5,7 @@
  */
 import { BusError } from '../../errors.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { ByteNames } from '../../transport/byte-names.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
 
 export const DATA_FIELD = 'data';
@@ -72,48 +73,20 @@ function isReservedHeader(name: string): boolean {
 
 const EMPTY = new Uint8Array(0);
 
-// The fields busbar writes, as small numbers: decodeEntry recognises them by their bytes, so the common case
-// decodes no field name to a string and compares no strings.
-const F_DATA = 0;
-const F_CONTENT_TYPE = 1;
-const F_ID = 2;
-const F_SOURCE = 3;
-const F_TYPE = 4;
-const F_SPECVERSION = 5;
-const F_TIME = 6;
-const F_DATA_CONTENT_TYPE = 7;
-const F_KEY = 8;
-const F_OTHER = -1;
+const ID = `${ATTRIBUTE_PREFIX}${CE.id}`;
+const SOURCE = `${ATTRIBUTE_PREFIX}${CE.source}`;
+const TYPE = `${ATTRIBUTE_PREFIX}${CE.type}`;
+const TIME = `${ATTRIBUTE_PREFIX}${CE.time}`;
+const KEY = `${ATTRIBUTE_PREFIX}${CE.key}`;
+const SPECVERSION_FIELD = `${ATTRIBUTE_PREFIX}${CE.specversion}`;
+const DATA_CONTENT_TYPE = `${ATTRIBUTE_PREFIX}${CE.contentType}`;
 
-/** Known field names by byte length; no length has more than two. */
-const KNOWN_BY_LENGTH: { code: number; bytes: Buffer }[][] = [];
-for (const [code, name] of [
-  [F_DATA, DATA_FIELD],
-  [F_CONTENT_TYPE, CONTENT_TYPE_FIELD],
-  [F_ID, `${ATTRIBUTE_PREFIX}${CE.id}`],
-  [F_SOURCE, `${ATTRIBUTE_PREFIX}${CE.source}`],
-  [F_TYPE, `${ATTRIBUTE_PREFIX}${CE.type}`],
-  [F_SPECVERSION, `${ATTRIBUTE_PREFIX}${CE.specversion}`],
-  [F_TIME, `${ATTRIBUTE_PREFIX}${CE.time}`],
-  [F_DATA_CONTENT_TYPE, `${ATTRIBUTE_PREFIX}${CE.contentType}`],
-  [F_KEY, `${ATTRIBUTE_PREFIX}${CE.key}`],
-] as const) {
-  const bytes = Buffer.from(name);
-  KNOWN_BY_LENGTH[bytes.length] ??= [];
-  KNOWN_BY_LENGTH[bytes.length]!.push({ code, bytes });
-}
-
-function fieldCode(raw: Buffer): number {
-  const candidates = KNOWN_BY_LENGTH[raw.length];
-  if (candidates === undefined) return F_OTHER;
-  for (let c = 0; c < candidates.length; c++) {
-    const { code, bytes } = candidates[c]!;
-    let i = 0;
-    while (i < bytes.length && bytes[i] === raw[i]) i++;
-    if (i === bytes.length) return code;
-  }
-  return F_OTHER;
-}
+/** The fields busbar writes, recognised by their bytes so the common case decodes no field name to a string. */
+const FIELDS = new ByteNames(
+  [DATA_FIELD, CONTENT_TYPE_FIELD, ID, SOURCE, TYPE, TIME, KEY, SPECVERSION_FIELD, DATA_CONTENT_TYPE].map(
+    (name) => [name, name] as const,
+  ),
+);
 
 /**
  * The last value decoded for one field, as bytes (a copy: holding `raw` itself would keep its whole socket read
@@ -159,32 +132,32 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const field = fields[i]!;
     const value = fields[i + 1]!;
-    switch (fieldCode(field)) {
-      case F_DATA:
+    switch (FIELDS.match(field)) {
+      case DATA_FIELD:
         body = new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
         break;
-      case F_ID:
+      case ID:
         id = value.toString();
         break;
-      case F_SOURCE:
+      case SOURCE:
         source = recent.source.decode(value);
         break;
-      case F_TYPE:
+      case TYPE:
         ceType = recent.type.decode(value);
         break;
-      case F_TIME:
+      case TIME:
         time = recent.time.decode(value);
         break;
-      case F_KEY:
+      case KEY:
         key = value.toString();
         break;
-      case F_CONTENT_TYPE:
+      case CONTENT_TYPE_FIELD:
         contentType = recent.contentType.decode(value);
         break;
-      case F_DATA_CONTENT_TYPE:
+      case DATA_CONTENT_TYPE:
         contentType ??= value.toString();
         break;
-      case F_SPECVERSION:
+      case SPECVERSION_FIELD:
         break;
       default: {
         const name = field.toString();
