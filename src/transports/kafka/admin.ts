@@ -120,19 +120,15 @@ export class KafkaAdmin implements TransportAdmin {
   }
 
   async #typeNames(): Promise<string[]> {
-    try {
-      const topics = await this.#admin.listTopics({ includeInternals: false });
-      return topics.filter((t) => !t.startsWith('__') && !isRetryTopic(t)).sort();
-    } catch (error) {
-      throw kafkaError(error, 'BUSBAR_ERR_BROKER', 'could not list Kafka topics');
-    }
+    const topics = await this.#topicNames('for the list of types');
+    return [...topics].filter((t) => !t.startsWith('__') && !isRetryTopic(t)).sort();
   }
 
   /** Partition counts of existing topics; a missing topic is absent from the map. */
   async #partitionCounts(topics: string[]): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     if (topics.length === 0) return counts;
-    const existing = new Set(await this.#admin.listTopics({ includeInternals: false }));
+    const existing = await this.#topicNames('to count their partitions');
     const present = topics.filter((t) => existing.has(t));
     if (present.length === 0) return counts;
     const metadata = await this.#admin.metadata({ topics: present, forceUpdate: true });

@@ -61,6 +61,11 @@ interface Deadline {
   readonly at: number;
 }
 
+/** True while the hand-out a deadline watches is still out (not settled, not handed out again). */
+function isPending({ entry, lease }: Deadline): boolean {
+  return entry.state === 'out' && entry.lease === lease;
+}
+
 const RESTART_DELAY_MS = 1000;
 /** Records fetched but not handed out before the fetch stream pauses. */
 const MIN_BUFFER = 256;
@@ -304,9 +309,7 @@ export class KafkaSubscription implements Subscription {
 
   /** Drops deadlines of hand-outs already settled (acks usually come in order, so they sit at the front). */
   #compact(): void {
-    const live = this.#deadlines
-      .slice(this.#deadlineHead)
-      .filter((d) => d.entry.state === 'out' && d.entry.lease === d.lease);
+    const live = this.#deadlines.slice(this.#deadlineHead).filter(isPending);
     this.#deadlines = live;
     this.#deadlineHead = 0;
   }
@@ -315,8 +318,7 @@ export class KafkaSubscription implements Subscription {
   #watchDeadlines(): void {
     const deadlines = this.#deadlines;
     while (this.#deadlineHead < deadlines.length) {
-      const head = deadlines[this.#deadlineHead]!;
-      if (head.entry.state === 'out' && head.entry.lease === head.lease) break;
+      if (isPending(deadlines[this.#deadlineHead]!)) break;
       this.#deadlineHead++;
     }
     if (this.#deadlineHead >= deadlines.length) {
