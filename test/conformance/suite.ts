@@ -136,12 +136,8 @@ export function runConformance(spec: ConformanceSpec): void {
       if (failures.length > 0) {
         throw new AggregateError(failures, `could not delete ${failures.length} of the types this run created`);
       }
-      let left = await remaining();
-      for (let i = 0; i < 10 && left.length > 0; i++) {
-        await sleep(500);
-        left = await remaining();
-      }
-      assert.deepEqual(left, [], 'types this run created are still listed after deleting them');
+      // deregisterMessageType resolves once the type is gone (the Kafka transport waits out its metadata lag).
+      assert.deepEqual(await remaining(), [], 'types this run created are still listed after deleting them');
     } finally {
       await bus.close();
     }
