@@ -4,6 +4,7 @@
  */
 import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { version } from './version.ts';
 
 const COMMON = `Options for every command:
   --broker URL     broker URL (embedded:[path] | memory: | amqp:// | kafka:// | nats:// | redis:// | mqtt://)
@@ -23,6 +24,7 @@ Commands:
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
   demo                        send and receive one message to check the setup
+  version                     print busbar's version (also -v, --version)
 
 ${COMMON}
 
@@ -90,6 +92,10 @@ export async function main(argv: string[], ctx: CommandContext): Promise<number>
   try {
     if (name === '' || name === '--help' || name === '-h' || name === 'help') {
       ctx.out.write(`${HELP[rest[0] ?? ''] ?? HELP['']}\n`);
+      return 0;
+    }
+    if (name === '--version' || name === '-v' || name === 'version') {
+      ctx.out.write(`${version()}\n`);
       return 0;
     }
     const command = COMMANDS[name];
