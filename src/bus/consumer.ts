@@ -25,12 +25,16 @@ export interface ConsumerOptions {
 export interface ReceiveOptions {
   /** Milliseconds to wait for a message; 0 or absent waits until one arrives (or the consumer closes). */
   timeout?: number;
+  /** Stops this wait (receive() resolves null) without closing the consumer: messages it holds can still be acked. */
+  signal?: AbortSignal;
 }
 
 interface Waiter {
   resolve: (message: Message | null) => void;
   reject: (error: unknown) => void;
   timer?: NodeJS.Timeout | undefined;
+  signal?: AbortSignal | undefined;
+  onAbort?: () => void;
 }
 
 /** CORTX's MessageConsumer: receive one message at a time, ack them, or iterate with for await. */
@@ -116,7 +120,7 @@ export class Consumer implements AsyncIterable<Message> {
     await deadLetter(this.#transport, delivery, this.#deadLetterType(type), this.consumerGroup, reason);
   }
 
-  /** One message, or null when `timeout` ms pass with none (or the consumer is closed). */
+  /** One message, or null when `timeout` ms pass with none, `signal` aborts the wait, or the consumer is closed. */
   receive(options: ReceiveOptions = {}): Promise<Message | null> {
     const timeout = options.timeout ?? 0;
     if (!Number.isFinite(timeout) || timeout < 0) {
@@ -124,32 +128,42 @@ export class Consumer implements AsyncIterable<Message> {
         new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `receive timeout must be a number of ms >= 0, not ${timeout}`),
       );
     }
+    if (options.signal?.aborted) return Promise.resolve(null);
     const buffered = this.#buffer.shift();
     if (buffered) return this.#take(buffered);
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.resolve(null);
     return new Promise<Message | null>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject };
-      if (timeout > 0) {
-        waiter.timer = setTimeout(() => {
-          const index = this.#waiters.indexOf(waiter);
-          if (index >= 0) this.#waiters.splice(index, 1);
-          resolve(null);
-        }, timeout);
+      const waiter: Waiter = { resolve, reject, signal: options.signal };
+      const giveUp = () => {
+        const index = this.#waiters.indexOf(waiter);
+        if (index >= 0) this.#waiters.splice(index, 1);
+        this.#release(waiter);
+        resolve(null);
+      };
+      if (timeout > 0) waiter.timer = setTimeout(giveUp, timeout);
+      if (options.signal) {
+        waiter.onAbort = giveUp;
+        options.signal.addEventListener('abort', giveUp, { once: true });
       }
       this.#waiters.push(waiter);
     });
   }
 
   #hand(waiter: Waiter, message: Message): void {
-    clearTimeout(waiter.timer);
+    this.#release(waiter);
     this.#take(message).then(waiter.resolve, waiter.reject);
   }
 
   #finish(waiter: Waiter): void {
-    clearTimeout(waiter.timer);
+    this.#release(waiter);
     if (this.#failure) waiter.reject(this.#failure);
     else waiter.resolve(null);
+  }
+
+  #release(waiter: Waiter): void {
+    clearTimeout(waiter.timer);
+    if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
   async #take(message: Message): Promise<Message> {

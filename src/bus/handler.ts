@@ -89,7 +89,8 @@ export function startHandler(
         await run(message);
       } catch (failure) {
         if (message.settled) return;
-        if (delivery.attempt >= maxAttempts) {
+        // A body that does not decode fails the same way on every attempt: retrying only delays the dead letter.
+        if (delivery.attempt >= maxAttempts || causedBy(failure, message.decodeError)) {
           await deadLetter(transport, delivery, dlq, group, describeFailure(failure));
         } else {
           await message.nack({ delayMs: backoffMs(delivery.attempt, retry) });
@@ -130,4 +131,13 @@ export function startHandler(
     await subscription.close();
   };
   return new Handler(subscription.ready, done, stop);
+}
+
+/** Whether `failure` is `error` or wraps it (through `cause`), e.g. a handler that rethrows with context. */
+function causedBy(failure: unknown, error: Error | undefined): boolean {
+  for (let current = failure, depth = 0; error && current instanceof Error && depth < 8; depth++) {
+    if (current === error) return true;
+    current = current.cause;
+  }
+  return false;
 }

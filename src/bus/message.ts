@@ -1,3 +1,4 @@
+import type { BusError } from '../errors.ts';
 import { decodeBody } from '../message/codec.ts';
 import type { Delivery, NackOptions } from '../transport/contract.ts';
 
@@ -17,6 +18,7 @@ export class Message<T = unknown> {
   readonly #onSettle: ((message: Message<T>) => void) | undefined;
   #decoded = false;
   #body: unknown;
+  #decodeError: BusError | undefined;
   #settled = false;
 
   constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void) {
@@ -34,13 +36,31 @@ export class Message<T = unknown> {
     this.#onSettle = onSettle;
   }
 
-  /** The body decoded by content type: JSON values, strings for text, otherwise the bytes. */
+  /**
+   * The body decoded by content type: JSON values, strings for text, otherwise the bytes. Throws
+   * BUSBAR_ERR_DECODE (the same error on every access) when the bytes do not match their content type, e.g. JSON
+   * content that is not JSON; `raw` still holds them.
+   */
   get body(): T {
-    if (!this.#decoded) {
-      this.#body = decodeBody(this.raw, this.contentType);
-      this.#decoded = true;
-    }
+    this.#decode();
+    if (this.#decodeError) throw this.#decodeError;
     return this.#body as T;
+  }
+
+  /** The error reading `body` throws, or undefined when the body decodes. */
+  get decodeError(): BusError | undefined {
+    this.#decode();
+    return this.#decodeError;
+  }
+
+  #decode(): void {
+    if (this.#decoded) return;
+    this.#decoded = true;
+    try {
+      this.#body = decodeBody(this.raw, this.contentType);
+    } catch (error) {
+      this.#decodeError = error as BusError;
+    }
   }
 
   get settled(): boolean {

@@ -4,6 +4,9 @@
  */
 import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { RECEIVE_HELP } from './receive.ts';
+import { SEND_HELP } from './send.ts';
+import { STATS_HELP } from './stats.ts';
 import { version } from './version.ts';
 
 const COMMON = `Options for every command:
@@ -30,18 +33,10 @@ ${COMMON}
 
 The broker comes from --broker, env BUSBAR_BROKER, --config / BUSBAR_CONFIG / ./busbar.config.{json,yaml},
 /etc/busbar/message_bus.conf, or else the embedded broker in a local file.`,
-  send: `Usage: busbar send <type> [body...] [--key K] [--header k=v]... [--content-type T]
-
-Sends each body argument as a message, or one message per line of stdin when there are none.
-Exits 0 once the broker has durably accepted every message.
+  send: `${SEND_HELP}
 
 ${COMMON}`,
-  receive: `Usage: busbar receive <type> --group G [--count N] [--timeout MS] [--offset earliest|latest]
-                                  [--no-ack] [--ack-timeout MS] [--json]
-
-Prints each message body on its own line (with --json, one object per line with id, type, key, headers,
-attempt and body) and acks it after printing. Stops after N messages, or after --timeout ms with nothing new.
---no-ack leaves messages unacked: they return to the group after the ack timeout.
+  receive: `${RECEIVE_HELP}
 
 ${COMMON}`,
   types: `Usage: busbar types list [--json] | create <type> [--partitions N] | delete <type>
@@ -52,10 +47,7 @@ ${COMMON}`,
 Removes every stored message of the type; consumer groups stay and have nothing unread.
 
 ${COMMON}`,
-  stats: `Usage: busbar stats [type] [--json] [--watch [MS]]
-
-Shows depth and bytes per type and unread, in-flight and oldest age per consumer group.
---watch refreshes every MS milliseconds (default 2000) until Ctrl-C.
+  stats: `${STATS_HELP}
 
 ${COMMON}`,
   serve: `Usage: busbar serve [--host H] [--port P] [--insecure]

@@ -18,18 +18,31 @@ export interface Encoded {
   contentType: string;
 }
 
+type Kind = 'json' | 'text' | 'bytes';
+
+/** A consumer meets a handful of content types, once per message: each is parsed once. */
+const kinds = new Map<string, Kind>();
+const MAX_KINDS = 256;
+
+function kindOf(contentType: string): Kind {
+  let kind = kinds.get(contentType);
+  if (kind === undefined) {
+    const base = (contentType.split(';', 1)[0] ?? '').trim().toLowerCase();
+    if (base === 'application/json' || base.endsWith('+json')) kind = 'json';
+    else if (base.startsWith('text/') || base === 'application/xml' || base.endsWith('+xml')) kind = 'text';
+    else kind = 'bytes';
+    if (kinds.size >= MAX_KINDS) kinds.clear();
+    kinds.set(contentType, kind);
+  }
+  return kind;
+}
+
 export function isJsonType(contentType: string): boolean {
-  const base = mediaType(contentType);
-  return base === 'application/json' || base.endsWith('+json');
+  return kindOf(contentType) === 'json';
 }
 
 export function isTextType(contentType: string): boolean {
-  const base = mediaType(contentType);
-  return base.startsWith('text/') || base === 'application/xml' || base.endsWith('+xml');
-}
-
-function mediaType(contentType: string): string {
-  return (contentType.split(';', 1)[0] ?? '').trim().toLowerCase();
+  return kindOf(contentType) === 'text';
 }
 
 /** Strings are text, byte arrays are bytes, anything else is JSON, unless a content type says otherwise. */

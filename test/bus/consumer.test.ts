@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MessageBus } from '../../src/index.ts';
+import { MessageBus, message } from '../../src/index.ts';
 
 test('receive times out with null; autoAck acks on receive; ack() acks everything received', async (t) => {
   const bus = await MessageBus.connect('memory:');
@@ -61,4 +61,48 @@ test('a consumer dead-letters a message delivered more than maxAttempts times', 
   const dead = await dlq.receive({ timeout: 500 });
   assert.equal(dead?.body, 'x');
   assert.match(dead!.headers['busbar-dlq-reason']!, /delivered 3 times without an ack/);
+});
+
+test('a body that does not decode is handed out with its raw bytes and never stalls the consumer', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  const poison = new TextEncoder().encode('not json');
+  await bus
+    .producer({ messageType: 'poison' })
+    .send([message(poison, { contentType: 'application/json' }), message({ fine: true })]);
+  const consumer = bus.consumer({ consumerGroup: 'g', messageTypes: 'poison' });
+  t.after(() => consumer.close());
+  const bad = await consumer.receive({ timeout: 5000 });
+  assert.deepEqual(bad?.raw, poison);
+  assert.equal(bad.decodeError?.code, 'BUSBAR_ERR_DECODE');
+  assert.throws(
+    () => bad.body,
+    (error) => error === bad.decodeError,
+    'body throws the same error every time',
+  );
+  assert.match(bad.decodeError.message, /not valid JSON although its content type is 'application\/json'/);
+  await bad.ack();
+  const good = await consumer.receive({ timeout: 5000 });
+  assert.deepEqual(good?.body, { fine: true });
+  assert.equal(good.decodeError, undefined);
+  await good.ack();
+  assert.equal(await bus.admin().unreadCount('poison', 'g'), 0);
+});
+
+test('receive({ signal }) gives up waiting without closing the consumer: what it holds can still be acked', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  await bus.send('held', 'x');
+  const consumer = bus.consumer({ consumerGroup: 'g', messageTypes: 'held' });
+  t.after(() => consumer.close());
+  const held = await consumer.receive({ timeout: 5000 });
+  const controller = new AbortController();
+  const waiting = consumer.receive({ signal: controller.signal });
+  controller.abort();
+  assert.equal(await waiting, null);
+  assert.equal(await consumer.receive({ signal: controller.signal }), null, 'an aborted signal does not wait');
+  await held!.ack();
+  assert.equal(await bus.admin().unreadCount('held', 'g'), 0);
+  await bus.send('held', 'y');
+  assert.equal((await consumer.receive({ timeout: 5000 }))?.body, 'y', 'the consumer still receives');
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { MessageBus, type Middleware, timeout } from '../../src/index.ts';
+import { MessageBus, type Middleware, message, timeout } from '../../src/index.ts';
 
 test('handle runs with the given concurrency, composes middlewares outermost first', async (t) => {
   const bus = await MessageBus.connect('memory:');
@@ -63,4 +63,23 @@ test('a failing handler is retried with backoff, then dead-lettered; close waits
   assert.ok(finished, 'close() returned before the handler finished');
   assert.equal((await bus.admin().stats('slow'))[0]!.groups[0]!.unread, 0, 'the finished message was not acked');
   await handler.close();
+});
+
+test('a handler whose message body does not decode dead-letters it at once with the reason', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  let good!: (body: unknown) => void;
+  const goodSeen = new Promise((resolve) => (good = resolve));
+  const handler = bus.handle('orders', { group: 'g', maxAttempts: 5 }, async (m) => good(m.body));
+  t.after(() => handler.close());
+  await bus
+    .producer({ messageType: 'orders' })
+    .send([message('{"broken', { contentType: 'application/json' }), message({ id: 1 })]);
+  const dlq = bus.consumer({ consumerGroup: 'd', messageTypes: 'orders.dlq' });
+  t.after(() => dlq.close());
+  const dead = await dlq.receive({ timeout: 10_000 });
+  assert.equal(new TextDecoder().decode(dead!.raw), '{"broken');
+  assert.equal(dead!.headers['busbar-dlq-attempts'], '1', 'retrying a body that cannot decode cannot help');
+  assert.match(dead!.headers['busbar-dlq-reason']!, /BUSBAR_ERR_DECODE|not valid JSON/);
+  assert.deepEqual(await goodSeen, { id: 1 }, 'the next message is handled');
 });

@@ -119,54 +119,6 @@ test('send and receive across two processes through one embedded file', async ()
   assert.match(objects[0].id, /^[0-9a-f-]{36}$/);
 });
 
-test('--no-ack leaves the message leased: the next receiver gets it after the ack timeout', async () => {
-  const db = join(dir, 'lease.db');
-  assert.equal(run(['send', 'jobs', 'job-1', '--broker', `embedded:${db}`]).code, 0);
-  const first = run([
-    'receive',
-    'jobs',
-    '--group',
-    'w',
-    '--count',
-    '1',
-    '--no-ack',
-    '--ack-timeout',
-    '1000',
-    '--broker',
-    `embedded:${db}`,
-  ]);
-  assert.equal(first.stdout.trim(), 'job-1');
-  const tooSoon = run([
-    'receive',
-    'jobs',
-    '--group',
-    'w',
-    '--count',
-    '1',
-    '--timeout',
-    '200',
-    '--broker',
-    `embedded:${db}`,
-  ]);
-  assert.equal(tooSoon.stdout.trim(), '', 'delivered again before the ack timeout');
-  const again = run([
-    'receive',
-    'jobs',
-    '--group',
-    'w',
-    '--count',
-    '1',
-    '--timeout',
-    '5000',
-    '--json',
-    '--broker',
-    `embedded:${db}`,
-  ]);
-  const message = JSON.parse(again.stdout.trim());
-  assert.equal(message.body, 'job-1');
-  assert.equal(message.attempt, 2);
-});
-
 test('a receiver killed with SIGKILL does not lose its unacked messages', async () => {
   const db = join(dir, 'kill.db');
   assert.equal(run(['send', 'work', 'w1', 'w2', '--broker', `embedded:${db}`]).code, 0);
