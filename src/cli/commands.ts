@@ -1,4 +1,5 @@
 import { createInterface } from 'node:readline';
+import { registrationLine } from '../bus/admin.ts';
 import { MessageBus } from '../bus/bus.ts';
 import type { Message } from '../bus/message.ts';
 import { message as outgoing } from '../bus/producer.ts';
@@ -129,7 +130,8 @@ export async function types(argv: string[], ctx: CommandContext): Promise<void> 
       else for (const t of list) ctx.out.write(`${t.type}\t${t.partitions} partition(s)\n`);
     } else if (action === 'create') {
       const partitions = integer(values.partitions, 'partitions', 1);
-      await admin.registerMessageType(requireArg(positionals[1], 'message type', 'types'), { partitions });
+      const done = await admin.registerMessageType(requireArg(positionals[1], 'message type', 'types'), { partitions });
+      ctx.out.write(`${registrationLine(done)}\n`);
     } else if (action === 'delete') {
       await admin.deregisterMessageType(requireArg(positionals[1], 'message type', 'types'));
     } else {
