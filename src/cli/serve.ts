@@ -1,8 +1,9 @@
 import { startServer } from '../server/index.ts';
 import { integer, parse } from './args.ts';
 import type { CommandContext } from './commands.ts';
+import { onStop } from './signals.ts';
 
-/** `busbar serve`: the REST gateway on the configured broker until SIGINT / SIGTERM. */
+/** `busbar serve`: the REST gateway on the configured broker until SIGINT / SIGTERM (or npx / npm ending). */
 export async function serve(argv: string[], ctx: CommandContext): Promise<void> {
   const { values } = parse('serve', argv, {
     host: { type: 'string' },
@@ -12,10 +13,18 @@ export async function serve(argv: string[], ctx: CommandContext): Promise<void> 
   const server = await startServer({
     config: { broker: values.broker, config: values.config },
     host: values.host,
-    port: integer(values.port, 'port', 0),
+    port: integer(values.port, 'port', 0, 65_535),
     insecure: values.insecure,
-    handleSignals: true,
     print: (text) => ctx.out.write(`${text}\n`),
   });
-  await server.closed;
+  const stopHandlers = onStop((reason) => {
+    const why = reason === 'parent exited' ? 'npx / npm, which started busbar, ended' : reason;
+    process.stderr.write(`busbar: ${why}: stopping the gateway\n`);
+    void server.close();
+  });
+  try {
+    await server.closed;
+  } finally {
+    stopHandlers();
+  }
 }
