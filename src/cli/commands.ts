@@ -4,6 +4,7 @@ import { MessageBus } from '../bus/bus.ts';
 import type { Message } from '../bus/message.ts';
 import { message as outgoing } from '../bus/producer.ts';
 import { BusError } from '../errors.ts';
+import { describeBroker } from '../server/banner.ts';
 import type { TypeStats } from '../transport/contract.ts';
 import { headers, integer, parse } from './args.ts';
 import { Progress } from './progress.ts';
@@ -211,7 +212,7 @@ export async function demo(argv: string[], ctx: CommandContext): Promise<void> {
     const message = await consumer.receive({ timeout: 5000 });
     if (!message) throw new BusError('BUSBAR_ERR_TIMEOUT', 'the demo message did not come back within 5 s');
     await message.ack();
-    ctx.out.write(`busbar is working on ${bus.transport.name} (${bus.config?.transport.url}):\n`);
+    ctx.out.write(`busbar is working on ${bus.transport.name} (${describeBroker(bus.config)}):\n`);
     ctx.out.write(`  sent and received ${JSON.stringify(message.body)} as ${message.id}\n`);
     ctx.out.write(`try: npx busbar send alerts hello && npx busbar receive alerts --group g --count 1\n`);
     await consumer.close();
