@@ -80,6 +80,9 @@ export function publishProperties(message: TransportMessage, options: WireOption
     [CE.source]: message.source,
     [CE.type]: message.type,
     [CE.time]: message.time,
+    // Also in the Content Type property, where the binding puts it; the binding's own example repeats it here, and
+    // the SDKs read it only from here.
+    [CE.contentType]: message.contentType,
   };
   if (message.key !== undefined) user[CE.key] = message.key;
   let packed: Record<string, string> | undefined;
