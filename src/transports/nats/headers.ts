@@ -96,6 +96,7 @@ export function fromNatsMessage(
   const attributes: Record<string, string> = {};
   const userHeaders: Record<string, string> = {};
   let msgId: string | undefined;
+  let specversion: string | undefined;
   if (hdrs) {
     for (const [name, values] of hdrs) {
       const raw = values[values.length - 1] ?? '';
@@ -105,7 +106,8 @@ export function fromNatsMessage(
         const attribute = ATTRIBUTE_OF[rest.toLowerCase()];
         if (attribute) attributes[attribute] = decodeValue(raw);
         else if (lower === PARTS_HEADER) parts = parseParts(raw);
-        else if (rest.toLowerCase() !== CE.specversion) userHeaders[rest] = decodeValue(raw);
+        else if (rest.toLowerCase() === CE.specversion) specversion = decodeValue(raw);
+        else userHeaders[rest] = decodeValue(raw);
       } else if (lower === MSG_ID_HEADER.toLowerCase()) {
         msgId = raw;
       } else if (lower.startsWith('nats-')) {
@@ -128,6 +130,7 @@ export function fromNatsMessage(
       ...attributes,
       time: attributes.time || new Date(Number(stored.timestampNanos / 1_000_000n)).toISOString(),
       headers: userHeaders,
+      specversion,
       body,
     },
     type,

@@ -97,6 +97,7 @@ export function fromAmqp(message: Message, type: string): TransportMessage {
       time: attributes[CE.time] ?? timestamp,
       contentType: attributes[CE.contentType] ?? text(properties.contentType),
       key: attributes[CE.key],
+      specversion: attributes[CE.specversion],
       headers,
       body: message.content,
     },
