@@ -90,6 +90,7 @@ before(async () => {
   writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'app', private: true, type: 'module' }));
   await ok('npm', ['install', '--no-audit', '--no-fund', join(work, tarball.filename)], { cwd: app });
   writeFileSync(join(app, 'example.js'), EXAMPLE);
+  writeFileSync(join(app, 'example.ts'), EXAMPLE);
 });
 
 /** The README's library example, made to terminate: every step runs once, then the bus closes. */
@@ -110,14 +111,14 @@ const consumer = bus.consumer({
   offset: 'earliest',
 });
 const bodies = [];
-for (let i = 0; i < 3; i++) bodies.push((await consumer.receive()).body);
+for (let i = 0; i < 3; i++) bodies.push((await consumer.receive())?.body);
 await consumer.ack();
 
 const admin = bus.admin();
 await admin.registerMessageType('alerts', { partitions: 4 });
 const [stats] = await admin.stats('alerts');
 await bus.close();
-console.log(JSON.stringify({ bodies, depth: stats.depth, unread: stats.groups[0].unread }));
+console.log(JSON.stringify({ bodies, depth: stats?.depth, unread: stats?.groups[0]?.unread }));
 `;
 
 test('the tarball holds the built library and the bin, not the sources', () => {
@@ -129,6 +130,24 @@ test('the tarball holds the built library and the bin, not the sources', () => {
     files.filter((f) => f.startsWith('src/') || f.startsWith('test/')),
     [],
   );
+});
+
+test('the installed declarations type-check the README example, and the source maps carry their sources', async () => {
+  const tsconfig = {
+    compilerOptions: {
+      module: 'nodenext',
+      target: 'es2023',
+      strict: true,
+      noEmit: true,
+      typeRoots: [join(ROOT, 'node_modules', '@types')],
+      types: ['node'],
+    },
+    files: ['example.ts'],
+  };
+  writeFileSync(join(app, 'tsconfig.json'), JSON.stringify(tsconfig));
+  await ok(join(ROOT, 'node_modules', '.bin', 'tsc'), ['-p', 'tsconfig.json'], { cwd: app });
+  const map = JSON.parse(readFileSync(join(app, 'node_modules', 'busbar', 'dist', 'index.js.map'), 'utf8'));
+  assert.match(map.sourcesContent?.[0] ?? '', /export \{ MessageBus \}/);
 });
 
 async function exercise(node: string): Promise<void> {
