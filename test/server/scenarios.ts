@@ -302,6 +302,7 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
         pull: await call(url, `/v1/types/${ghost}/messages?group=g&wait=0`),
         stream: await call(url, `/v1/types/${ghost}/stream?group=g`),
         cortx: await call(url, `/MessageBus/message/${ghost}?consumer_group=g&wait=0`),
+        stats: await call(url, `/v1/types/${ghost}/stats`),
       };
       for (const [what, answer] of Object.entries(answers)) {
         assert.equal(answer.status, 404, `${what}: ${answer.status} ${answer.text}`);
