@@ -27,6 +27,13 @@ export function registrationLine(r: Registration): string {
   return `message type '${r.type}' already exists with ${n(r.partitions)}: nothing to change`;
 }
 
+function unknownType(type: string, action: string): BusError {
+  return new BusError(
+    'BUSBAR_ERR_UNKNOWN_TYPE',
+    `no message type '${type}' to ${action}: check the name; busbar types list shows the types that exist`,
+  );
+}
+
 function count(value: number | undefined, name: string): void {
   if (value !== undefined && (!Number.isInteger(value) || value < 1)) {
     throw new BusError(
@@ -105,8 +112,12 @@ export class Admin {
     await this.#admin.purge(type);
   }
 
+  /** Stats of every type, or of one: a named type that does not exist throws BUSBAR_ERR_UNKNOWN_TYPE. */
   async stats(type?: string): Promise<TypeStats[]> {
-    return this.#admin.stats(type === undefined ? undefined : checkTypeName(type));
+    if (type === undefined) return this.#admin.stats();
+    // Checked first: some brokers answer zeros for any name, which would hide a typo.
+    await this.#existing(checkTypeName(type), 'show stats of');
+    return this.#admin.stats(type);
   }
 
   async #find(type: string): Promise<TypeInfo | undefined> {
@@ -118,11 +129,7 @@ export class Admin {
    * Checked here, once for every transport, so each broker answers the same.
    */
   async #existing(type: string, action: string): Promise<void> {
-    if (await this.#find(type)) return;
-    throw new BusError(
-      'BUSBAR_ERR_UNKNOWN_TYPE',
-      `no message type '${type}' to ${action}: check the name; busbar types list shows the types that exist`,
-    );
+    if (!(await this.#find(type))) throw unknownType(type, action);
   }
 
   /** CORTX's get_unread_count: messages the group has not acked yet. */

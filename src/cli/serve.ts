@@ -1,7 +1,7 @@
 import { type RunningServer, startServer } from '../server/index.ts';
 import { integer, parse } from './args.ts';
 import type { CommandContext } from './commands.ts';
-import { onStop } from './signals.ts';
+import { exitCodeOf, onStop } from './signals.ts';
 
 /** `busbar serve`: the REST gateway on the configured broker until SIGINT / SIGTERM (or npx / npm ending). */
 export async function serve(argv: string[], ctx: CommandContext): Promise<void> {
@@ -10,14 +10,17 @@ export async function serve(argv: string[], ctx: CommandContext): Promise<void> 
     port: { type: 'string', short: 'p' },
     insecure: { type: 'boolean' },
   });
-  // Handlers first: a signal sent as soon as the banner appears (or during start-up) must find them in place.
+  // Handlers first: a signal sent as soon as the banner appears must find them in place.
   let server: RunningServer | undefined;
-  let stopping = false;
   const stopHandlers = onStop((reason) => {
     const why = reason === 'parent exited' ? 'npx / npm, which started busbar, ended' : reason;
+    if (!server) {
+      // Still connecting (possibly for the broker's whole connect timeout): nothing is served or held yet.
+      process.stderr.write(`busbar: ${why} while starting: not starting the gateway\n`);
+      process.exit(exitCodeOf(reason));
+    }
     process.stderr.write(`busbar: ${why}: stopping the gateway\n`);
-    stopping = true;
-    void server?.close();
+    void server.close();
   });
   try {
     server = await startServer({
@@ -27,7 +30,6 @@ export async function serve(argv: string[], ctx: CommandContext): Promise<void> 
       insecure: values.insecure,
       print: (text) => ctx.out.write(`${text}\n`),
     });
-    if (stopping) await server.close();
     await server.closed;
   } finally {
     stopHandlers();

@@ -16,13 +16,18 @@ const EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 
 export type StopReason = keyof typeof EXIT_CODES | 'parent exited';
 
+/** The exit code of a process ended by `reason` before it had anything to release (the shell's 128 + signal). */
+export function exitCodeOf(reason: StopReason): number {
+  return reason === 'parent exited' ? EXIT_CODES.SIGTERM : EXIT_CODES[reason];
+}
+
 /** Calls `stop` once, on the first stop signal; returns a function that removes the handlers. */
 export function onStop(stop: (reason: StopReason) => void): () => void {
   let stopping = false;
   const onSignal = (signal: NodeJS.Signals) => {
     if (stopping) {
       process.stderr.write(`busbar: ${signal} again: exiting without waiting for a clean stop\n`);
-      process.exit(EXIT_CODES[signal as keyof typeof EXIT_CODES] ?? 1);
+      process.exit(exitCodeOf(signal as StopReason));
     }
     stopping = true;
     stop(signal as StopReason);

@@ -48,7 +48,7 @@ function assertOneLine(result: Result, exit: number, code: string, pattern?: Reg
   return lines[0]!;
 }
 
-test('types create grows an existing type and refuses a shrink; delete and purge of an unknown type fail', async () => {
+test('types create grows an existing type and refuses a shrink; delete, purge and stats of an unknown type fail', async () => {
   const broker = ['--broker', `embedded:${join(dir, 'types.db')}`];
   const type = `t-${randomUUID()}`;
   const create = (partitions: string) => run(['types', 'create', type, '--partitions', partitions, ...broker]);
@@ -76,6 +76,7 @@ test('types create grows an existing type and refuses a shrink; delete and purge
   const ghost = `ghost-${randomUUID()}`;
   assertOneLine(await run(['types', 'delete', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
   assertOneLine(await run(['purge', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
+  assertOneLine(await run(['stats', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
   assert.equal((await run(['types', 'delete', type, ...broker])).code, 0);
 });
 

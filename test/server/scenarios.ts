@@ -290,6 +290,8 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       const same = await register(4);
       assert.equal(same.status, 200, same.text);
       assert.equal(same.json.partitions, 4);
+      const bare = await call(url, `/v1/types/${fresh('bare')}`, { method: 'PUT' });
+      assert.equal(bare.status, 200, `a PUT without a body registers: ${bare.text}`);
       const dlq = await call(url, `/v1/types/${type}.dlq/messages?group=g&wait=0`);
       assert.equal(dlq.status, 200, `the dead-letter type of a known type is known: ${dlq.text}`);
 
@@ -300,6 +302,7 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
         pull: await call(url, `/v1/types/${ghost}/messages?group=g&wait=0`),
         stream: await call(url, `/v1/types/${ghost}/stream?group=g`),
         cortx: await call(url, `/MessageBus/message/${ghost}?consumer_group=g&wait=0`),
+        stats: await call(url, `/v1/types/${ghost}/stats`),
       };
       for (const [what, answer] of Object.entries(answers)) {
         assert.equal(answer.status, 404, `${what}: ${answer.status} ${answer.text}`);

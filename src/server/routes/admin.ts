@@ -155,10 +155,9 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       if (!seesType(principalOf(request), type)) {
         throw httpError('BUSBAR_ERR_FORBIDDEN', `token '${principalOf(request).name}' has no scope on type '${type}'`);
       }
+      // admin.stats of a type that does not exist throws BUSBAR_ERR_UNKNOWN_TYPE (404).
       const [stats] = await statsOf(type);
-      if (!stats)
-        throw httpError('BUSBAR_ERR_NOT_FOUND', `no message type '${type}': register it with PUT /v1/types/${type}`);
-      return withRates(gw, stats, gw.leases.perGroup());
+      return withRates(gw, stats!, gw.leases.perGroup());
     },
   );
 
