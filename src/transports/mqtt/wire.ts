@@ -117,7 +117,8 @@ export function fromPacket(packet: IPublishPacket, type: string): Received {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(user)) {
     if (RESERVED.has(name)) continue;
-    headers[name] = Array.isArray(value) ? value.join(',') : value;
+    // A property sent more than once: the first occurrence wins, as for the attributes (docs/wire/mqtt.md).
+    headers[name] = single(value)!;
   }
   const payload = packet.payload;
   const body =
