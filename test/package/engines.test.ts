@@ -1,7 +1,7 @@
 /**
- * package.json `engines` and the embedded broker's node:sqlite check name the same Node.js releases (bin/busbar.js's
- * check is run at both edges by pack.test.ts): those whose node:sqlite binds `?NNN` parameters by position (measured: 22.19.0 and 24.6.0 fail with
- * "column index out of range", 22.20.0 and 24.7.0 work; 23.x lacks statement.setReturnArrays).
+ * package.json `engines` and the embedded broker's node:sqlite check name the same Node.js releases (pack.test.ts runs
+ * bin/busbar.js's check at both edges): those whose node:sqlite binds `?NNN` parameters by position. Measured:
+ * 22.19.0 and 24.6.0 fail with "column index out of range", 22.20.0 and 24.7.0 work, 23.x lacks setReturnArrays.
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
