@@ -59,6 +59,13 @@ export interface ResolvedConfig {
   readonly file: string | undefined;
 }
 
+/** Node's timers fire at once beyond this (with a TimeoutOverflowWarning), so no bus timeout may exceed it. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function isTimeout(value: unknown, min: number): value is number {
+  return typeof value === 'number' && value >= min && value <= MAX_TIMER_MS;
+}
+
 const KEYS: Record<string, string> = {
   broker: 'a broker URL string',
   endpoints: 'a list of "host:port" strings',
@@ -67,9 +74,9 @@ const KEYS: Record<string, string> = {
   tls: 'an object with ca, cert, key (paths to PEM files) and rejectUnauthorized (boolean)',
   options: 'an object of string, number or boolean values',
   ackTimeoutMs: 'a number of milliseconds > 0',
-  receiveTimeoutMs: 'a number of milliseconds >= 0 (0 waits for a message)',
-  sendTimeoutMs: 'a number of milliseconds > 0',
-  adminTimeoutMs: 'a number of milliseconds > 0',
+  receiveTimeoutMs: `a number of milliseconds from 0 (waits for a message) to ${MAX_TIMER_MS}`,
+  sendTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
+  adminTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
   producerId: 'a string',
   config: 'a path to a config file',
   server: 'an object (the REST gateway settings)',
@@ -122,12 +129,12 @@ export function validateOptions(input: unknown, where: string): BusOptions {
         if (typeof value !== 'string' || value === '') throw bad();
         break;
       case 'ackTimeoutMs':
-      case 'sendTimeoutMs':
-      case 'adminTimeoutMs':
-        if (typeof value !== 'number' || !(value > 0) || value === Number.POSITIVE_INFINITY) throw bad();
+        if (typeof value !== 'number' || !(value > 0)) throw bad();
         break;
       case 'receiveTimeoutMs':
-        if (typeof value !== 'number' || !(value >= 0) || value === Number.POSITIVE_INFINITY) throw bad();
+      case 'sendTimeoutMs':
+      case 'adminTimeoutMs':
+        if (!isTimeout(value, key === 'receiveTimeoutMs' ? 0 : 1)) throw bad();
         break;
       case 'endpoints':
         if (!Array.isArray(value)) throw bad();
@@ -199,11 +206,12 @@ function cortxTimeouts(section: unknown, scheme: string, where: string): BusOpti
       );
     }
     const seconds = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
-    const min = option === 'receiveTimeoutMs' ? '>= 0' : '> 0';
-    if (typeof seconds !== 'number' || !Number.isFinite(seconds) || seconds < 0 || (seconds === 0 && min === '> 0')) {
-      throw invalid(where, `message_bus.${key}`, `expected a number of seconds ${min}; got ${describe(value)}`);
+    const ms = typeof seconds === 'number' ? Math.ceil(seconds * 1000) : Number.NaN;
+    const min = option === 'receiveTimeoutMs' ? 0 : 1;
+    if (!isTimeout(ms, min)) {
+      const range = `${min === 0 ? 'from 0 (waits for a message)' : 'above 0'} to ${MAX_TIMER_MS / 1000}`;
+      throw invalid(where, `message_bus.${key}`, `expected a number of seconds ${range}; got ${describe(value)}`);
     }
-    const ms = Math.ceil(seconds * 1000);
     if (option !== 'connectTimeoutMs') out[option] = ms;
     else if (CONNECT_TIMEOUT_SCHEMES.has(scheme)) out.options = { connectTimeoutMs: ms };
   }

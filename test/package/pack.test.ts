@@ -150,6 +150,12 @@ test('the installed declarations type-check the README example, and the source m
   assert.match(map.sourcesContent?.[0] ?? '', /export \{ MessageBus \}/);
 });
 
+test("in the clone, import 'busbar' works: npm install (prepare) built dist/, as npm pack just did", async () => {
+  const script =
+    "import { MessageBus } from 'busbar'; const bus = await MessageBus.connect('memory:'); await bus.close();";
+  await ok(process.execPath, ['--input-type=module', '-e', script], { cwd: ROOT });
+});
+
 async function exercise(node: string): Promise<void> {
   const db = join(work, `example-${Math.random().toString(36).slice(2)}.db`);
   const output = await ok(node, ['example.js', `embedded:${db}`], { cwd: app });
