@@ -79,7 +79,7 @@ export class ConsumerPool {
   }
 
   /**
-   * A pull or stream never creates a type: attaching a group to a mistyped name would otherwise make it silently.
+   * A pull or stream never creates a type: attaching a group to a mistyped name would otherwise create it silently.
    * A dead-letter type counts as known once its own type is, so its group can wait for the first dead letter.
    */
   async #checkKnown(type: string): Promise<void> {
