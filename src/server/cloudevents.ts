@@ -223,7 +223,7 @@ export function toStructured(message: Message, lease: LeaseInfo = {}): string {
     text = undefined;
   }
   const head = JSON.stringify(event).slice(0, -1);
-  if (text !== undefined && isJsonType(message.contentType) && isJson(text)) return `${head},"data":${text.trim()}}`;
+  if (text !== undefined && isJsonType(message.contentType) && isJson(text)) return `${head},"data":${text}}`;
   if (text !== undefined && isTextType(message.contentType)) return `${head},"data":${JSON.stringify(text)}}`;
   const base64 = Buffer.from(message.raw.buffer, message.raw.byteOffset, message.raw.byteLength).toString('base64');
   return `${head},"data_base64":"${base64}"}`;

@@ -133,7 +133,8 @@ export function fromPacket(packet: IPublishPacket, type: string): Received {
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(user)) {
     if (NOT_HEADERS.has(name)) continue;
-    const text = Array.isArray(value) ? value.join(',') : value;
+    // A property sent more than once: the first occurrence wins, as for the attributes (docs/wire/mqtt.md).
+    const text = single(value)!;
     if (name === HEADERS_EXTENSION) unpackHeaders(text, headers);
     else headers[name] = text;
   }
