@@ -77,8 +77,16 @@ describe('time and specversion from other producers (every decoder ends in compl
     assert.equal(normaliseTime('2026-01-02T03:04:05.123456-05:30'), '2026-01-02T08:34:05.123456Z');
     assert.equal(normaliseTime('2026-01-02 03:04:05z'), '2026-01-02T03:04:05Z');
     assert.equal(normaliseTime('2026-01-02T03:04:05.678Z'), '2026-01-02T03:04:05.678Z');
-    for (const bad of ['not a time', '2026-02-29T00:00:00Z', '2026-01-02T24:00:00Z', '2026-01-02T03:04:05', '']) {
-      assert.equal(normaliseTime(bad), undefined, bad);
+    assert.equal(normaliseTime('2024-02-29T23:59:60Z'), '2024-03-01T00:00:00Z', 'a leap second');
+    const bad = [
+      'not a time',
+      '2026-02-29T00:00:00Z',
+      '2026-01-02T24:00:00Z',
+      '2026-01-02T03:04:05',
+      '2026-01-02T03:04:05.Z',
+    ];
+    for (const time of [...bad, '2026-01-02T03:04:05.1x2Z', '2026-01-02T03:04:05+24:00', '']) {
+      assert.equal(normaliseTime(time), undefined, time);
     }
   });
 
