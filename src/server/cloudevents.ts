@@ -99,7 +99,7 @@ export function fromBinary(
     else if (attribute === 'time') event.options.time = time(value, 'ce-');
     else if (attribute === 'partitionkey') event.options.key = value;
     else if (attribute === HEADERS_EXTENSION) unpackHeaders(value, user);
-    else if (attribute !== 'datacontenttype') user[attribute] = value;
+    else if (attribute !== 'datacontenttype' && !DELIVERY.has(attribute)) user[attribute] = value;
   }
   for (const _ in user) {
     event.options.headers = user;
@@ -150,7 +150,7 @@ function fromEventJson(event: unknown, rawMembers: Map<string, string>, type: st
   }
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(e)) {
-    if (CORE.has(name)) continue;
+    if (CORE.has(name) || DELIVERY.has(name)) continue;
     if (name === HEADERS_EXTENSION && typeof value === 'string') unpackHeaders(value, headers);
     else if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') {
       headers[name] = String(value);
@@ -180,6 +180,12 @@ const CORE = new Set([
   'data',
   'data_base64',
 ]);
+
+/**
+ * The extensions toStructured() adds for one delivery. An event posted with them (a pulled event sent again) is a new
+ * message: its earlier delivery's state is dropped, not kept as headers.
+ */
+const DELIVERY = new Set(['busbarattempt', 'busbarreceipt', 'busbarleaseexpiresat']);
 
 /** Lease details a pulled or streamed message carries, as extension attributes of its event. */
 export interface LeaseInfo {

@@ -111,6 +111,21 @@ test('structured and batch mode POSTs publish the events, not an opaque body', a
   assert.equal(events[2]!.validate(), true);
   assert.equal(events[2]!.datacontenttype, 'application/octet-stream');
   assert.deepEqual([...(events[2]!.data as Uint8Array)], [0, 1, 255]);
+
+  // A pulled event posted again is a new message: its delivery state (receipt, attempt) does not become headers.
+  const again = HTTP.structured(events[0]!.cloneWith({ id: 'again-1' }));
+  const reposted = await call(url, `/v1/types/${type}/messages`, {
+    body: String(again.body),
+    headers: again.headers as Record<string, string>,
+  });
+  assert.equal(reposted.status, 200, reposted.text);
+  const [last] = (await pullEvents(url, type, 'g', 'query')).events;
+  assert.equal(last!.id, 'again-1');
+  assert.deepEqual(
+    Object.keys(last!).filter((k) => k.startsWith('busbar')),
+    ['busbarattempt', 'busbarreceipt', 'busbarleaseexpiresat'],
+  );
+  assert.equal(last!.busbarattempt, '1');
 });
 
 test('JSON data stays byte-exact from a structured POST to a CloudEvents pull', async (t) => {
