@@ -118,7 +118,7 @@ export function fromStructured(raw: Uint8Array, type: string, batch: boolean): I
     throw invalid(`the body is not valid JSON: ${(error as Error).message}`);
   }
   if (!batch) return [fromEventJson(parsed, members(text, 0), type, '')];
-  if (!Array.isArray(parsed)) throw invalid(`a ${BATCH} body is a JSON array of events`);
+  if (!Array.isArray(parsed) || parsed.length === 0) throw invalid(`a ${BATCH} body is a JSON array of events`);
   return elements(text).map((start, i) => fromEventJson(parsed[i], members(text, start), type, `events[${i}]: `));
 }
 

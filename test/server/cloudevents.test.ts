@@ -204,4 +204,10 @@ test('what busbar cannot take is refused with a 400 that says why', async (t) =>
   });
   assert.equal(structured.status, 400);
   assert.match(structured.json.error.message, /type "t2" differs from the message type/);
+  const empty = await call(url, `/v1/types/${type}/messages`, {
+    body: '[]',
+    headers: { 'content-type': 'application/cloudevents-batch+json' },
+  });
+  assert.equal(empty.status, 400);
+  assert.match(empty.json.error.message, /is a JSON array of events/);
 });
