@@ -131,7 +131,7 @@ const NO_RETRY: DecodedRecord['retry'] = Object.freeze({});
 
 /**
  * The message a record carries; attributes a plain client left out are filled (id from topic-partition-offset).
- * Any other `ce_<name>` header is the header `<name>` (an extension; also how busbar before 0.2 escaped user headers
+ * Any other `ce_<name>` header is the header `<name>` (an extension; also how busbar 0.1 escaped user headers
  * named `ce_*` or `content-type`), and a plain header keeps its name.
  */
 export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): DecodedRecord {

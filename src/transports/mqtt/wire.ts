@@ -14,7 +14,7 @@ import type { TransportMessage } from '../../transport/contract.ts';
 export const ATTEMPT_PROPERTY = 'busbarattempt';
 /** Epoch milliseconds before which a delayed redelivery must not be handed to the application. */
 export const NOT_BEFORE_PROPERTY = 'busbarnotbefore';
-/** The names busbar before 0.2 gave the two (not valid attribute names); still read from copies it queued. */
+/** The names busbar 0.1 gave the two (not valid attribute names); still read from copies it queued. */
 const LEGACY_ATTEMPT_PROPERTY = 'busbar-attempt';
 const LEGACY_NOT_BEFORE_PROPERTY = 'busbar-not-before';
 
