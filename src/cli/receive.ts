@@ -27,10 +27,10 @@ printed as received with a note on stderr, and acked like any other: it never st
   -n, --count N        stop after N messages
   -t, --timeout MS     stop after MS milliseconds with nothing new (default: wait)
   --offset O           where a new group starts: earliest (default) or latest
-  --ack-timeout MS     a printed message that is not acked returns to the group after MS ms (default 30000)
+  --ack-timeout MS     a message not acked returns to the group after MS ms (default: the config's, or 30000)
   --no-ack             print without acking: while receive runs, the messages return to the group after the ack
                        timeout (and may be printed again); when it exits they return at once, attempt + 1.
-                       Without --count it holds at most ${NO_ACK_HOLD} messages at a time.
+                       It holds at most --count messages at once (${NO_ACK_HOLD} without --count; RabbitMQ: 65535).
   --json               one JSON object per line:
                          id, type, source, time, contentType, key (when set), headers, attempt,
                          body: the JSON body itself (its exact text, line breaks turned into spaces), a string
