@@ -53,6 +53,7 @@ export class Consumer implements AsyncIterable<Message> {
   readonly #deadLetterType: (type: string) => string;
   readonly #pump: Promise<void>;
   readonly #onAbort = () => void this.close();
+  readonly #forget = (message: Message) => this.#unacked.delete(message);
   /**
    * The receive() signal this consumer listens to. The listener stays until another signal or close(): a reader
    * that passes the same signal to every receive() pays for one listener, not one per wait.
@@ -109,7 +110,7 @@ export class Consumer implements AsyncIterable<Message> {
           await this.#deadLetter(delivery);
           continue;
         }
-        const message = new Message(delivery, (m) => this.#unacked.delete(m));
+        const message = new Message(delivery, this.#forget);
         const waiter = this.#waiters.shift();
         if (waiter) this.#hand(waiter, message);
         else this.#buffer.push(message);
