@@ -6,6 +6,7 @@
 export const ERROR_CODES = {
   BUSBAR_ERR_INVALID_ARGUMENT: { retryable: false, usage: true },
   BUSBAR_ERR_INVALID_TYPE_NAME: { retryable: false, usage: true },
+  BUSBAR_ERR_INVALID_GROUP_NAME: { retryable: false, usage: true },
   BUSBAR_ERR_INVALID_CONFIG: { retryable: false, usage: true },
   BUSBAR_ERR_CONFIG_FILE: { retryable: false, usage: true },
   BUSBAR_ERR_INVALID_URL: { retryable: false, usage: true },
@@ -28,6 +29,7 @@ export const ERROR_CODES = {
   BUSBAR_ERR_UNAUTHORIZED: { retryable: false, usage: false },
   BUSBAR_ERR_FORBIDDEN: { retryable: false, usage: false },
   BUSBAR_ERR_NOT_FOUND: { retryable: false, usage: false },
+  BUSBAR_ERR_METHOD_NOT_ALLOWED: { retryable: false, usage: false },
   BUSBAR_ERR_PAYLOAD_TOO_LARGE: { retryable: false, usage: false },
   BUSBAR_ERR_INVALID_RECEIPT: { retryable: false, usage: false },
   BUSBAR_ERR_LIMIT: { retryable: true, usage: false },
@@ -77,11 +79,14 @@ export function toBusError(error: unknown, code: ErrorCode, context: string): Bu
 
 const TYPE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 
-/** Message type names must map onto every broker's naming rules (topics, queues, subjects, keys). */
-export function checkTypeName(type: unknown, what = 'message type'): string {
+/**
+ * Message type and consumer group names must map onto every broker's naming rules (topics, queues, subjects, keys).
+ * Each kind of name fails with its own code, so a bad `--group` is not reported as a bad type.
+ */
+export function checkTypeName(type: unknown, what: 'message type' | 'consumer group' = 'message type'): string {
   if (typeof type !== 'string' || !TYPE_NAME.test(type) || type.includes('..')) {
     throw new BusError(
-      'BUSBAR_ERR_INVALID_TYPE_NAME',
+      what === 'consumer group' ? 'BUSBAR_ERR_INVALID_GROUP_NAME' : 'BUSBAR_ERR_INVALID_TYPE_NAME',
       `invalid ${what} ${JSON.stringify(type)}: use 1-200 characters from A-Z a-z 0-9 . _ -, starting with a letter or digit, with no '..'`,
     );
   }

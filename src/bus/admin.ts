@@ -1,11 +1,37 @@
 import { BusError, checkTypeName } from '../errors.ts';
 import type { Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
 
+/** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
+export interface Registration {
+  readonly type: string;
+  readonly outcome: 'created' | 'grown' | 'unchanged';
+  /** The partitions the type has now. */
+  readonly partitions: number;
+  /** The partitions it had before, when it existed already. */
+  readonly previousPartitions?: number;
+}
+
 export interface ExpiryOptions {
   /** CORTX's expire time: messages older than this are removed. */
   expireTimeMs?: number;
   /** CORTX's data limit: oldest messages are removed beyond this many bytes. */
   dataLimitBytes?: number;
+}
+
+/** One line saying what registerMessageType did, for the CLI and logs. */
+export function registrationLine(r: Registration): string {
+  const n = (p: number) => `${p} partition${p === 1 ? '' : 's'}`;
+  if (r.outcome === 'created') return `created message type '${r.type}' with ${n(r.partitions)}`;
+  if (r.outcome === 'grown')
+    return `grew message type '${r.type}' from ${n(r.previousPartitions ?? 1)} to ${r.partitions}`;
+  return `message type '${r.type}' already exists with ${n(r.partitions)}: nothing to change`;
+}
+
+function unknownType(type: string, action: string): BusError {
+  return new BusError(
+    'BUSBAR_ERR_UNKNOWN_TYPE',
+    `no message type '${type}' to ${action}: check the name; busbar types list shows the types that exist`,
+  );
 }
 
 function count(value: number | undefined, name: string): void {
@@ -25,13 +51,38 @@ export class Admin {
     this.#admin = admin;
   }
 
-  async registerMessageType(type: string, options: { partitions?: number } = {}): Promise<void> {
+  /**
+   * Creates the type, or grows an existing one to `partitions` (as addConcurrency does). Asking an existing type
+   * for fewer partitions than it has throws BUSBAR_ERR_PARTITIONS rather than silently keeping them: no broker
+   * shrinks partitions. (CORTX's register raised on any existing type; busbar keeps re-registering idempotent.)
+   */
+  async registerMessageType(type: string, options: { partitions?: number } = {}): Promise<Registration> {
     count(options.partitions, 'partitions');
-    await this.#admin.ensureType(checkTypeName(type), options);
+    checkTypeName(type);
+    const existing = await this.#find(type);
+    if (!existing) {
+      await this.#admin.ensureType(type, options);
+      return { type, outcome: 'created', partitions: (await this.#find(type))?.partitions ?? options.partitions ?? 1 };
+    }
+    const wanted = options.partitions ?? existing.partitions;
+    if (wanted < existing.partitions) {
+      throw new BusError(
+        'BUSBAR_ERR_PARTITIONS',
+        `message type '${type}' has ${existing.partitions} partitions and cannot shrink to ${wanted}: ` +
+          `partitions only grow; delete and re-create the type to start over with fewer`,
+        { details: { partitions: existing.partitions } },
+      );
+    }
+    const found = { type, previousPartitions: existing.partitions };
+    if (wanted === existing.partitions) return { ...found, outcome: 'unchanged', partitions: wanted };
+    await this.#admin.setPartitions(type, wanted);
+    return { ...found, outcome: 'grown', partitions: wanted };
   }
 
+  /** Removes the type, its messages and its groups; an unknown type throws BUSBAR_ERR_UNKNOWN_TYPE. */
   async deregisterMessageType(type: string): Promise<void> {
-    await this.#admin.deleteType(checkTypeName(type));
+    await this.#existing(checkTypeName(type), 'delete');
+    await this.#admin.deleteType(type);
   }
 
   async listMessageTypes(): Promise<TypeInfo[]> {
@@ -55,12 +106,30 @@ export class Admin {
     await this.#admin.setRetention(checkTypeName(type), retention);
   }
 
+  /** Removes every stored message of the type; an unknown type throws BUSBAR_ERR_UNKNOWN_TYPE. */
   async purge(type: string): Promise<void> {
-    await this.#admin.purge(checkTypeName(type));
+    await this.#existing(checkTypeName(type), 'purge');
+    await this.#admin.purge(type);
   }
 
+  /** Stats of every type, or of one: a named type that does not exist throws BUSBAR_ERR_UNKNOWN_TYPE. */
   async stats(type?: string): Promise<TypeStats[]> {
-    return this.#admin.stats(type === undefined ? undefined : checkTypeName(type));
+    if (type === undefined) return this.#admin.stats();
+    // Checked first: some brokers answer zeros for any name, which would hide a typo.
+    await this.#existing(checkTypeName(type), 'show stats of');
+    return this.#admin.stats(type);
+  }
+
+  async #find(type: string): Promise<TypeInfo | undefined> {
+    return (await this.#admin.listTypes()).find((t) => t.type === type);
+  }
+
+  /**
+   * Deleting or purging a type that does not exist is almost always a typo: say so rather than succeed.
+   * Checked here, once for every transport, so each broker answers the same.
+   */
+  async #existing(type: string, action: string): Promise<void> {
+    if (!(await this.#find(type))) throw unknownType(type, action);
   }
 
   /** CORTX's get_unread_count: messages the group has not acked yet. */

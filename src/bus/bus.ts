@@ -6,6 +6,7 @@ import type { Capabilities, Transport } from '../transport/contract.ts';
 import { loadTransport } from '../transport/registry.ts';
 import { Admin } from './admin.ts';
 import { Consumer, type ConsumerOptions } from './consumer.ts';
+import { withDeadlines } from './deadlines.ts';
 import { type HandleOptions, type Handler, startHandler } from './handler.ts';
 import type { HandlerFn } from './middleware.ts';
 import { Producer, type ProducerOptions } from './producer.ts';
@@ -21,13 +22,16 @@ export class MessageBus {
   readonly #open = new Set<Closable>();
   readonly #source: string;
   readonly #ackTimeoutMs: number | undefined;
+  readonly #receiveTimeoutMs: number | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(transport: Transport, config?: ResolvedConfig) {
-    this.transport = transport;
+    // Every send and admin call of the bus, the REST gateway's included, goes through this one bounded view.
+    this.transport = config ? withDeadlines(transport, config) : transport;
     this.config = config;
     this.#source = config?.producerId ?? DEFAULT_SOURCE;
     this.#ackTimeoutMs = config?.ackTimeoutMs;
+    this.#receiveTimeoutMs = config?.receiveTimeoutMs;
   }
 
   /** Connects to the broker named by `options` (a URL or options), env BUSBAR_BROKER, a config file, or embedded. */
@@ -67,7 +71,8 @@ export class MessageBus {
 
   consumer(options: ConsumerOptions): Consumer {
     this.#checkOpen();
-    return this.#track(new Consumer(this.transport, options, { ackTimeoutMs: this.#ackTimeoutMs }));
+    const defaults = { ackTimeoutMs: this.#ackTimeoutMs, receiveTimeoutMs: this.#receiveTimeoutMs };
+    return this.#track(new Consumer(this.transport, options, defaults));
   }
 
   /** Runs `handler` for every message of `types` in `options.group`: resolve = ack, throw = retry, then dead-letter. */

@@ -23,10 +23,17 @@ export interface ConsumerOptions {
 }
 
 export interface ReceiveOptions {
-  /** Milliseconds to wait for a message; 0 or absent waits until one arrives (or the consumer closes). */
+  /** Milliseconds to wait for a message; 0 waits until one arrives (or the consumer closes); absent: the bus's
+   *  receiveTimeoutMs (CORTX receive_timeout), 0 unless configured. */
   timeout?: number;
   /** Stops this wait (receive() resolves null) without closing the consumer: messages it holds can still be acked. */
   signal?: AbortSignal;
+}
+
+/** What the bus's configuration sets for every consumer: ackTimeoutMs, and receive()'s timeout when none is given. */
+export interface ConsumerDefaults {
+  ackTimeoutMs?: number;
+  receiveTimeoutMs?: number;
 }
 
 interface Waiter {
@@ -51,6 +58,7 @@ export class Consumer implements AsyncIterable<Message> {
   readonly #unacked = new Set<Message>();
   readonly #maxAttempts: number;
   readonly #deadLetterType: (type: string) => string;
+  readonly #receiveTimeoutMs: number;
   readonly #pump: Promise<void>;
   readonly #onAbort = () => void this.close();
   readonly #forget = (message: Message) => this.#unacked.delete(message);
@@ -66,8 +74,9 @@ export class Consumer implements AsyncIterable<Message> {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  constructor(transport: Transport, options: ConsumerOptions, defaults: { ackTimeoutMs?: number } = {}) {
+  constructor(transport: Transport, options: ConsumerOptions, defaults: ConsumerDefaults = {}) {
     this.#transport = transport;
+    this.#receiveTimeoutMs = defaults.receiveTimeoutMs ?? 0;
     this.consumerGroup = checkTypeName(options.consumerGroup, 'consumer group');
     const types = typeof options.messageTypes === 'string' ? [options.messageTypes] : [...(options.messageTypes ?? [])];
     if (types.length === 0) {
@@ -130,7 +139,7 @@ export class Consumer implements AsyncIterable<Message> {
 
   /** One message, or null when `timeout` ms pass with none, `signal` aborts the wait, or the consumer is closed. */
   receive(options: ReceiveOptions = {}): Promise<Message | null> {
-    const timeout = options.timeout ?? 0;
+    const timeout = options.timeout ?? this.#receiveTimeoutMs;
     if (!Number.isFinite(timeout) || timeout < 0) {
       return Promise.reject(
         new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `receive timeout must be a number of ms >= 0, not ${timeout}`),
@@ -187,7 +196,7 @@ export class Consumer implements AsyncIterable<Message> {
 
   async *[Symbol.asyncIterator](): AsyncIterator<Message> {
     for (;;) {
-      const message = await this.receive();
+      const message = await this.receive({ timeout: 0 });
       if (message === null) return;
       yield message;
     }

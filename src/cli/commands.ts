@@ -1,4 +1,6 @@
+import { registrationLine } from '../bus/admin.ts';
 import { BusError } from '../errors.ts';
+import { describeBroker } from '../server/banner.ts';
 import { integer, parse } from './args.ts';
 import { type CommandContext, connect, requireArg } from './common.ts';
 
@@ -19,7 +21,8 @@ export async function types(argv: string[], ctx: CommandContext): Promise<void> 
       else for (const t of list) ctx.out.write(`${t.type}\t${t.partitions} partition(s)\n`);
     } else if (action === 'create') {
       const partitions = integer(values.partitions, 'partitions', 1);
-      await admin.registerMessageType(requireArg(positionals[1], 'message type', 'types'), { partitions });
+      const done = await admin.registerMessageType(requireArg(positionals[1], 'message type', 'types'), { partitions });
+      ctx.out.write(`${registrationLine(done)}\n`);
     } else if (action === 'delete') {
       await admin.deregisterMessageType(requireArg(positionals[1], 'message type', 'types'));
     } else {
@@ -56,7 +59,7 @@ export async function demo(argv: string[], ctx: CommandContext): Promise<void> {
     const message = await consumer.receive({ timeout: 5000 });
     if (!message) throw new BusError('BUSBAR_ERR_TIMEOUT', 'the demo message did not come back within 5 s');
     await message.ack();
-    ctx.out.write(`busbar is working on ${bus.transport.name} (${bus.config?.transport.url}):\n`);
+    ctx.out.write(`busbar is working on ${bus.transport.name} (${describeBroker(bus.config)}):\n`);
     ctx.out.write(`  sent and received ${JSON.stringify(message.body)} as ${message.id}\n`);
     ctx.out.write(`try: npx busbar send alerts hello && npx busbar receive alerts --group g --count 1\n`);
     await consumer.close();

@@ -7,6 +7,7 @@ import { type CommandContext, demo, purge, receive, send, stats, types } from '.
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
 import { STATS_HELP } from './stats.ts';
+import { version } from './version.ts';
 
 const COMMON = `Options for every command:
   --broker URL     broker URL (embedded:[path] | memory: | amqp:// | kafka:// | nats:// | redis:// | mqtt://)
@@ -26,6 +27,7 @@ Commands:
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
   demo                        send and receive one message to check the setup
+  version                     print busbar's version (also -v, --version)
 
 ${COMMON}
 
@@ -39,10 +41,14 @@ ${COMMON}`,
 ${COMMON}`,
   types: `Usage: busbar types list [--json] | create <type> [--partitions N] | delete <type>
 
+create on an existing type grows it to N partitions (as CORTX's add_concurrency) and says so; fewer partitions than
+it has is an error (partitions never shrink). Deleting a type that does not exist is an error, never a silent no-op.
+
 ${COMMON}`,
   purge: `Usage: busbar purge <type>
 
-Removes every stored message of the type; consumer groups stay and have nothing unread.
+Removes every stored message of the type; consumer groups stay and have nothing unread. A type that does not
+exist is an error.
 
 ${COMMON}`,
   stats: `${STATS_HELP}
@@ -51,8 +57,9 @@ ${COMMON}`,
   serve: `Usage: busbar serve [--host H] [--port P] [--insecure]
 
 Runs the REST gateway (default 127.0.0.1:8080) on the configured broker (embedded unless --broker / --config say
-otherwise). Listening beyond loopback needs bearer tokens in the config's server section, or --insecure.
-See docs/rest.md.
+otherwise); with the embedded broker the banner names its database file. Listening beyond loopback needs bearer
+tokens in the config's server section, or --insecure. Stops cleanly on SIGINT / SIGTERM (also when started through
+npx or npm start and npm is stopped); a second signal exits at once. See docs/rest.md.
 
 ${COMMON}`,
   demo: `Usage: busbar demo
@@ -82,6 +89,10 @@ export async function main(argv: string[], ctx: CommandContext): Promise<number>
   try {
     if (name === '' || name === '--help' || name === '-h' || name === 'help') {
       ctx.out.write(`${HELP[rest[0] ?? ''] ?? HELP['']}\n`);
+      return 0;
+    }
+    if (name === '--version' || name === '-v' || name === 'version') {
+      ctx.out.write(`${version()}\n`);
       return 0;
     }
     const command = COMMANDS[name];

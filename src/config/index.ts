@@ -29,6 +29,12 @@ export interface BusOptions {
   options?: Record<string, OptionValue>;
   /** Default ack timeout of consumers and handlers. */
   ackTimeoutMs?: number;
+  /** How long consumer.receive() waits when called without a timeout; 0 (the default) waits for a message. */
+  receiveTimeoutMs?: number;
+  /** A send the broker has not confirmed within this time fails with a retryable BUSBAR_ERR_TIMEOUT. Default: none. */
+  sendTimeoutMs?: number;
+  /** An admin call the broker has not answered within this time fails with BUSBAR_ERR_TIMEOUT. Default: none. */
+  adminTimeoutMs?: number;
   /** CloudEvents `source` of messages sent with bus.send(). */
   producerId?: string;
   /** A config file to read (JSON, YAML, or CORTX message_bus.conf). */
@@ -42,12 +48,22 @@ export interface ResolvedConfig {
   readonly transportName: string;
   readonly transport: TransportConfig;
   readonly ackTimeoutMs: number;
+  readonly receiveTimeoutMs: number;
+  readonly sendTimeoutMs: number | undefined;
+  readonly adminTimeoutMs: number | undefined;
   readonly producerId: string | undefined;
   readonly server: Readonly<Record<string, unknown>> | undefined;
   /** Where the broker setting came from, for `busbar` diagnostics. */
   readonly origin: string;
   /** The config file read, if any. */
   readonly file: string | undefined;
+}
+
+/** Node's timers fire at once beyond this (with a TimeoutOverflowWarning), so no bus timeout may exceed it. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+function isTimeout(value: unknown, min: number): value is number {
+  return typeof value === 'number' && value >= min && value <= MAX_TIMER_MS;
 }
 
 const KEYS: Record<string, string> = {
@@ -58,6 +74,9 @@ const KEYS: Record<string, string> = {
   tls: 'an object with ca, cert, key (paths to PEM files) and rejectUnauthorized (boolean)',
   options: 'an object of string, number or boolean values',
   ackTimeoutMs: 'a number of milliseconds > 0',
+  receiveTimeoutMs: `a number of milliseconds from 0 (waits for a message) to ${MAX_TIMER_MS}`,
+  sendTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
+  adminTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
   producerId: 'a string',
   config: 'a path to a config file',
   server: 'an object (the REST gateway settings)',
@@ -112,6 +131,11 @@ export function validateOptions(input: unknown, where: string): BusOptions {
       case 'ackTimeoutMs':
         if (typeof value !== 'number' || !(value > 0)) throw bad();
         break;
+      case 'receiveTimeoutMs':
+      case 'sendTimeoutMs':
+      case 'adminTimeoutMs':
+        if (!isTimeout(value, key === 'receiveTimeoutMs' ? 0 : 1)) throw bad();
+        break;
       case 'endpoints':
         if (!Array.isArray(value)) throw bad();
         value.forEach((e, i) => {
@@ -151,7 +175,52 @@ export function validateOptions(input: unknown, where: string): BusOptions {
   return out;
 }
 
-/** Reads CORTX's `{"message_broker": {"type": "kafka", "cluster": [{"server", "port"}]}}` as is. */
+/** CORTX's `message_bus` timeouts (seconds) and the busbar option each becomes. */
+const CORTX_TIMEOUTS: Record<string, 'receiveTimeoutMs' | 'sendTimeoutMs' | 'adminTimeoutMs' | 'connectTimeoutMs'> = {
+  receive_timeout: 'receiveTimeoutMs',
+  send_timeout: 'sendTimeoutMs',
+  socket_timeout: 'connectTimeoutMs',
+  admin_api_timeout: 'adminTimeoutMs',
+};
+
+/** Transports with a connection timeout (their `connectTimeoutMs` option); kafka, embedded and memory have none. */
+const CONNECT_TIMEOUT_SCHEMES = new Set(['amqp', 'nats', 'redis', 'mqtt']);
+
+/**
+ * CORTX's `message_bus` section: timeouts in seconds, as a number or a numeric string (CORTX writes its ports so).
+ * receive_timeout may be 0, which means "wait for a message" in CORTX too.
+ */
+function cortxTimeouts(section: unknown, scheme: string, where: string): BusOptions {
+  if (section === undefined) return {};
+  if (section === null || typeof section !== 'object' || Array.isArray(section)) {
+    throw invalid(where, 'message_bus', `expected an object of timeouts in seconds; got ${describe(section)}`);
+  }
+  const out: BusOptions = {};
+  for (const [key, value] of Object.entries(section)) {
+    const option = CORTX_TIMEOUTS[key];
+    if (!option) {
+      throw invalid(
+        where,
+        `message_bus.${key}`,
+        `unknown key; expected one of ${Object.keys(CORTX_TIMEOUTS).join(', ')}`,
+      );
+    }
+    const seconds = typeof value === 'string' && value.trim() !== '' ? Number(value) : value;
+    const ms = typeof seconds === 'number' ? Math.ceil(seconds * 1000) : Number.NaN;
+    const min = option === 'receiveTimeoutMs' ? 0 : 1;
+    if (!isTimeout(ms, min)) {
+      const range = `${min === 0 ? 'from 0 (waits for a message)' : 'above 0'} to ${MAX_TIMER_MS / 1000}`;
+      throw invalid(where, `message_bus.${key}`, `expected a number of seconds ${range}; got ${describe(value)}`);
+    }
+    if (option !== 'connectTimeoutMs') out[option] = ms;
+    else if (CONNECT_TIMEOUT_SCHEMES.has(scheme)) out.options = { connectTimeoutMs: ms };
+  }
+  return out;
+}
+
+/**
+ * Reads CORTX's `{"message_broker": {"type": "kafka", "cluster": [{"server", "port"}]}, "message_bus": {...}}` as is.
+ */
 function fromCortx(data: Record<string, unknown>, where: string): BusOptions {
   const broker = data.message_broker as Record<string, unknown> | undefined;
   if (broker === null || typeof broker !== 'object' || Array.isArray(broker)) {
@@ -193,7 +262,8 @@ function fromCortx(data: Record<string, unknown>, where: string): BusOptions {
     throw invalid(where, 'message_broker.cluster', 'expected at least one {server, port}');
   }
   // Every listed node is kept (CORTX's own parser kept only the last one).
-  return { broker: hosts.length ? `${scheme}://${hosts.join(',')}` : `${scheme}:` };
+  const url = hosts.length ? `${scheme}://${hosts.join(',')}` : `${scheme}:`;
+  return { broker: url, ...cortxTimeouts(data.message_bus, scheme, where) };
 }
 
 export function readConfigFile(path: string): BusOptions {
@@ -279,6 +349,9 @@ export function resolveConfig(
     transportName,
     transport,
     ackTimeoutMs: merged.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS,
+    receiveTimeoutMs: merged.receiveTimeoutMs ?? 0,
+    sendTimeoutMs: merged.sendTimeoutMs,
+    adminTimeoutMs: merged.adminTimeoutMs,
     producerId: merged.producerId,
     server: merged.server ? Object.freeze({ ...merged.server }) : undefined,
     origin,

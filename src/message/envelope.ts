@@ -4,6 +4,7 @@
  */
 import { hostname } from 'node:os';
 import type { Envelope, TransportMessage } from '../transport/contract.ts';
+import { normaliseTime } from './cloudevents.ts';
 import { type Body, encodeBody } from './codec.ts';
 import { uuidv7 } from './uuid.ts';
 
@@ -29,6 +30,17 @@ export const DEAD_LETTER_HEADERS = {
   time: 'busbar-dlq-time',
 } as const;
 
+/**
+ * Headers a decoder adds when a plain client's attribute could not be kept as sent (docs/wire/): the message is
+ * delivered all the same, never lost or stuck in its group.
+ */
+export const RECEIVED_HEADERS = {
+  /** A `time` that is not RFC 3339 (`time` became the receipt time). */
+  invalidTime: 'busbar-invalid-time',
+  /** A `specversion` other than 1.0 (busbar reads the attributes by their 1.0 names and sends the message on as 1.0). */
+  originalSpecversion: 'busbar-original-specversion',
+} as const;
+
 export const DEFAULT_SOURCE = `busbar://${hostname()}/${process.pid}`;
 
 export interface OutgoingOptions {
@@ -36,6 +48,8 @@ export interface OutgoingOptions {
   headers?: Record<string, string> | undefined;
   contentType?: string | undefined;
   id?: string | undefined;
+  /** RFC 3339; now when absent. Callers pass it through normaliseTime() first. */
+  time?: string | undefined;
 }
 
 export function buildMessage(
@@ -49,7 +63,7 @@ export function buildMessage(
     id: options.id ?? uuidv7(),
     type,
     source,
-    time: new Date().toISOString(),
+    time: options.time ?? new Date().toISOString(),
     contentType,
     key: options.key,
     headers: options.headers ?? {},
@@ -57,23 +71,34 @@ export function buildMessage(
   };
 }
 
+/** What a decoder read off the wire; `specversion` is the one it carried, if any. */
+export type ReceivedEnvelope = Partial<Envelope> & { body: Uint8Array; specversion?: string | undefined };
+
 /**
  * A message from a plain client may lack attributes: fill them so every received message is complete.
- * `brokerId` is the broker's own id for the message when it has one (a stream id, an offset).
+ * `brokerId` is the broker's own id for the message when it has one (a stream id, an offset). Every transport's
+ * decoder ends here, so the checks on `time` and `specversion` are made once for all of them: a time with an offset
+ * is written in UTC (`Z`), one that is not RFC 3339 becomes the receipt time and is kept in a header, and so is a
+ * specversion other than 1.0 (RECEIVED_HEADERS).
  */
-export function completeEnvelope(
-  partial: Partial<Envelope> & { body: Uint8Array },
-  type: string,
-  brokerId?: string,
-): TransportMessage {
+export function completeEnvelope(partial: ReceivedEnvelope, type: string, brokerId?: string): TransportMessage {
+  let headers = partial.headers ?? {};
+  let time = partial.time ? normaliseTime(partial.time) : undefined;
+  if (time === undefined) {
+    if (partial.time) headers = { ...headers, [RECEIVED_HEADERS.invalidTime]: partial.time };
+    time = new Date().toISOString();
+  }
+  if (partial.specversion && partial.specversion !== SPEC_VERSION) {
+    headers = { ...headers, [RECEIVED_HEADERS.originalSpecversion]: partial.specversion };
+  }
   return {
     id: partial.id || brokerId || uuidv7(),
     type: partial.type || type,
     source: partial.source || 'unknown',
-    time: partial.time || new Date().toISOString(),
+    time,
     contentType: partial.contentType || 'application/octet-stream',
     key: partial.key || undefined,
-    headers: partial.headers ?? {},
+    headers,
     body: partial.body,
   };
 }

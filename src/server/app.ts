@@ -13,6 +13,7 @@ import Fastify, {
 import { authorize } from './auth.ts';
 import { httpError, rawErrorResponse, sendError } from './errors.ts';
 import type { Gateway } from './gateway.ts';
+import { RouteMethods } from './methods.ts';
 import { ApiRegistry, type RouteSpec } from './openapi.ts';
 import { type AjvError, formatValidation, parseQuery, principalOf, setPrincipal } from './requests.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
@@ -103,15 +104,25 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   const app = create(https ? { ...common, https } : { ...common, http: { maxHeaderSize: limits.headerBytes } });
 
   app.setErrorHandler((error: FastifyError, _request, reply) => sendError(reply, translate(error, gw)));
-  app.setNotFoundHandler((request, reply) =>
-    sendError(
+  const routes = new RouteMethods(app);
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0]!;
+    const allowed = routes.allowed(path);
+    if (allowed.length > 0) {
+      reply.header('allow', allowed.join(', '));
+      return sendError(
+        reply,
+        httpError(
+          'BUSBAR_ERR_METHOD_NOT_ALLOWED',
+          `${request.method} is not allowed on ${path}: use ${allowed.join(', ')}`,
+        ),
+      );
+    }
+    return sendError(
       reply,
-      httpError(
-        'BUSBAR_ERR_NOT_FOUND',
-        `no route ${request.method} ${request.url.split('?')[0]}: see /openapi.json for the routes`,
-      ),
-    ),
-  );
+      httpError('BUSBAR_ERR_NOT_FOUND', `no route ${request.method} ${path}: see /openapi.json for the routes`),
+    );
+  });
 
   app.addHook('onRequest', async (request) => {
     const auth = (request.routeOptions.config as { auth?: RouteSpec['auth'] }).auth;

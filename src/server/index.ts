@@ -10,7 +10,7 @@ import { type BusOptions, type ResolvedConfig, resolveConfig } from '../config/i
 import { BusError } from '../errors.ts';
 import { loadTransport } from '../transport/registry.ts';
 import { buildApp } from './app.ts';
-import { banner } from './banner.ts';
+import { banner, describeBroker } from './banner.ts';
 import { Gateway } from './gateway.ts';
 import {
   isLoopback,
@@ -22,7 +22,7 @@ import {
   validateServerSection,
 } from './options.ts';
 
-export { banner } from './banner.ts';
+export { banner, describeBroker } from './banner.ts';
 export {
   DEFAULT_HOST,
   DEFAULT_LIMITS,
@@ -152,6 +152,6 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   }
-  options.print?.(banner(url, bus.transport.name, settings.tokens.length > 0));
+  options.print?.(banner(url, bus.transport.name, settings.tokens.length > 0, describeBroker(config)));
   return { url, host: settings.host, port: address.port, closed, close };
 }

@@ -43,6 +43,14 @@ export class ApiRegistry {
         ...(spec.querystring ? { querystring: spec.querystring } : {}),
         ...(spec.body ? { body: spec.body } : {}),
       },
+      // The document marks a PUT's body optional (`curl -X PUT .../v1/types/t` registers a type): no body is {}.
+      ...(spec.method === 'PUT' && spec.body
+        ? {
+            preValidation: async (request: FastifyRequest) => {
+              request.body ??= {};
+            },
+          }
+        : {}),
       handler,
     });
   }

@@ -105,6 +105,12 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
       lease: leaseMs,
       autoAck: { type: 'boolean', default: false, description: 'ack on delivery (no receipts; at-most-once)' },
       offset,
+      format: {
+        type: 'string',
+        enum: ['busbar', 'cloudevents'],
+        default: 'busbar',
+        description: 'cloudevents: each message as a structured CloudEvent (docs/rest.md)',
+      },
     },
   } as const;
 
@@ -117,6 +123,7 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
       lease: leaseMs,
       autoAck: pullQuery.properties.autoAck,
       offset,
+      format: pullQuery.properties.format,
       inflight: {
         type: 'integer',
         minimum: 1,

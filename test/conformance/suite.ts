@@ -663,6 +663,29 @@ export function runConformance(spec: ConformanceSpec): void {
       await assert.rejects(admin.registerMessageType('bad name!'), { code: 'BUSBAR_ERR_INVALID_TYPE_NAME' });
     });
 
+    scenario(
+      '15b registering again grows or refuses; deleting, purging or stats of an unknown type reject',
+      async () => {
+        const admin = bus.admin();
+        const type = newType('adm');
+        const created = await admin.registerMessageType(type, { partitions: caps.partitions ? 2 : undefined });
+        assert.equal(created.outcome, 'created');
+        const again = await admin.registerMessageType(type);
+        assert.equal(again.outcome, 'unchanged');
+        if (caps.partitions) {
+          const grown = await admin.registerMessageType(type, { partitions: 3 });
+          assert.deepEqual([grown.outcome, grown.previousPartitions, grown.partitions], ['grown', 2, 3]);
+          assert.equal((await admin.listMessageTypes()).find((t) => t.type === type)?.partitions, 3);
+          await assert.rejects(admin.registerMessageType(type, { partitions: 1 }), { code: 'BUSBAR_ERR_PARTITIONS' });
+        }
+        const ghost = newType('ghost');
+        await assert.rejects(admin.deregisterMessageType(ghost), { code: 'BUSBAR_ERR_UNKNOWN_TYPE' });
+        await assert.rejects(admin.purge(ghost), { code: 'BUSBAR_ERR_UNKNOWN_TYPE' });
+        await assert.rejects(admin.stats(ghost), { code: 'BUSBAR_ERR_UNKNOWN_TYPE' });
+        assert.ok(!(await admin.listMessageTypes()).some((t) => t.type === ghost), `${ghost} was created`);
+      },
+    );
+
     scenario('16 dead-letter after maxAttempts with the reason', async () => {
       const type = newType();
       const group = newGroup();

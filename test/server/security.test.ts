@@ -96,6 +96,8 @@ test('limits: body, batch, header size, wait, max and open streams each answer a
   assert.match(wait.json.error.message, /wait/);
   const max = await call(url, `/v1/types/${type}/messages?group=g&max=0`);
   assert.equal(max.status, 400);
+  // Nothing above was published: register the type, or the streams would be a 404 for an unknown type.
+  assert.equal((await call(url, `/v1/types/${type}`, { method: 'PUT', body: {} })).status, 200);
   const controller = new AbortController();
   t.after(() => controller.abort());
   const first = await fetch(`${url}/v1/types/${type}/stream?group=g`, { signal: controller.signal });

@@ -1,7 +1,8 @@
 /**
  * docs/wire/kafka.md's promise, kept with a real program in another language: a Python script using confluent-kafka
  * (Debian's python3-confluent-kafka, librdkafka underneath), written from that page alone, publishes into the bus and
- * reads what busbar published, on the real broker. Its keys must land on the partitions busbar's own keys use.
+ * reads what busbar published, on the real broker. Its keys must land on the partitions busbar's own keys use, and a
+ * type it creates itself the documented way (the project's broker never auto-creates topics) must be delivered.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -39,9 +40,11 @@ describe('kafka wire mapping: a Python confluent-kafka program joins the bus', {
     if (skip) return t.skip(skip);
     const bus = await MessageBus.connect(BROKERS.kafka);
     const type = `py-${randomUUID().slice(0, 8)}`;
+    const newType = `py-new-${randomUUID().slice(0, 8)}`;
     const admin = bus.admin();
     t.after(async () => {
       await admin.deregisterMessageType(type).catch(() => {});
+      await admin.deregisterMessageType(newType).catch(() => {});
       await bus.close();
     });
     await admin.registerMessageType(type, { partitions: 4 });
@@ -51,11 +54,12 @@ describe('kafka wire mapping: a Python confluent-kafka program joins the bus', {
       message('plain text'),
     ]);
 
-    const { stdout } = await run(PYTHON, [fixture, `${host}:${port}`, type, `py-${randomUUID().slice(0, 8)}`, '2'], {
+    const group = `py-${randomUUID().slice(0, 8)}`;
+    const { stdout } = await run(PYTHON, [fixture, `${host}:${port}`, type, group, '2', newType], {
       timeout: 120_000,
     });
     const python = JSON.parse(stdout) as {
-      sent: { id: string; key: string | null; partition: number }[];
+      sent: { id: string; type: string; key: string | null; partition: number }[];
       received: {
         id: string;
         type: string;
@@ -81,7 +85,7 @@ describe('kafka wire mapping: a Python confluent-kafka program joins the bus', {
     assert.equal(text.key, null);
 
     // librdkafka's murmur2_random puts a key where busbar (and Java clients) put it.
-    assert.equal(python.sent.length, 3);
+    assert.equal(python.sent.length, 4);
     for (const s of python.sent.filter((x) => x.key)) {
       assert.equal(s.partition, (murmur2(Buffer.from(s.key!)) & 0x7fffffff) % 4, `partition of key ${s.key}`);
     }
@@ -97,7 +101,8 @@ describe('kafka wire mapping: a Python confluent-kafka program joins the bus', {
     }
     await consumer.close();
     const fromPython = got.filter((m) => m.source === 'python-billing');
-    assert.deepEqual(fromPython.map((m) => m.id).sort(), python.sent.map((s) => s.id).sort());
+    const sentTo = (t: string) => python.sent.filter((s) => s.type === t).map((s) => s.id);
+    assert.deepEqual(fromPython.map((m) => m.id).sort(), sentTo(type).sort());
     const first = fromPython.find(
       (m) => JSON.stringify(m.body) === JSON.stringify({ id: 7, total: 12.5, note: 'café' }),
     );
@@ -111,5 +116,15 @@ describe('kafka wire mapping: a Python confluent-kafka program joins the bus', {
     // Per-key order: both customer-42 messages, in the order Python sent them.
     const keyed = fromPython.filter((m) => m.key === 'customer-42').map((m) => (m.body as { id: number }).id);
     assert.deepEqual(keyed, [7, 8]);
+
+    // The type Python created itself: its message is delivered, and busbar sees the type as one of its own.
+    const listed = await admin.listMessageTypes();
+    assert.equal(listed.find((info) => info.type === newType)?.partitions, 2, `${newType} is listed with 2 partitions`);
+    const reader = bus.consumer({ consumerGroup: `g-${randomUUID().slice(0, 8)}`, messageTypes: [newType] });
+    const created = await reader.receive({ timeout: 30_000 });
+    await reader.close();
+    assert.ok(created, 'the message to the type Python created never arrived');
+    assert.equal(created.id, sentTo(newType)[0]);
+    assert.deepEqual(created.body, { new: true });
   });
 });

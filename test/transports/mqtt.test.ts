@@ -177,12 +177,7 @@ describe('mqtt transport', { skip }, () => {
     await other.send(`multi-${randomUUID()}`, 'through the second endpoint');
   });
 
-  it('rejects reserved header names and bad configuration with a clear BusError', async () => {
-    const type = `bad-${randomUUID()}`;
-    const { message } = await import('../../src/index.ts');
-    await assert.rejects(bus.producer({ messageType: type }).send([message('x', { headers: { id: 'mine' } })]), {
-      code: 'BUSBAR_ERR_INVALID_ARGUMENT',
-    });
+  it('rejects bad configuration with a clear BusError', async () => {
     await assert.rejects(MessageBus.connect('mqtt://127.0.0.1:1883?topicPrefix=a%2B'), {
       code: 'BUSBAR_ERR_INVALID_CONFIG',
     });

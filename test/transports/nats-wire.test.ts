@@ -67,7 +67,14 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
       await bus.admin().deregisterMessageType(type);
       await Promise.all([bus.close(), nc.close()]);
     });
-    await bus.send(type, { hello: 'wörld' }, { key: 'customer 7', headers: { 'x-trace': 'a b%c' } });
+    await bus.send(
+      type,
+      { hello: 'wörld' },
+      {
+        key: 'customer 7',
+        headers: { 'x-trace': 'a b%c', 'x-utf': 'héllo wörld', 'x-lines': 'one\r\ntwo', 'x-pad': '  padded ' },
+      },
+    );
 
     const jsm = await jetstreamManager(nc);
     const group = `plain_${freshGroup()}`;
@@ -83,7 +90,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     assert.equal(m.subject, subjectOf(type));
     assert.equal(new TextDecoder().decode(m.data), '{"hello":"wörld"}');
     const h = m.headers!;
-    const ce = (name: string) => decodeURIComponent(h.get(`ce-${name}`));
+    const ce = (name: string) => h.get(`ce-${name}`);
     assert.equal(ce('specversion'), '1.0');
     assert.equal(ce('type'), type);
     assert.equal(ce('datacontenttype'), 'application/json');
@@ -92,11 +99,67 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     assert.equal(h.get('Nats-Msg-Id'), ce('id'));
     assert.ok(!Number.isNaN(Date.parse(ce('time'))));
     assert.ok(ce('source').length > 0);
-    assert.equal(h.get('x-trace'), 'a%20b%25c');
-    assert.equal(decodeURIComponent(h.get('x-trace')), 'a b%c');
+    // Values travel as they are; only what NATS cannot carry is percent-encoded, and named in busbar-encoded.
+    assert.equal(h.get('x-trace'), 'a b%c');
+    assert.equal(h.get('x-utf'), 'héllo wörld');
+    assert.equal(h.get('busbar-encoded'), 'x-lines x-pad');
+    assert.equal(decodeURIComponent(h.get('x-lines')), 'one\r\ntwo');
+    assert.equal(decodeURIComponent(h.get('x-pad')), '  padded ');
     assert.equal(m.info.deliveryCount, 1);
     m.ack();
     await m.ackAck().catch(() => {});
+  });
+
+  test("a plain client's header values arrive exactly as sent; only values it names in busbar-encoded are decoded", async (t) => {
+    const bus = await MessageBus.connect({ broker: NATS_URL });
+    const nc = await connect({ servers: [...natsConfig().endpoints] });
+    const type = freshType();
+    t.after(async () => {
+      await bus.admin().deregisterMessageType(type);
+      await Promise.all([bus.close(), nc.close()]);
+    });
+    const consumer = bus.consumer({ consumerGroup: freshGroup(), messageTypes: [type] });
+    t.after(() => consumer.close());
+    await consumer.ready;
+    const h = headers();
+    h.set('ce-id', 'order%2042');
+    h.set('Content-Type', 'text/plain; charset=utf-8');
+    h.set('x-pct', 'a%20b');
+    h.set('x-utf', 'héllo wörld');
+    h.set('x-quoted', '"q"');
+    h.set('x-bad', '100%');
+    h.set('x-enc', 'one%0Atwo');
+    h.set('busbar-encoded', 'x-enc');
+    await jetstream(nc).publish(subjectOf(type), 'plain', { headers: h });
+    const got = await consumer.receive({ timeout: 5000 });
+    assert.ok(got, 'the plain message did not arrive');
+    assert.equal(got.id, 'order%2042');
+    assert.equal(got.contentType, 'text/plain; charset=utf-8');
+    assert.equal(got.body, 'plain');
+    assert.deepEqual(got.headers, {
+      'x-pct': 'a%20b',
+      'x-utf': 'héllo wörld',
+      'x-quoted': '"q"',
+      'x-bad': '100%',
+      'x-enc': 'one\ntwo',
+    });
+    await got.ack();
+
+    // And through the bus and back: every value, awkward or not, arrives as it was sent.
+    const awkward = {
+      'x-pct': 'a%20b',
+      'x-lines': 'one\r\ntwo',
+      'x-pad': ' p ',
+      'busbar-encoded': 'mine',
+      'x-empty': '',
+    };
+    await bus.send(type, 'round trip', { key: ' k%41 ', headers: awkward });
+    const back = await consumer.receive({ timeout: 5000 });
+    assert.ok(back);
+    assert.equal(back.key, ' k%41 ');
+    assert.deepEqual(back.headers, awkward);
+    assert.equal(back.contentType, 'text/plain; charset=utf-8');
+    await back.ack();
   });
 
   test('a group a plain client made without a subject filter still gets large messages whole, once', async (t) => {

@@ -113,6 +113,56 @@ describe('rabbitmq transport', { skip }, () => {
     await consumer.close();
   });
 
+  it("a plain client's type property or cloudEvents:type header never re-types its message", async (t) => {
+    const type = newType();
+    const bus = await MessageBus.connect(BROKERS.rabbitmq);
+    t.after(async () => {
+      await bus
+        .admin()
+        .deregisterMessageType(type)
+        .catch(() => {});
+      await bus.close();
+    });
+    await bus.admin().registerMessageType(type);
+    const consumer = bus.consumer({ consumerGroup: newGroup(), messageTypes: [type] });
+    t.after(() => consumer.close());
+    await consumer.ready;
+    const channel = await raw.createConfirmChannel();
+    channel.publish('busbar', type, Buffer.from('own type'), { persistent: true, type: 'OrderCreated' });
+    channel.publish('busbar', type, Buffer.from('ce type'), {
+      persistent: true,
+      headers: { 'cloudEvents:type': `${type}.elsewhere` },
+    });
+    await channel.waitForConfirms();
+    await channel.close();
+    const received = async () => {
+      const got = [await consumer.receive({ timeout: 10_000 }), await consumer.receive({ timeout: 10_000 })];
+      assert.ok(got[0] && got[1], 'both messages arrive');
+      const text = (m: (typeof got)[0]) => new TextDecoder().decode(m!.raw);
+      return got.sort((a, b) => text(a).localeCompare(text(b))).map((m) => ({ body: text(m), message: m! }));
+    };
+    const first = await received();
+    assert.deepEqual(
+      first.map(({ body, message }) => [body, message.type]),
+      [
+        ['ce type', type],
+        ['own type', type],
+      ],
+      'the routing key is the message type',
+    );
+    // A nack sends each back to this group, not to a type named after the property.
+    for (const { message } of first) await message.nack();
+    const again = await received();
+    assert.deepEqual(
+      again.map(({ body, message }) => [body, message.type, message.attempt]),
+      [
+        ['ce type', type, 2],
+        ['own type', type, 2],
+      ],
+    );
+    for (const { message } of again) await message.ack();
+  });
+
   it('the bus publishes; a plain client reads body, attributes and headers', async (t) => {
     const type = newType();
     const group = newGroup();

@@ -106,3 +106,81 @@ test('resolved config is frozen', () => {
   const config = resolveConfig('memory:', noEnv, dir);
   assert.ok(Object.isFrozen(config) && Object.isFrozen(config.transport) && Object.isFrozen(config.transport.options));
 });
+
+test("CORTX's message_bus timeouts (seconds) become busbar's options", () => {
+  const cortx = (type: string, messageBus: unknown) =>
+    file(
+      `${type}.conf`,
+      JSON.stringify({
+        message_broker: { type, cluster: [{ server: 'h1', port: '1234' }] },
+        message_bus: messageBus,
+      }),
+    );
+  const timeouts = { receive_timeout: 2, socket_timeout: '15', send_timeout: 0.5, admin_api_timeout: 60 };
+  const rabbit = resolveConfig({ config: cortx('rabbitmq', timeouts) }, noEnv, dir);
+  assert.equal(rabbit.receiveTimeoutMs, 2000);
+  assert.equal(rabbit.sendTimeoutMs, 500);
+  assert.equal(rabbit.adminTimeoutMs, 60_000);
+  assert.equal(rabbit.transport.options.connectTimeoutMs, 15_000, 'socket_timeout: the connection timeout');
+  for (const type of ['nats', 'redis', 'mqtt']) {
+    const config = resolveConfig({ config: cortx(type, timeouts) }, noEnv, dir);
+    assert.equal(config.transport.options.connectTimeoutMs, 15_000, type);
+  }
+  // Kafka's transport has no connection timeout option: socket_timeout sets nothing there (an unknown option fails).
+  const kafka = resolveConfig({ config: cortx('kafka', timeouts) }, noEnv, dir);
+  assert.equal(kafka.transport.options.connectTimeoutMs, undefined);
+  assert.equal(kafka.sendTimeoutMs, 500);
+  // receive_timeout 0 waits for a message, as in CORTX.
+  assert.equal(resolveConfig({ config: cortx('kafka', { receive_timeout: 0 }) }, noEnv, dir).receiveTimeoutMs, 0);
+  // None given: receive() waits, sends and admin calls are bounded only by the transport.
+  const plain = resolveConfig('memory:', noEnv, dir);
+  assert.deepEqual([plain.receiveTimeoutMs, plain.sendTimeoutMs, plain.adminTimeoutMs], [0, undefined, undefined]);
+});
+
+test('timeouts in a busbar config file and in options', () => {
+  const path = file('timeouts.json', '{"broker": "memory:", "receiveTimeoutMs": 250, "sendTimeoutMs": 1000}');
+  const config = resolveConfig({ config: path, adminTimeoutMs: 3000 }, noEnv, dir);
+  assert.deepEqual([config.receiveTimeoutMs, config.sendTimeoutMs, config.adminTimeoutMs], [250, 1000, 3000]);
+});
+
+test('bad timeouts name their key by path and what is accepted', () => {
+  const cortx = (messageBus: string) =>
+    `{"message_broker": {"type": "kafka", "cluster": [{"server": "h"}]}, "message_bus": ${messageBus}}`;
+  const cases: Array<[string, RegExp]> = [
+    [
+      cortx('{"receive_timeout": -1}'),
+      /message_bus\.receive_timeout: expected a number of seconds from 0 \(waits for a message\) to 2147483\.647; got number -1/,
+    ],
+    [
+      cortx('{"send_timeout": 0}'),
+      /message_bus\.send_timeout: expected a number of seconds above 0 to 2147483\.647; got number 0/,
+    ],
+    [
+      cortx('{"socket_timeout": "soon"}'),
+      /message_bus\.socket_timeout: expected a number of seconds above 0 .*; got string "soon"/,
+    ],
+    [
+      cortx('{"admin_api_timeout": null}'),
+      /message_bus\.admin_api_timeout: expected a number of seconds above 0 .*; got null/,
+    ],
+    [cortx('{"recieve_timeout": 1}'), /message_bus\.recieve_timeout: unknown key; expected one of receive_timeout/],
+    [cortx('[1]'), /message_bus: expected an object of timeouts in seconds; got a list/],
+    [cortx('{"send_timeout": 3000000}'), /message_bus\.send_timeout: expected .* to 2147483\.647; got number 3000000/],
+    ['{"receiveTimeoutMs": -5}', /receiveTimeoutMs: expected a number of milliseconds from 0 \(waits for a message\)/],
+    ['{"sendTimeoutMs": 0}', /sendTimeoutMs: expected a number of milliseconds from 1 to 2147483647; got number 0/],
+    ['{"adminTimeoutMs": "1s"}', /adminTimeoutMs: expected a number of milliseconds from 1 .*; got string "1s"/],
+    ['{"sendTimeoutMs": 1e12}', /sendTimeoutMs: expected a number of milliseconds from 1 to 2147483647/],
+  ];
+  for (const [text, pattern] of cases) {
+    const path = file('bad-timeout.json', text);
+    assert.throws(
+      () => resolveConfig({ config: path }, noEnv, dir),
+      (error: Error & { code?: string }) => {
+        assert.equal(error.code, 'BUSBAR_ERR_INVALID_CONFIG', text);
+        assert.match(error.message, pattern);
+        assert.ok(error.message.startsWith(`${path}: `), 'the message names the file');
+        return true;
+      },
+    );
+  }
+});

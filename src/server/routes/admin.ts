@@ -76,22 +76,21 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       method: 'PUT',
       url: '/v1/types/:type',
       operationId: 'registerType',
-      summary: 'Register a type (idempotent); grow its partitions; set its expiry',
+      summary: 'Register a type (idempotent); grow its partitions (fewer than it has: 409); set its expiry',
       tag: 'admin',
       auth: 'admin',
       params: typeParams,
       body: registerBody,
-      responses: { 200: { description: 'the type as it now is', schema: typeInfo } },
+      responses: {
+        200: { description: 'the type as it now is', schema: typeInfo },
+        409: { description: 'fewer partitions than the type has (partitions never shrink)' },
+      },
     },
     async (request) => {
       const { type } = request.params as { type: string };
       const body = (request.body ?? {}) as { partitions?: number; expireTimeMs?: number; dataLimitBytes?: number };
       await brokerCall('registering a type', timeout, async () => {
-        await admin.registerMessageType(type, body.partitions ? { partitions: body.partitions } : {});
-        if (body.partitions !== undefined && gw.bus.capabilities.partitions) {
-          const current = await info(type);
-          if (current && current.partitions < body.partitions) await admin.addConcurrency(type, body.partitions);
-        }
+        await admin.registerMessageType(type, { partitions: body.partitions });
         if (body.expireTimeMs !== undefined || body.dataLimitBytes !== undefined) {
           await admin.setExpiry(type, { expireTimeMs: body.expireTimeMs, dataLimitBytes: body.dataLimitBytes });
         }
@@ -110,7 +109,7 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       tag: 'admin',
       auth: 'admin',
       params: typeParams,
-      responses: { 200: { description: 'removed (or never existed)' } },
+      responses: { 200: { description: 'removed' }, 404: { description: 'no such type' } },
     },
     async (request) => {
       const { type } = request.params as { type: string };
@@ -130,7 +129,7 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       tag: 'admin',
       auth: 'admin',
       params: typeParams,
-      responses: { 200: { description: 'purged' } },
+      responses: { 200: { description: 'purged' }, 404: { description: 'no such type' } },
     },
     async (request) => {
       const { type } = request.params as { type: string };
@@ -156,10 +155,9 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       if (!seesType(principalOf(request), type)) {
         throw httpError('BUSBAR_ERR_FORBIDDEN', `token '${principalOf(request).name}' has no scope on type '${type}'`);
       }
+      // admin.stats of a type that does not exist throws BUSBAR_ERR_UNKNOWN_TYPE (404).
       const [stats] = await statsOf(type);
-      if (!stats)
-        throw httpError('BUSBAR_ERR_NOT_FOUND', `no message type '${type}': register it with PUT /v1/types/${type}`);
-      return withRates(gw, stats, gw.leases.perGroup());
+      return withRates(gw, stats!, gw.leases.perGroup());
     },
   );
 

@@ -1,7 +1,7 @@
 /**
- * `POST /v1/types/{type}/messages`: one message (the request body, with its Content-Type) or a JSON batch
- * `{ "messages": [...] }`. Answers only after the broker accepted every message; `Idempotency-Key` makes a retried
- * POST publish once.
+ * `POST /v1/types/{type}/messages`: one message (the request body, with its Content-Type), a JSON batch
+ * `{ "messages": [...] }`, or CloudEvents in any HTTP binding mode (../cloudevents.ts). Answers only after the broker
+ * accepted every message; `Idempotency-Key` makes a retried POST publish once.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { BusError } from '../../errors.ts';
@@ -9,6 +9,7 @@ import { isJsonType } from '../../message/codec.ts';
 import { buildMessage } from '../../message/envelope.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
 import type { Principal } from '../auth.ts';
+import { BATCH, eventMode, fromBinary, fromStructured, STRUCTURED } from '../cloudevents.ts';
 import { brokerCall, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import { fingerprint, IdempotencyCache, type StoredAnswer } from '../idempotency.ts';
@@ -47,15 +48,18 @@ export function checkBatchSize(gw: Gateway, count: number): void {
   }
 }
 
-/** Builds every envelope first, so one bad message rejects the whole request before anything is sent. */
+/**
+ * Builds every envelope first, so one bad message rejects the whole request before anything is sent. An item's own
+ * source (a CloudEvent's) wins over `source`.
+ */
 export function buildAll(
   type: string,
   source: string,
-  items: readonly { body: unknown; options: Parameters<typeof buildMessage>[3] }[],
+  items: readonly { body: unknown; options: Parameters<typeof buildMessage>[3]; source?: string | undefined }[],
 ): TransportMessage[] {
   return items.map((item, i) => {
     try {
-      return buildMessage(type, source, item.body, item.options);
+      return buildMessage(type, item.source ?? source, item.body, item.options);
     } catch (error) {
       if (error instanceof BusError) {
         throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', `messages[${i}]: ${error.message}`);
@@ -103,7 +107,11 @@ function messageHeaders(request: FastifyRequest): Record<string, string> | undef
   return headers;
 }
 
-function single(request: FastifyRequest, raw: Buffer, contentType: string): { body: Uint8Array; options: object } {
+function single(
+  request: FastifyRequest,
+  raw: Buffer,
+  contentType: string,
+): { body: Uint8Array; options: { contentType: string; key?: string | undefined; headers?: Record<string, string> } } {
   const query = request.query as { key?: string };
   const headerKey = request.headers['busbar-key'];
   const key = query.key ?? (typeof headerKey === 'string' ? headerKey : undefined);
@@ -145,7 +153,13 @@ export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: Ap
       },
       rawBody: {
         'application/json': publishBatch,
-        '*/*': { description: 'one message: these bytes, with this Content-Type' },
+        [STRUCTURED]: { description: 'one CloudEvent in the JSON event format (structured mode)', type: 'object' },
+        [BATCH]: { description: 'CloudEvents in the JSON batch format', type: 'array', items: { type: 'object' } },
+        '*/*': {
+          description:
+            'one message: these bytes, with this Content-Type; with ce-specversion and other ce-* headers, a ' +
+            'CloudEvent in binary mode',
+        },
       },
       responses: {
         200: {
@@ -166,9 +180,16 @@ export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: Ap
         );
       }
       const source = sourceOf(gw, principalOf(request));
-      let items: { body: unknown; options: object }[];
-      const parsed = isJsonType(contentType) ? parseJson(raw) : undefined;
-      if (
+      let items: { body: unknown; options: object; source?: string | undefined }[];
+      const mode = eventMode(contentType, request.headers);
+      const parsed = isJsonType(contentType) && mode === undefined ? parseJson(raw) : undefined;
+      if (mode === 'binary') {
+        const { body, options } = single(request, raw ?? Buffer.alloc(0), contentType);
+        items = [fromBinary(request.headers, body, contentType, type, options)];
+      } else if (mode !== undefined) {
+        items = fromStructured(raw ?? Buffer.alloc(0), type, mode === 'batch');
+        checkBatchSize(gw, items.length);
+      } else if (
         parsed !== null &&
         typeof parsed === 'object' &&
         !Array.isArray(parsed) &&
@@ -199,7 +220,9 @@ export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: Ap
             type,
             contentType,
             query.key,
-            JSON.stringify(Object.entries(request.headers).filter(([n]) => n.startsWith('busbar-'))),
+            JSON.stringify(
+              Object.entries(request.headers).filter(([n]) => n.startsWith('busbar-') || n.startsWith('ce-')),
+            ),
             raw,
           ),
         (ids) => ({ ids }),

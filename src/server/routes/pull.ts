@@ -8,6 +8,7 @@ import type { Message } from '../../bus/message.ts';
 import { toBusError } from '../../errors.ts';
 import type { Offset } from '../../transport/contract.ts';
 import { authorize } from '../auth.ts';
+import { BATCH, toStructured } from '../cloudevents.ts';
 import type { PooledConsumer } from '../consumers.ts';
 import { brokerCall, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
@@ -25,6 +26,8 @@ export interface PullOptions {
   lease: number;
   autoAck: boolean;
   offset: Offset;
+  /** Absent where another route pulls (CORTX): the busbar shape. */
+  format?: 'busbar' | 'cloudevents';
 }
 
 /** Takes up to `max` messages for (type, group) and leases them (or acks them, with autoAck). */
@@ -165,7 +168,11 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
     },
     async (request, reply) => {
       const { type } = request.params as { type: string };
-      const { wire } = await pull(gw, request, reply, type, request.query as PullOptions);
+      const query = request.query as PullOptions;
+      const { messages, wire } = await pull(gw, request, reply, type, query);
+      if (query.format === 'cloudevents' || request.headers.accept?.includes(BATCH)) {
+        return reply.type(BATCH).send(`[${messages.map((m, i) => toStructured(m, wire[i])).join(',')}]`);
+      }
       return reply.send({ messages: wire });
     },
   );

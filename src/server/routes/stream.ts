@@ -7,6 +7,7 @@ import { once } from 'node:events';
 import type { FastifyInstance } from 'fastify';
 import { toBusError } from '../../errors.ts';
 import type { Offset } from '../../transport/contract.ts';
+import { toStructured } from '../cloudevents.ts';
 import { brokerCall, errorAnswer, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from '../openapi.ts';
@@ -21,6 +22,7 @@ interface StreamQuery {
   autoAck: boolean;
   offset: Offset;
   inflight: number;
+  format: 'busbar' | 'cloudevents';
 }
 
 export function registerStreamRoutes(app: FastifyInstance, gw: Gateway, api: ApiRegistry): void {
@@ -108,16 +110,19 @@ export function registerStreamRoutes(app: FastifyInstance, gw: Gateway, api: Api
             await brokerCall('ack', gw.settings.limits.brokerTimeoutMs, () => message.ack());
             gw.metrics.group('delivered', type, query.group);
             gw.metrics.group('acked', type, query.group);
-            data = JSON.stringify(toWire(message));
+            data = query.format === 'cloudevents' ? toStructured(message) : JSON.stringify(toWire(message));
           } else {
             held++;
             const lease = gw.leases.grant(entry, message, query.lease, () => {
               held--;
               wake?.();
             });
-            data = JSON.stringify(toWire(message, lease));
+            const wire = toWire(message, lease);
+            data = query.format === 'cloudevents' ? toStructured(message, wire) : JSON.stringify(wire);
           }
-          if (!res.write(`id: ${message.id}\nevent: message\ndata: ${data}\n\n`)) {
+          // A structured event embeds JSON data as sent, which may span lines: one `data:` line each.
+          const lines = data.replace(/\r\n?|\n/g, '\ndata: ');
+          if (!res.write(`id: ${message.id}\nevent: message\ndata: ${lines}\n\n`)) {
             await Promise.race([once(res, 'drain'), once(res, 'close')]);
           }
         }

@@ -4,9 +4,10 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { DatabaseSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { BusError } from '../../errors.ts';
 import type { EmbeddedOptions } from './options.ts';
+import { loadSqlite } from './sqlite.ts';
 
 /** `PRAGMA application_id` of a busbar database: 'busb' in ASCII. */
 export const APPLICATION_ID = 0x62757362;
@@ -60,6 +61,7 @@ CREATE INDEX IF NOT EXISTS pending_by_lease ON pending (type, grp, lease_until);
 `;
 
 export function openDatabase(options: EmbeddedOptions): DatabaseSync {
+  const { DatabaseSync } = loadSqlite();
   const { path } = options;
   try {
     mkdirSync(dirname(path), { recursive: true });

@@ -18,7 +18,8 @@ function reasonOf(error: unknown): string {
   const parts: string[] = [];
   let current: unknown = error;
   while (current instanceof Error && parts.length < 4) {
-    parts.push(current.message);
+    // The client's messages end in '.', which reads badly once joined with ': '.
+    parts.push(current.message.replace(/\.$/, ''));
     const nested = (current as AggregateError).errors?.[0];
     current = current.cause ?? nested;
   }

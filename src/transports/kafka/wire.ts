@@ -1,12 +1,14 @@
 /**
  * Envelope <-> Kafka record, after the CloudEvents Kafka protocol binding (binary content mode): the record value is
  * the payload untouched, the record key is the partition key, every attribute is a `ce_<name>` header with a UTF-8
- * value, and `datacontenttype` travels as `content-type`. User headers keep their own names; a user header whose
- * name would read back as an attribute (`ce_*`, `content-type`) is sent as `ce_<name>`, which reads back as `<name>`.
- * Retry bookkeeping (`busbar-retry-*`) only ever appears on busbar's retry topics. See docs/wire/kafka.md.
+ * value, and `datacontenttype` travels as `content-type`. Headers whose names are valid extension names travel as
+ * extensions (`ce_traceparent`); the others keep their own names as plain Kafka headers, which the binding does not
+ * read as attributes, except those that would (`ce_*`, `content-type`): they ride in the `ce_busbarheaders`
+ * extension. Retry bookkeeping (`busbar-retry-*`) only ever appears on busbar's retry topics. See docs/wire/kafka.md.
  */
 import type { Message, MessageToProduce } from '@platformatic/kafka';
 import { BusError, checkTypeName } from '../../errors.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import { ByteNames } from '../../transport/byte-names.ts';
 import type { Envelope, TransportMessage } from '../../transport/contract.ts';
@@ -50,19 +52,12 @@ export function typeOfTopic(topic: string): string {
   return isRetryTopic(topic) ? topic.slice(0, -RETRY_SUFFIX.length) : topic;
 }
 
-const ATTRIBUTE_OF: Record<string, keyof Envelope> = {
-  [CE.id]: 'id',
-  [CE.source]: 'source',
-  [CE.type]: 'type',
-  [CE.time]: 'time',
-  [CE.key]: 'key',
-};
+const RETRY_NAMES = new Set<string>(Object.values(RETRY_HEADERS));
 
-const RESERVED = new Set<string>(Object.values(RETRY_HEADERS));
-
-function userHeaderName(name: string): string {
+/** A header that is no extension can keep its name unless a reader would take it for an attribute or bookkeeping. */
+function travelsPlain(name: string): boolean {
   const lower = name.toLowerCase();
-  return lower.startsWith(CE_PREFIX) || lower === CONTENT_TYPE ? CE_PREFIX + name : name;
+  return !lower.startsWith(CE_PREFIX) && lower !== CONTENT_TYPE && !RETRY_NAMES.has(name);
 }
 
 export type KafkaRecord = MessageToProduce<Buffer, Buffer, Buffer, Buffer>;
@@ -80,12 +75,13 @@ const NAME = {
   time: bytes(`${CE_PREFIX}${CE.time}`),
   contentType: bytes(CONTENT_TYPE),
   key: bytes(`${CE_PREFIX}${CE.key}`),
+  packed: bytes(`${CE_PREFIX}${HEADERS_EXTENSION}`),
 };
 const SPEC_VERSION_BYTES = bytes(SPEC_VERSION);
 
 /**
- * The record for one message; `extra` adds busbar's own headers (retry bookkeeping). Names cannot collide: user
- * names that look like attributes get the `ce_` prefix, and user headers named like busbar's own are dropped.
+ * The record for one message; `extra` adds busbar's own headers (retry bookkeeping). Names cannot collide: a user
+ * header that would read as an attribute or as bookkeeping travels inside `ce_busbarheaders` instead.
  */
 export function toRecord(topic: string, message: TransportMessage, extra?: Record<string, string>): KafkaRecord {
   const key = message.key === undefined ? undefined : bytes(message.key);
@@ -98,9 +94,17 @@ export function toRecord(topic: string, message: TransportMessage, extra?: Recor
     [NAME.contentType, bytes(message.contentType)],
   ]);
   if (key) headers.set(NAME.key, key);
+  let packed: Record<string, string> | undefined;
   for (const name in message.headers) {
-    if (!RESERVED.has(name)) headers.set(bytes(userHeaderName(name)), bytes(message.headers[name]!));
+    const value = message.headers[name]!;
+    if (isExtensionName(name)) headers.set(bytes(CE_PREFIX + name), bytes(value));
+    else if (travelsPlain(name)) headers.set(bytes(name), bytes(value));
+    else {
+      packed ??= {};
+      packed[name] = value;
+    }
   }
+  if (packed) headers.set(NAME.packed, bytes(packHeaders(packed)));
   if (extra) for (const name in extra) headers.set(bytes(name), bytes(extra[name]!));
   const body = message.body;
   return { topic, key, value: Buffer.from(body.buffer, body.byteOffset, body.byteLength), headers };
@@ -125,7 +129,11 @@ const ATTRIBUTE_HEADERS = new ByteNames<keyof Envelope | 'specversion'>([
 
 const NO_RETRY: DecodedRecord['retry'] = Object.freeze({});
 
-/** The message a record carries; attributes a plain client left out are filled (id from topic-partition-offset). */
+/**
+ * The message a record carries; attributes a plain client left out are filled (id from topic-partition-offset).
+ * Any other `ce_<name>` header is the header `<name>` (an extension; also how busbar 0.1 escaped user headers
+ * named `ce_*` or `content-type`), and a plain header keeps its name.
+ */
 export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): DecodedRecord {
   // Plain locals rather than a partial object written by field name: this runs for every record.
   let id: string | undefined;
@@ -134,6 +142,8 @@ export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): Dec
   let time: string | undefined;
   let contentType: string | undefined;
   let key: string | undefined;
+  let specversion: string | undefined;
+  let ceContentType: string | undefined;
   const headers: Record<string, string> = {};
   let retry = NO_RETRY;
   for (const [rawName, rawValue] of record.headers) {
@@ -146,9 +156,12 @@ export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): Dec
       else if (name === RETRY_HEADERS.attempt) retry = { ...retry, attempt: Number(value) };
       else if (name.toLowerCase() === CONTENT_TYPE) field = 'contentType';
       else if (name.startsWith(CE_PREFIX)) {
+        // Every attribute busbar writes was matched above by its bytes: this is another attribute or an extension.
         const attribute = name.slice(CE_PREFIX.length);
-        field = ATTRIBUTE_OF[attribute];
-        if (!field && attribute !== CE.specversion) headers[attribute] = value;
+        // The binding names the content type `content-type`; the SDKs also write `ce_datacontenttype`.
+        if (attribute === CE.contentType) ceContentType = value;
+        else if (attribute === HEADERS_EXTENSION) unpackHeaders(value, headers);
+        else headers[attribute] = value;
       } else headers[name] = value;
     }
     switch (field) {
@@ -170,6 +183,9 @@ export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): Dec
       case 'key':
         key = value;
         break;
+      case 'specversion':
+        specversion = value;
+        break;
     }
   }
   const value = record.value ?? Buffer.alloc(0);
@@ -179,9 +195,10 @@ export function fromRecord(record: Message<Buffer, Buffer, Buffer, Buffer>): Dec
       source,
       type,
       time: time || (record.timestamp > 0n ? new Date(Number(record.timestamp)).toISOString() : undefined),
-      contentType,
+      contentType: contentType ?? ceContentType,
       key: key ?? (record.key && record.key.length > 0 ? record.key.toString('utf8') : undefined),
       headers,
+      specversion,
       body: new Uint8Array(value.buffer, value.byteOffset, value.byteLength),
     },
     typeOfTopic(record.topic),

@@ -22,7 +22,7 @@ import { type MemberRecord, parseMemberRecord } from './adoption.ts';
 import { bufferOf, endClient, newSessionId, openClient, puback, publishConfirmed } from './connection.ts';
 import { type MqttSettings, resolveSettings } from './options.ts';
 import { MqttSubscription } from './subscription.ts';
-import { checkHeaders, publishProperties, Topics } from './wire.ts';
+import { publishProperties, Topics } from './wire.ts';
 
 export const MQTT_CAPABILITIES: Capabilities = Object.freeze({
   // Retained messages are not a log: a new group sees only what is published after it subscribed.
@@ -164,7 +164,6 @@ class MqttTransport implements Transport {
   async publish(type: string, batch: readonly TransportMessage[]): Promise<void> {
     this.#checkOpen();
     checkTypeName(type);
-    for (const message of batch) checkHeaders(message);
     if (!this.#types.has(type)) await this.#ensureType(type);
     const maxAgeMs = this.#types.get(type)?.retention.maxAgeMs;
     const expirySec = maxAgeMs === undefined ? undefined : Math.max(1, Math.ceil(maxAgeMs / 1000));

@@ -1,21 +1,24 @@
 /**
  * The MQTT wire mapping (docs/wire/mqtt.md): topic names, and the CloudEvents MQTT 5 binding — the body is the
- * payload untouched, `datacontenttype` travels in the Content Type property and every other attribute, extension
- * and user header as a user property named after it.
+ * payload untouched, `datacontenttype` travels in the Content Type property and every other attribute and extension
+ * as a user property named after it. The binding reads every user property as an attribute, so headers whose names
+ * are not valid attribute names ride together in the `busbarheaders` extension, and busbar's own redelivery state
+ * uses valid names too: every message stays a valid CloudEvent.
  */
 import type { IPublishPacket } from 'mqtt';
-import { BusError } from '../../errors.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
 
 /** Delivery count carried by redelivered copies (1 when absent). */
-export const ATTEMPT_PROPERTY = 'busbar-attempt';
+export const ATTEMPT_PROPERTY = 'busbarattempt';
 /** Epoch milliseconds before which a delayed redelivery must not be handed to the application. */
-export const NOT_BEFORE_PROPERTY = 'busbar-not-before';
+export const NOT_BEFORE_PROPERTY = 'busbarnotbefore';
+/** The names busbar 0.1 gave the two (not valid attribute names); still read from copies it queued. */
+const LEGACY_ATTEMPT_PROPERTY = 'busbar-attempt';
+const LEGACY_NOT_BEFORE_PROPERTY = 'busbar-not-before';
 
 type UserProperties = NonNullable<NonNullable<IPublishPacket['properties']>['userProperties']>;
-
-const RESERVED = new Set<string>([...Object.values(CE), ATTEMPT_PROPERTY, NOT_BEFORE_PROPERTY]);
 
 /** Topic names under the configured prefix (default `busbar`). Type and group names are valid topic levels as they are. */
 export class Topics {
@@ -70,27 +73,28 @@ export interface WireOptions {
   expirySec?: number | undefined;
 }
 
-export function checkHeaders(message: TransportMessage): void {
-  for (const name of Object.keys(message.headers)) {
-    if (RESERVED.has(name)) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_ARGUMENT',
-        `header '${name}' is reserved on MQTT (it carries a CloudEvents attribute or busbar's redelivery state): rename it`,
-      );
-    }
-  }
-}
-
 export function publishProperties(message: TransportMessage, options: WireOptions = {}): IPublishPacket['properties'] {
   const user: UserProperties = {
-    ...message.headers,
     [CE.specversion]: SPEC_VERSION,
     [CE.id]: message.id,
     [CE.source]: message.source,
     [CE.type]: message.type,
     [CE.time]: message.time,
+    // Also in the Content Type property, where the binding puts it; the binding's own example repeats it here, and
+    // the SDKs read it only from here.
+    [CE.contentType]: message.contentType,
   };
   if (message.key !== undefined) user[CE.key] = message.key;
+  let packed: Record<string, string> | undefined;
+  for (const name in message.headers) {
+    const value = message.headers[name]!;
+    if (isExtensionName(name)) user[name] = value;
+    else {
+      packed ??= {};
+      packed[name] = value;
+    }
+  }
+  if (packed) user[HEADERS_EXTENSION] = packHeaders(packed);
   if (options.attempt !== undefined && options.attempt > 1) user[ATTEMPT_PROPERTY] = String(options.attempt);
   if (options.notBefore !== undefined) user[NOT_BEFORE_PROPERTY] = String(options.notBefore);
   return {
@@ -111,13 +115,28 @@ function single(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
 }
 
-/** Decodes a PUBLISH from a busbar producer or a plain MQTT client (missing attributes are filled). */
+/** User properties that are not headers: the envelope's attributes and busbar's redelivery state. */
+const NOT_HEADERS = new Set<string>([
+  ...Object.values(CE),
+  ATTEMPT_PROPERTY,
+  NOT_BEFORE_PROPERTY,
+  LEGACY_ATTEMPT_PROPERTY,
+  LEGACY_NOT_BEFORE_PROPERTY,
+]);
+
+/**
+ * Decodes a PUBLISH from a busbar producer or a plain MQTT client (missing attributes are filled). Any user property
+ * that is not an attribute busbar knows is a header of that name, whatever its name.
+ */
 export function fromPacket(packet: IPublishPacket, type: string): Received {
   const user = packet.properties?.userProperties ?? {};
   const headers: Record<string, string> = {};
   for (const [name, value] of Object.entries(user)) {
-    if (RESERVED.has(name)) continue;
-    headers[name] = Array.isArray(value) ? value.join(',') : value;
+    if (NOT_HEADERS.has(name)) continue;
+    // A property sent more than once: the first occurrence wins, as for the attributes (docs/wire/mqtt.md).
+    const text = single(value)!;
+    if (name === HEADERS_EXTENSION) unpackHeaders(text, headers);
+    else headers[name] = text;
   }
   const payload = packet.payload;
   const body =
@@ -133,12 +152,13 @@ export function fromPacket(packet: IPublishPacket, type: string): Received {
       contentType: packet.properties?.contentType ?? single(user[CE.contentType]),
       key: single(user[CE.key]),
       headers,
+      specversion: single(user[CE.specversion]),
       body,
     },
     type,
   );
-  const attempt = Number(single(user[ATTEMPT_PROPERTY]) ?? 1);
-  const notBefore = Number(single(user[NOT_BEFORE_PROPERTY]) ?? 0);
+  const attempt = Number(single(user[ATTEMPT_PROPERTY] ?? user[LEGACY_ATTEMPT_PROPERTY]) ?? 1);
+  const notBefore = Number(single(user[NOT_BEFORE_PROPERTY] ?? user[LEGACY_NOT_BEFORE_PROPERTY]) ?? 0);
   return {
     message,
     attempt: (Number.isInteger(attempt) && attempt > 0 ? attempt : 1) + (packet.dup ? 1 : 0),

@@ -1,8 +1,13 @@
 /**
- * Envelope <-> NATS message headers, after the CloudEvents NATS binding (binary content mode): every attribute is a
- * `ce-<name>` header whose value is percent-encoded (space, `"`, `%` and anything outside printable ASCII), the body
- * is the payload untouched. User headers travel under their own names with the same value encoding; names that would
- * clash with the binding or with JetStream (`ce-*`, `Nats-*`) are sent as `ce-<name>`, which reads back as `<name>`.
+ * Envelope <-> NATS message headers, in CloudEvents binary content mode: every attribute is a `ce-<name>` header
+ * (the content type `ce-datacontenttype`), the body is the payload untouched. User headers travel under their own
+ * names; names that would clash with the binding, with JetStream or with busbar's marker (`ce-*`, `Nats-*`,
+ * `busbar-encoded`) are sent as `ce-<name>`, which reads back as `<name>`.
+ *
+ * Values travel exactly as they are, so a plain client reads what was sent and busbar reads what a plain client
+ * sent. Only a value NATS cannot carry as it is (line breaks and other control characters, leading or trailing
+ * white space, which NATS trims) is percent-encoded, and its header's name is listed in `busbar-encoded`: a reader
+ * decodes exactly the values listed there and no other. The content type is never encoded.
  */
 
 import type { MsgHdrs } from '@nats-io/transport-node';
@@ -25,12 +30,25 @@ const ATTRIBUTE_OF: Record<string, keyof Envelope> = {
   [CE.key]: 'key',
 };
 
-const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
-const NEEDS_ENCODING = /[^\x21\x23\x24\x26-\x7e]+/g;
+/** Lists the (wire) names of the headers whose values busbar percent-encoded, separated by spaces. */
+export const ENCODED_HEADER = 'busbar-encoded';
 
-export function encodeValue(value: string): string {
+const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]+$/;
+/** Encoded values escape these (as the CloudEvents HTTP binding does), so that what is left is printable ASCII. */
+const ESCAPED = /[^\x21\x23\x24\x26-\x7e]+/g;
+/** Control characters (CR and LF would end the header line). */
+const CONTROL = /\p{Cc}/u;
+/** With the u flag only an unpaired surrogate matches: a string that is not valid Unicode, so not UTF-8 either. */
+const LONE_SURROGATE = /[\uD800-\uDFFF]/u;
+
+/** NATS header values cannot hold CR or LF, lose leading and trailing white space, and are UTF-8. */
+function travelsAsIs(value: string): boolean {
+  return !CONTROL.test(value) && value.trim() === value && !LONE_SURROGATE.test(value);
+}
+
+function encodeValue(value: string): string {
   try {
-    return value.replace(NEEDS_ENCODING, (run) => encodeURIComponent(run));
+    return value.replace(ESCAPED, (run) => encodeURIComponent(run));
   } catch (error) {
     throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `header value ${JSON.stringify(value)} is not valid Unicode`, {
       cause: error,
@@ -38,17 +56,32 @@ export function encodeValue(value: string): string {
   }
 }
 
-export function decodeValue(raw: string): string {
-  let value = raw;
-  if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) {
-    value = value.slice(1, -1).replace(/\\(.)/g, '$1');
-  }
-  if (!value.includes('%')) return value;
+function decodeValue(raw: string): string {
   try {
-    return decodeURIComponent(value);
+    return decodeURIComponent(raw);
   } catch {
-    // Not percent-encoding after all (a plain client's literal '%'): keep what was sent.
-    return value;
+    // Listed but not valid percent-encoding (a hand-made marker): keep what was sent.
+    return raw;
+  }
+}
+
+/** Sets headers on a NATS message, encoding only the values that need it and listing those in ENCODED_HEADER. */
+class HeaderWriter {
+  readonly headers = natsHeaders();
+  readonly #encoded: string[] = [];
+
+  set(name: string, value: string): void {
+    if (travelsAsIs(value)) {
+      this.headers.set(name, value);
+    } else {
+      this.headers.set(name, encodeValue(value));
+      this.#encoded.push(name);
+    }
+  }
+
+  done(): MsgHdrs {
+    if (this.#encoded.length > 0) this.headers.set(ENCODED_HEADER, this.#encoded.join(' '));
+    return this.headers;
   }
 }
 
@@ -60,21 +93,28 @@ function wireName(name: string): string {
     );
   }
   const lower = name.toLowerCase();
-  return lower.startsWith(CE_PREFIX) || lower.startsWith('nats-') ? CE_PREFIX + name : name;
+  return lower.startsWith(CE_PREFIX) || lower.startsWith('nats-') || lower === ENCODED_HEADER ? CE_PREFIX + name : name;
 }
 
 export function toNatsHeaders(message: TransportMessage): MsgHdrs {
-  const h = natsHeaders();
+  if (CONTROL.test(message.contentType)) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `content type ${JSON.stringify(message.contentType)} cannot travel over NATS: remove its control characters`,
+    );
+  }
+  const h = new HeaderWriter();
   h.set(`${CE_PREFIX}${CE.specversion}`, SPEC_VERSION);
-  h.set(`${CE_PREFIX}${CE.id}`, encodeValue(message.id));
-  h.set(`${CE_PREFIX}${CE.source}`, encodeValue(message.source));
-  h.set(`${CE_PREFIX}${CE.type}`, encodeValue(message.type));
-  h.set(`${CE_PREFIX}${CE.time}`, encodeValue(message.time));
-  h.set(`${CE_PREFIX}${CE.contentType}`, encodeValue(message.contentType));
-  if (message.key !== undefined) h.set(`${CE_PREFIX}${CE.key}`, encodeValue(message.key));
-  for (const [name, value] of Object.entries(message.headers)) h.set(wireName(name), encodeValue(value));
-  h.set(MSG_ID_HEADER, encodeValue(message.id));
-  return h;
+  h.set(`${CE_PREFIX}${CE.id}`, message.id);
+  h.set(`${CE_PREFIX}${CE.source}`, message.source);
+  h.set(`${CE_PREFIX}${CE.type}`, message.type);
+  h.set(`${CE_PREFIX}${CE.time}`, message.time);
+  // Never encoded: a media type is ASCII, and white space around it means nothing (NATS trims it).
+  h.headers.set(`${CE_PREFIX}${CE.contentType}`, message.contentType);
+  if (message.key !== undefined) h.set(`${CE_PREFIX}${CE.key}`, message.key);
+  for (const [name, value] of Object.entries(message.headers)) h.set(wireName(name), value);
+  h.set(MSG_ID_HEADER, message.id);
+  return h.done();
 }
 
 /** Where the broker stored a message: fills attributes a plain client left out. */
@@ -96,22 +136,31 @@ export function fromNatsMessage(
   const attributes: Record<string, string> = {};
   const userHeaders: Record<string, string> = {};
   let msgId: string | undefined;
+  let specversion: string | undefined;
   if (hdrs) {
+    const encoded = new Set<string>();
     for (const [name, values] of hdrs) {
-      const raw = values[values.length - 1] ?? '';
+      if (name.toLowerCase() !== ENCODED_HEADER) continue;
+      for (const listed of values.join(' ').split(' ')) if (listed) encoded.add(listed.toLowerCase());
+    }
+    for (const [name, values] of hdrs) {
       const lower = name.toLowerCase();
+      const last = values[values.length - 1] ?? '';
+      const raw = encoded.has(lower) ? decodeValue(last) : last;
+      if (lower === ENCODED_HEADER) continue;
       if (lower.startsWith(CE_PREFIX)) {
         const rest = name.slice(CE_PREFIX.length);
         const attribute = ATTRIBUTE_OF[rest.toLowerCase()];
-        if (attribute) attributes[attribute] = decodeValue(raw);
+        if (attribute) attributes[attribute] = raw;
         else if (lower === PARTS_HEADER) parts = parseParts(raw);
-        else if (rest.toLowerCase() !== CE.specversion) userHeaders[rest] = decodeValue(raw);
+        else if (rest.toLowerCase() === CE.specversion) specversion = raw;
+        else userHeaders[rest] = raw;
       } else if (lower === MSG_ID_HEADER.toLowerCase()) {
         msgId = raw;
       } else if (lower.startsWith('nats-')) {
         // JetStream's own control headers are not user data.
       } else {
-        userHeaders[name] = decodeValue(raw);
+        userHeaders[name] = raw;
       }
     }
   }
@@ -128,10 +177,11 @@ export function fromNatsMessage(
       ...attributes,
       time: attributes.time || new Date(Number(stored.timestampNanos / 1_000_000n)).toISOString(),
       headers: userHeaders,
+      specversion,
       body,
     },
     type,
-    attributes.id || (msgId === undefined ? undefined : decodeValue(msgId)) || `${stored.stream}:${stored.seq}`,
+    attributes.id || msgId || `${stored.stream}:${stored.seq}`,
   );
   return { message, parts };
 }

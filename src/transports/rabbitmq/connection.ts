@@ -59,7 +59,7 @@ export class ReconnectingConnection {
             { cause: error },
           );
         }
-        if (Date.now() + backoff > deadline) throw this.#unreachable(error);
+        if (Date.now() + backoff > deadline) throw this.#unreachable(error, 'start');
         await new Promise((resolve) => setTimeout(resolve, backoff));
         backoff = Math.min(MAX_BACKOFF_MS, backoff * 2);
       }
@@ -84,7 +84,7 @@ export class ReconnectingConnection {
       const timer = setTimeout(
         () => {
           this.#waiters = this.#waiters.filter((w) => w !== waiter);
-          reject(this.#unreachable(this.#lastError));
+          reject(this.#unreachable(this.#lastError, 'outage'));
         },
         Math.max(0, deadline - Date.now()),
       );
@@ -158,13 +158,19 @@ export class ReconnectingConnection {
     }, backoff);
   }
 
-  #unreachable(cause: unknown): BusError {
+  /**
+   * On the first connect busbar gives up (a one-shot command must not hint at reconnects that never come); during an
+   * outage of a running bus it does keep reconnecting, and says so.
+   */
+  #unreachable(cause: unknown, when: 'start' | 'outage'): BusError {
     const where = this.#options.targets.map((t) => `${t.hostname}:${t.port}`).join(', ');
     const reason = cause instanceof Error ? cause.message : 'no connection';
-    return new BusError(
-      'BUSBAR_ERR_CONNECTION',
-      `RabbitMQ is unreachable at ${where} (${reason}); busbar keeps reconnecting: retry, or check that the broker runs`,
-      { cause },
-    );
+    const next =
+      when === 'start'
+        ? `gave up within the connect timeout (${this.#options.connectTimeoutMs} ms, options.connectTimeoutMs): check that RabbitMQ runs there and that the URL is right`
+        : 'busbar keeps reconnecting: retry, or check that the broker runs';
+    return new BusError('BUSBAR_ERR_CONNECTION', `RabbitMQ is unreachable at ${where} (${reason}); ${next}`, {
+      cause,
+    });
   }
 }

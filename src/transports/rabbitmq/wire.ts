@@ -70,7 +70,10 @@ function text(value: unknown): string | undefined {
 
 /**
  * A delivered AMQP message as a TransportMessage, filling what a plain client left out: id from message_id (or a
- * new one), source from app_id, time from the timestamp property (or receipt time), type from the routing key.
+ * new one), source from app_id, time from the timestamp property (or receipt time). The type is always `type`, the
+ * one whose queue delivered the message (its routing key): neither the `type` property nor a `cloudEvents:type`
+ * header can re-type a message, so a client that uses the property for its own purposes cannot misroute the
+ * group's nacks and dead letters.
  */
 export function fromAmqp(message: Message, type: string): TransportMessage {
   const { properties } = message;
@@ -91,10 +94,10 @@ export function fromAmqp(message: Message, type: string): TransportMessage {
     {
       id: attributes[CE.id] ?? text(properties.messageId),
       source: attributes[CE.source] ?? text(properties.appId),
-      type: attributes[CE.type] ?? text(properties.type),
       time: attributes[CE.time] ?? timestamp,
       contentType: attributes[CE.contentType] ?? text(properties.contentType),
       key: attributes[CE.key],
+      specversion: attributes[CE.specversion],
       headers,
       body: message.content,
     },

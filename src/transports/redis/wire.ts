@@ -128,6 +128,7 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
   let time: string | undefined;
   let contentType: string | undefined;
   let key: string | undefined;
+  let specversion: string | undefined;
   const headers: Record<string, string> = {};
   for (let i = 0; i + 1 < fields.length; i += 2) {
     const field = fields[i]!;
@@ -158,6 +159,7 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
         contentType ??= value.toString();
         break;
       case SPECVERSION_FIELD:
+        specversion = value.toString();
         break;
       default: {
         const name = field.toString();
@@ -167,7 +169,11 @@ export function decodeEntry(type: string, entryId: string, fields: readonly Buff
     }
   }
   time ??= new Date(entryTime(entryId)).toISOString();
-  return completeEnvelope({ id, source, type: ceType, time, contentType, key, headers, body }, type, entryId);
+  return completeEnvelope(
+    { id, source, type: ceType, time, contentType, key, headers, specversion, body },
+    type,
+    entryId,
+  );
 }
 
 /** The millisecond timestamp in a stream entry id (`<ms>-<seq>`). */
