@@ -41,7 +41,6 @@ interface Waiter {
   reject: (error: unknown) => void;
   timer?: NodeJS.Timeout | undefined;
   signal?: AbortSignal | undefined;
-  onAbort?: () => void;
 }
 
 /** CORTX's MessageConsumer: receive one message at a time, ack them, or iterate with for await. */
@@ -62,6 +61,15 @@ export class Consumer implements AsyncIterable<Message> {
   readonly #receiveTimeoutMs: number;
   readonly #pump: Promise<void>;
   readonly #onAbort = () => void this.close();
+  readonly #forget = (message: Message) => this.#unacked.delete(message);
+  /**
+   * The receive() signal this consumer listens to. The listener stays until another signal or close(): a reader
+   * that passes the same signal to every receive() pays for one listener, not one per wait.
+   */
+  #watched: AbortSignal | undefined;
+  readonly #onReceiveAbort = (event: Event) => {
+    for (const waiter of this.#waiters.filter((w) => w.signal === event.target)) this.#giveUp(waiter);
+  };
   #failure: unknown;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -111,7 +119,7 @@ export class Consumer implements AsyncIterable<Message> {
           await this.#deadLetter(delivery);
           continue;
         }
-        const message = new Message(delivery, (m) => this.#unacked.delete(m));
+        const message = new Message(delivery, this.#forget);
         const waiter = this.#waiters.shift();
         if (waiter) this.#hand(waiter, message);
         else this.#buffer.push(message);
@@ -142,37 +150,36 @@ export class Consumer implements AsyncIterable<Message> {
     if (buffered) return this.#take(buffered);
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed) return Promise.resolve(null);
+    if (options.signal !== undefined && options.signal !== this.#watched) this.#watch(options.signal);
     return new Promise<Message | null>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal: options.signal };
-      const giveUp = () => {
-        const index = this.#waiters.indexOf(waiter);
-        if (index >= 0) this.#waiters.splice(index, 1);
-        this.#release(waiter);
-        resolve(null);
-      };
-      if (timeout > 0) waiter.timer = setTimeout(giveUp, timeout);
-      if (options.signal) {
-        waiter.onAbort = giveUp;
-        options.signal.addEventListener('abort', giveUp, { once: true });
-      }
+      if (timeout > 0) waiter.timer = setTimeout(() => this.#giveUp(waiter), timeout);
       this.#waiters.push(waiter);
     });
   }
 
+  #watch(signal: AbortSignal | undefined): void {
+    this.#watched?.removeEventListener('abort', this.#onReceiveAbort);
+    this.#watched = signal;
+    signal?.addEventListener('abort', this.#onReceiveAbort);
+  }
+
+  #giveUp(waiter: Waiter): void {
+    const index = this.#waiters.indexOf(waiter);
+    if (index >= 0) this.#waiters.splice(index, 1);
+    clearTimeout(waiter.timer);
+    waiter.resolve(null);
+  }
+
   #hand(waiter: Waiter, message: Message): void {
-    this.#release(waiter);
+    clearTimeout(waiter.timer);
     this.#take(message).then(waiter.resolve, waiter.reject);
   }
 
   #finish(waiter: Waiter): void {
-    this.#release(waiter);
+    clearTimeout(waiter.timer);
     if (this.#failure) waiter.reject(this.#failure);
     else waiter.resolve(null);
-  }
-
-  #release(waiter: Waiter): void {
-    clearTimeout(waiter.timer);
-    if (waiter.onAbort) waiter.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
   async #take(message: Message): Promise<Message> {
@@ -199,6 +206,7 @@ export class Consumer implements AsyncIterable<Message> {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
+      this.#watch(undefined);
       for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
       this.#buffer.length = 0;
       await this.#subscription.close();

@@ -13,6 +13,7 @@ export class Printer {
   readonly #out: NodeJS.WritableStream;
   readonly #pending = new Set<Promise<void>>();
   readonly #onError = (error: unknown) => this.#fail(error);
+  readonly #stopped = new AbortController();
   #parts: Uint8Array[] = [];
   #bytes = 0;
   #messages: Message[] = [];
@@ -27,9 +28,9 @@ export class Printer {
     out.on('error', this.#onError);
   }
 
-  /** True once the reader closed the pipe (EPIPE) or a write or ack failed: nothing more should be taken. */
-  get stopped(): boolean {
-    return this.#readerGone || this.#failure !== undefined;
+  /** Aborts once the reader closed the pipe (EPIPE) or a write or ack failed: nothing more should be taken. */
+  get stopped(): AbortSignal {
+    return this.#stopped.signal;
   }
 
   /**
@@ -106,5 +107,6 @@ export class Printer {
     // The reader leaving is how `busbar receive ... | head` ends: the unprinted messages were never acked.
     if ((error as NodeJS.ErrnoException)?.code === 'EPIPE') this.#readerGone = true;
     else this.#failure ??= error;
+    this.#stopped.abort();
   }
 }

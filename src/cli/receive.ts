@@ -27,10 +27,10 @@ printed as received with a note on stderr, and acked like any other: it never st
   -n, --count N        stop after N messages
   -t, --timeout MS     stop after MS milliseconds with nothing new (default: wait)
   --offset O           where a new group starts: earliest (default) or latest
-  --ack-timeout MS     a printed message that is not acked returns to the group after MS ms (default 30000)
+  --ack-timeout MS     a message not acked returns to the group after MS ms (default: the config's, or 30000)
   --no-ack             print without acking: while receive runs, the messages return to the group after the ack
                        timeout (and may be printed again); when it exits they return at once, attempt + 1.
-                       Without --count it holds at most ${NO_ACK_HOLD} messages at a time.
+                       It holds at most --count messages at once (${NO_ACK_HOLD} without --count; RabbitMQ: 65535).
   --json               one JSON object per line:
                          id, type, source, time, contentType, key (when set), headers, attempt,
                          body: the JSON body itself (its exact text, line breaks turned into spaces), a string
@@ -60,6 +60,9 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
   const format = values.json ? jsonLine : plainLine;
   const bus = await connect(values);
   const stop = stopOnSignals();
+  // Waiting for messages or a signal must keep the process alive, even where the transport holds no live handle
+  // meanwhile (embedded at its prefetch limit): Node would otherwise exit 13 with "unsettled top-level await".
+  const alive = setInterval(() => {}, 2 ** 30);
   try {
     const consumer = bus.consumer({
       consumerGroup: group,
@@ -70,10 +73,11 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
       prefetch: noAck ? (count ?? NO_ACK_HOLD) : Math.min(count ?? PREFETCH, PREFETCH),
     });
     const printer = new Printer(ctx.out);
+    const done = AbortSignal.any([stop.signal, printer.stopped]);
     try {
       for (let received = 0; count === undefined || received < count; received++) {
-        const message = await consumer.receive({ timeout: timeout ?? 0, signal: stop.signal });
-        if (!message || printer.stopped) break;
+        const message = await consumer.receive({ timeout: timeout ?? 0, signal: done });
+        if (!message) break;
         const { line, problem } = format(message);
         if (problem) process.stderr.write(`busbar: message ${message.id}: ${problem}; printed as received\n`);
         if (!printer.print(line, noAck ? undefined : message)) await printer.drained();
@@ -82,6 +86,7 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
       await printer.close();
     }
   } finally {
+    clearInterval(alive);
     stop.dispose();
     // Closing returns every unacked message (--no-ack's, and fetched ones not printed) to the group at once.
     await bus.close();

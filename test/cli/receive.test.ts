@@ -139,3 +139,33 @@ test('receive --help documents every field --json prints', async () => {
   const fields = ['id', 'type', 'source', 'time', 'contentType', 'key', 'headers', 'attempt', 'body', 'encoding'];
   for (const field of [...fields, 'decodeError']) assert.match(help, new RegExp(`\\b${field}\\b`), field);
 });
+
+test('a reader that closes the pipe ends receive with exit 0; what it could not print goes back to the group', async (t) => {
+  const url = EMBEDDED.url(t);
+  // 2 MB: far more than a pipe holds, so receive is still writing when the reader goes.
+  const bodies = Array.from({ length: 2000 }, (_, i) => String(i).padEnd(1000, '.')).join('\n');
+  assert.equal((await busbar(['send', 'many', '--broker', url], `${bodies}\n`)).code, 0);
+  const receiver = start(['receive', 'many', '--group', 'g', '--broker', url]);
+  await receiver.printed('\n');
+  receiver.child.stdout.destroy();
+  const exit = await receiver.exit;
+  assert.equal(exit.code, 0, exit.stderr);
+  assert.equal(exit.stderr, '');
+  const bus = await MessageBus.connect(url);
+  t.after(() => bus.close());
+  const [group] = (await bus.admin().stats('many'))[0]!.groups;
+  assert.ok(group!.unread > 0, 'every message was acked although the reader left');
+  assert.equal(group!.inflight, 0);
+});
+
+test('receive --no-ack without --count waits at its limit for a signal instead of exiting 13', async (t) => {
+  const url = EMBEDDED.url(t);
+  const numbers = Array.from({ length: 1001 }, (_, i) => i + 1).join('\n');
+  assert.equal((await busbar(['send', 'held', '--broker', url], `${numbers}\n`)).code, 0);
+  const receiver = start(['receive', 'held', '--group', 'g', '--no-ack', '--broker', url]);
+  await receiver.printed(/(?:^|\n)1000\n/);
+  receiver.child.kill('SIGTERM');
+  const exit = await receiver.exit;
+  assert.equal(exit.code, 0, exit.stderr);
+  assert.equal(lines(exit).length, 1000);
+});

@@ -205,8 +205,9 @@ export class RabbitSubscription implements Subscription {
     channel.on('close', () => this.#lost(channel));
     this.#channel = channel;
     this.#acker = acker;
-    // Quorum queues refuse a channel-wide (global) prefetch, so the limit is shared out among the types.
-    await channel.prefetch(Math.max(1, Math.floor(prefetch / types.length)));
+    // Quorum queues refuse a channel-wide (global) prefetch, so the limit is shared out among the types; AMQP's
+    // prefetch-count is 16 bits, so a larger prefetch is the most the broker can give.
+    await channel.prefetch(Math.min(65_535, Math.max(1, Math.floor(prefetch / types.length))));
     for (const type of types) {
       const queue = groupQueue(type, group);
       const consumerTag = `${this.#options.consumerId}/${type}`.slice(0, 255);
