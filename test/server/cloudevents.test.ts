@@ -132,13 +132,34 @@ test('JSON data stays byte-exact from a structured POST to a CloudEvents pull', 
   const { url } = await gateway(t);
   const type = fresh('exact');
   const data = '{"id": 12345678901234567890, "big": 1e400, "dup": 1, "dup": 2}';
+  // Strings holding quotes, brackets and escapes, a member named with an escape, and data that is not an object.
+  const tricky = '[ "a\\"}]", {"k": "\\\\"}, -0.0e-0, true, null ]';
+  const odd = '"\\u0041\\"data\\": 1"';
+  const events = [
+    `{"specversion":"1.0","id":"e-1","source":"py","type":"${type}","data": ${data} }`,
+    `{"d\\u0061ta_x":"{\\"data\\":0}","specversion":"1.0","id":"e-2","source":"py","type":"${type}",\n"data":${tricky}}`,
+    `{"specversion":"1.0","id":"e-3","source":"py","type":"${type}","datacontenttype":"application/json","data":${odd}}`,
+  ];
   const posted = await call(url, `/v1/types/${type}/messages`, {
-    body: `{"specversion":"1.0","id":"e-1","source":"py","type":"${type}","data": ${data} }`,
-    headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' },
+    body: `[${events.join(' , ')}]`,
+    headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },
   });
   assert.equal(posted.status, 200, posted.text);
-  const plain = await call(url, `/v1/types/${type}/messages?group=g1&wait=5000&autoAck=true&format=cloudevents`);
-  assert.ok(plain.text.includes(`"data":${data}}`), plain.text);
+  const got: string[] = [];
+  while (got.length < 3) {
+    const answer = await call(url, `/v1/types/${type}/messages?group=g1&wait=5000&autoAck=true&format=cloudevents`);
+    got.push(...(JSON.parse(answer.text) as unknown[]).map((e) => JSON.stringify(e)));
+    for (const raw of [data, tricky, odd]) if (answer.text.includes(`"data":${raw}}`)) got.push(raw);
+  }
+  const plain = await call(url, `/v1/types/${type}/messages?group=g2&wait=5000&autoAck=true&max=3`);
+  assert.equal(plain.json.messages.length, 3, plain.text);
+  const [first, second, third] = plain.json.messages;
+  assert.deepEqual(second.headers, { data_x: '{"data":0}' });
+  assert.deepEqual(second.body, ['a"}]', { k: '\\' }, 0, true, null]);
+  assert.equal(third.body, 'A"data": 1');
+  assert.equal(first.id, 'e-1');
+  const exact = await call(url, `/v1/types/${type}/messages?group=g3&wait=5000&autoAck=true&max=3&format=cloudevents`);
+  for (const raw of [data, tricky, odd]) assert.ok(exact.text.includes(`"data":${raw}}`), `${raw} in ${exact.text}`);
 });
 
 test('the stream sends structured events the SDK reads, each with its receipt', async (t) => {
