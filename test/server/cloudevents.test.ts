@@ -145,6 +145,76 @@ test('JSON data stays byte-exact from a structured POST to a CloudEvents pull', 
     headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },
   });
   assert.equal(posted.status, 200, posted.text);
+  const plain = await call(url, `/v1/types/${type}/messages?group=g2&wait=5000`);
+  const [message] = plain.json.messages;
+  assert.equal(message.id, sent.id);
+  assert.equal(message.source, '/orders/service');
+  assert.equal(message.time, '2026-05-06T07:08:09.123Z');
+  assert.equal(message.key, 'customer-7');
+  assert.deepEqual(message.headers, { subject: 'order-7', traceparent: TRACEPARENT, 'x-tenant': 'acme' });
+  assert.deepEqual(message.body, { total: 42 });
+});
+
+test('structured and batch mode POSTs publish the events, not an opaque body', async (t) => {
+  const { url } = await gateway(t);
+  const type = fresh('str');
+  const one = sdkEvent(type);
+  const structured = HTTP.structured(one);
+  const posted = await call(url, `/v1/types/${type}/messages`, {
+    body: String(structured.body),
+    headers: structured.headers as Record<string, string>,
+  });
+  assert.equal(posted.status, 200, posted.text);
+  assert.deepEqual(posted.json, { ids: [one.id] });
+  const two = sdkEvent(type, { subject: 'order-8', data: 'plain text', datacontenttype: 'text/plain' });
+  const three = sdkEvent(type, { subject: 'order-9', data: new Uint8Array([0, 1, 255]), datacontenttype: undefined });
+  const batch = await call(url, `/v1/types/${type}/messages`, {
+    body: `[${two.toString()},${three.toString()}]`,
+    headers: { 'content-type': 'application/cloudevents-batch+json' },
+  });
+  assert.equal(batch.status, 200, batch.text);
+  assert.deepEqual(batch.json, { ids: [two.id, three.id] });
+  const { events } = await pullEvents(url, type, 'g', 'accept', 3);
+  assert.equal(events.length, 3);
+  sameEvent(events[0]!, one);
+  sameEvent(events[1]!, two);
+  assert.equal(events[2]!.validate(), true);
+  assert.equal(events[2]!.datacontenttype, 'application/octet-stream');
+  assert.deepEqual([...(events[2]!.data as Uint8Array)], [0, 1, 255]);
+
+  // A pulled event posted again is a new message: its delivery state (receipt, attempt) does not become headers.
+  const again = HTTP.structured(events[0]!.cloneWith({ id: 'again-1' }));
+  const reposted = await call(url, `/v1/types/${type}/messages`, {
+    body: String(again.body),
+    headers: again.headers as Record<string, string>,
+  });
+  assert.equal(reposted.status, 200, reposted.text);
+  const [last] = (await pullEvents(url, type, 'g', 'query')).events;
+  assert.equal(last!.id, 'again-1');
+  assert.deepEqual(
+    Object.keys(last!).filter((k) => k.startsWith('busbar')),
+    ['busbarattempt', 'busbarreceipt', 'busbarleaseexpiresat'],
+  );
+  assert.equal(last!.busbarattempt, '1');
+});
+
+test('JSON data stays byte-exact from a structured POST to a CloudEvents pull', async (t) => {
+  const { url } = await gateway(t);
+  const type = fresh('exact');
+  const data = '{"id": 12345678901234567890, "big": 1e400, "dup": 1, "dup": 2}';
+  // Strings holding quotes, brackets and escapes, a member named with an escape, and data that is not an object.
+  const tricky = '[ "a\\"}]", {"k": "\\\\"}, -0.0e-0, true, null ]';
+  const odd = '"\\u0041\\"data\\": 1"';
+  const events = [
+    `{"specversion":"1.0","id":"e-1","source":"py","type":"${type}","data": ${data} }`,
+    `{"d\\u0061ta_x":"{\\"data\\":0}","specversion":"1.0","id":"e-2","source":"py","type":"${type}",\n"data":${tricky}}`,
+    `{"specversion":"1.0","id":"e-3","source":"py","type":"${type}","datacontenttype":"application/json","data":${odd}}`,
+  ];
+  const posted = await call(url, `/v1/types/${type}/messages`, {
+    body: `[${events.join(' , ')}]`,
+    headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },
+  });
+  assert.equal(posted.status, 200, posted.text);
   const got: string[] = [];
   while (got.length < 3) {
     const answer = await call(url, `/v1/types/${type}/messages?group=g1&wait=5000&autoAck=true&format=cloudevents`);
