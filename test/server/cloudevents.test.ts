@@ -200,6 +200,12 @@ test('what busbar cannot take is refused with a 400 that says why', async (t) =>
       body: 'x',
       headers: { 'content-type': 'text/plain', 'ce-specversion': '1.0', 'ce-id': 'a', 'ce-source': 's', ...headers },
     });
+  const half = await call(url, `/v1/types/${type}/messages`, {
+    body: 'x',
+    headers: { 'content-type': 'text/plain', 'ce-id': 'a', 'ce-source': 's' },
+  });
+  assert.equal(half.status, 400);
+  assert.match(half.json.error.message, /header ce-\w+ without ce-specversion: add 'ce-specversion: 1.0'/);
   const old = await binary({ 'ce-specversion': '0.3' });
   assert.equal(old.status, 400);
   assert.match(old.json.error.message, /specversion "0.3" is not supported: busbar speaks CloudEvents 1.0 only/);
