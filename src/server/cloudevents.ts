@@ -37,7 +37,13 @@ export function eventMode(
   const base = (contentType.split(';', 1)[0] ?? '').trim().toLowerCase();
   if (base === STRUCTURED) return 'structured';
   if (base === BATCH) return 'batch';
-  return headers['ce-specversion'] === undefined ? undefined : 'binary';
+  if (headers['ce-specversion'] !== undefined) return 'binary';
+  const stray = Object.keys(headers).find((name) => name.startsWith('ce-'));
+  if (stray !== undefined) {
+    // Half a binary-mode event would otherwise be a plain message whose ce- headers are silently dropped.
+    throw invalid(`header ${stray} without ce-specversion: add 'ce-specversion: 1.0' to send a CloudEvent`);
+  }
+  return undefined;
 }
 
 function invalid(message: string): BusError {

@@ -132,13 +132,28 @@ test('JSON data stays byte-exact from a structured POST to a CloudEvents pull', 
   const { url } = await gateway(t);
   const type = fresh('exact');
   const data = '{"id": 12345678901234567890, "big": 1e400, "dup": 1, "dup": 2}';
+  // Strings holding quotes, brackets and escapes, a member named with an escape, and data that is not an object.
+  const tricky = '[ "a\\"}]", {"k": "\\\\"}, -0.0e-0, true, null ]';
+  const odd = '"\\u0041\\"data\\": 1"';
+  const events = [
+    `{"specversion":"1.0","id":"e-1","source":"py","type":"${type}","data": ${data} }`,
+    `{"d\\u0061ta_x":"{\\"data\\":0}","specversion":"1.0","id":"e-2","source":"py","type":"${type}",\n"data":${tricky}}`,
+    `{"specversion":"1.0","id":"e-3","source":"py","type":"${type}","datacontenttype":"application/json","data":${odd}}`,
+  ];
   const posted = await call(url, `/v1/types/${type}/messages`, {
-    body: `{"specversion":"1.0","id":"e-1","source":"py","type":"${type}","data": ${data} }`,
-    headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' },
+    body: `[${events.join(' , ')}]`,
+    headers: { 'content-type': 'application/cloudevents-batch+json; charset=utf-8' },
   });
   assert.equal(posted.status, 200, posted.text);
-  const plain = await call(url, `/v1/types/${type}/messages?group=g1&wait=5000&autoAck=true&format=cloudevents`);
-  assert.ok(plain.text.includes(`"data":${data}}`), plain.text);
+  const plain = await call(url, `/v1/types/${type}/messages?group=g2&wait=5000&autoAck=true&max=3`);
+  assert.equal(plain.json.messages.length, 3, plain.text);
+  const [first, second, third] = plain.json.messages;
+  assert.deepEqual(second.headers, { data_x: '{"data":0}' });
+  assert.deepEqual(second.body, ['a"}]', { k: '\\' }, 0, true, null]);
+  assert.equal(third.body, 'A"data": 1');
+  assert.equal(first.id, 'e-1');
+  const exact = await call(url, `/v1/types/${type}/messages?group=g3&wait=5000&autoAck=true&max=3&format=cloudevents`);
+  for (const raw of [data, tricky, odd]) assert.ok(exact.text.includes(`"data":${raw}}`), `${raw} in ${exact.text}`);
 });
 
 test('the stream sends structured events the SDK reads, each with its receipt', async (t) => {
@@ -185,6 +200,12 @@ test('what busbar cannot take is refused with a 400 that says why', async (t) =>
       body: 'x',
       headers: { 'content-type': 'text/plain', 'ce-specversion': '1.0', 'ce-id': 'a', 'ce-source': 's', ...headers },
     });
+  const half = await call(url, `/v1/types/${type}/messages`, {
+    body: 'x',
+    headers: { 'content-type': 'text/plain', 'ce-id': 'a', 'ce-source': 's' },
+  });
+  assert.equal(half.status, 400);
+  assert.match(half.json.error.message, /header ce-\w+ without ce-specversion: add 'ce-specversion: 1.0'/);
   const old = await binary({ 'ce-specversion': '0.3' });
   assert.equal(old.status, 400);
   assert.match(old.json.error.message, /specversion "0.3" is not supported: busbar speaks CloudEvents 1.0 only/);
