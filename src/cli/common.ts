@@ -1,5 +1,6 @@
 import { MessageBus } from '../bus/bus.ts';
 import { BusError } from '../errors.ts';
+import { onStop } from './signals.ts';
 
 export interface CommandContext {
   out: NodeJS.WritableStream & { isTTY?: boolean };
@@ -19,19 +20,11 @@ export function requireArg(value: string | undefined, what: string, command: str
 }
 
 /**
- * An AbortSignal that fires on the first SIGINT or SIGTERM, so a long-running command can finish what it holds and
- * exit 0 instead of being killed. Call the returned function to remove the handlers.
+ * An AbortSignal that fires on the first stop signal (see signals.ts), so a long-running command can finish what it
+ * holds and exit 0 instead of being killed; a second signal exits at once. `dispose` removes the handlers.
  */
 export function stopOnSignals(): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
-  const stop = () => controller.abort();
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  return {
-    signal: controller.signal,
-    dispose: () => {
-      process.off('SIGINT', stop);
-      process.off('SIGTERM', stop);
-    },
-  };
+  const dispose = onStop(() => controller.abort());
+  return { signal: controller.signal, dispose };
 }

@@ -25,7 +25,7 @@ printed as received with a note on stderr, and acked like any other: it never st
 
   -g, --group G        the consumer group (each message goes to one receiver of the group)
   -n, --count N        stop after N messages
-  -t, --timeout MS     stop after MS milliseconds with nothing new (default: wait)
+  -t, --timeout MS     stop after MS milliseconds with nothing new (default: the config's receiveTimeoutMs, else wait)
   --offset O           where a new group starts: earliest (default) or latest
   --ack-timeout MS     a message not acked returns to the group after MS ms (default: the config's, or 30000)
   --no-ack             print without acking: while receive runs, the messages return to the group after the ack
@@ -76,7 +76,7 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
     const done = AbortSignal.any([stop.signal, printer.stopped]);
     try {
       for (let received = 0; count === undefined || received < count; received++) {
-        const message = await consumer.receive({ timeout: timeout ?? 0, signal: done });
+        const message = await consumer.receive({ timeout, signal: done });
         if (!message) break;
         const { line, problem } = format(message);
         if (problem) process.stderr.write(`busbar: message ${message.id}: ${problem}; printed as received\n`);

@@ -53,7 +53,7 @@ export async function send(argv: string[], ctx: CommandContext): Promise<void> {
   const json = contentType !== undefined && isJsonType(contentType);
   const options = { key: values.key, headers: headers(values.header), contentType, id };
   const producerId = attribute(values.source, 'source');
-  // Read and check everything given up front before connecting, so a bad input never half-sends.
+  // A file or argument body is read and checked before connecting, so a bad one sends nothing (lines: see sendLines).
   const fileBody = file === undefined ? undefined : await readBody(file, ctx);
   if (fileBody) checkJson(json, fileBody, 'the file');
   for (const [i, body] of bodies.entries()) checkJson(json, body, `body ${i + 1}`);
