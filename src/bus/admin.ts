@@ -1,5 +1,6 @@
 import { BusError, checkTypeName } from '../errors.ts';
 import type { Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import { deadLetterTypeOf } from './options.ts';
 
 /** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
 export interface Registration {
@@ -118,6 +119,18 @@ export class Admin {
     // Checked first: some brokers answer zeros for any name, which would hide a typo.
     await this.#existing(checkTypeName(type), 'show stats of');
     return this.#admin.stats(type);
+  }
+
+  /**
+   * Whether there is anything to read from `type`: it exists, or it is the dead-letter type of one that does (a
+   * dead-letter type is made when its first message arrives). Readers check it so that a typo fails rather than
+   * creates a type nobody sends to.
+   */
+  async hasMessageType(type: string): Promise<boolean> {
+    const types = await this.#admin.listTypes();
+    const known = (name: string) => types.some((t) => t.type === name);
+    const suffix = deadLetterTypeOf('');
+    return known(type) || (type.endsWith(suffix) && known(type.slice(0, -suffix.length)));
   }
 
   async #find(type: string): Promise<TypeInfo | undefined> {

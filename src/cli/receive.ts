@@ -1,6 +1,6 @@
 import { isUtf8 } from 'node:buffer';
 import type { Message } from '../bus/message.ts';
-import { BusError } from '../errors.ts';
+import { BusError, checkTypeName } from '../errors.ts';
 import { isJsonType, isTextType } from '../message/codec.ts';
 import { wireBody } from '../server/wire.ts';
 import { integer, parse } from './args.ts';
@@ -17,7 +17,8 @@ export const RECEIVE_HELP = `Usage: busbar receive <type> --group G [--count N] 
 
 Prints each message body on its own line and acks the message once its line is written. Stops after N messages
 (--count), after --timeout ms with nothing new, or on Ctrl-C / SIGTERM (it then prints and acks what it holds,
-and the messages it had fetched but not printed go back to the group at once).
+and the messages it had fetched but not printed go back to the group at once). The type must exist (sent to, or
+made with busbar types create): receive never creates one, so a misspelt name fails instead of waiting forever.
 
 Bodies are printed as they were sent: JSON and text byte for byte, anything else (application/octet-stream, images)
 as base64. A body that does not match its content type (JSON that does not parse, text that is not UTF-8) is
@@ -49,7 +50,9 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
     json: { type: 'boolean' },
   });
   const type = requireArg(positionals[0], 'message type', 'receive');
-  const group = requireArg(values.group, '--group', 'receive');
+  // Names are checked before connecting: a bad one is a usage mistake, whatever the broker holds.
+  checkTypeName(type);
+  const group = checkTypeName(requireArg(values.group, '--group', 'receive'), 'consumer group');
   const count = integer(values.count, 'count', 1);
   const timeout = integer(values.timeout, 'timeout', 1);
   const ackTimeoutMs = integer(values['ack-timeout'], 'ack-timeout', 1);
@@ -59,6 +62,14 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
   const noAck = values['no-ack'] === true;
   const format = values.json ? jsonLine : plainLine;
   const bus = await connect(values);
+  if (!(await bus.admin().hasMessageType(type))) {
+    await bus.close();
+    throw new BusError(
+      'BUSBAR_ERR_UNKNOWN_TYPE',
+      `no message type '${type}' to receive from: check the name (busbar types list), or create it first with ` +
+        `busbar types create ${type} (receive never creates a type)`,
+    );
+  }
   const stop = stopOnSignals();
   // Waiting for messages or a signal must keep the process alive, even where the transport holds no live handle
   // meanwhile (embedded at its prefetch limit): Node would otherwise exit 13 with "unsettled top-level await".

@@ -7,12 +7,9 @@
 import type { MessageBus } from '../bus/bus.ts';
 import type { Consumer } from '../bus/consumer.ts';
 import type { Message } from '../bus/message.ts';
-import { deadLetterTypeOf } from '../bus/options.ts';
 import { BusError } from '../errors.ts';
 import type { Offset } from '../transport/contract.ts';
 import { brokerCall } from './errors.ts';
-
-const DEAD_LETTER_SUFFIX = deadLetterTypeOf('');
 
 export interface PooledConsumer {
   readonly type: string;
@@ -83,12 +80,10 @@ export class ConsumerPool {
    * A dead-letter type counts as known once its own type is, so its group can wait for the first dead letter.
    */
   async #checkKnown(type: string): Promise<void> {
-    const types = await brokerCall('listing types', this.#settings.brokerTimeoutMs, () =>
-      this.#bus.admin().listMessageTypes(),
+    const known = await brokerCall('listing types', this.#settings.brokerTimeoutMs, () =>
+      this.#bus.admin().hasMessageType(type),
     );
-    const known = (name: string) => types.some((t) => t.type === name);
-    const deadLetterOf = type.endsWith(DEAD_LETTER_SUFFIX) ? type.slice(0, -DEAD_LETTER_SUFFIX.length) : undefined;
-    if (known(type) || (deadLetterOf !== undefined && known(deadLetterOf))) return;
+    if (known) return;
     throw new BusError(
       'BUSBAR_ERR_UNKNOWN_TYPE',
       `no message type '${type}': publish to it or register it with PUT /v1/types/${type} first (a pull or stream ` +

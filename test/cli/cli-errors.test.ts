@@ -77,6 +77,16 @@ test('types create grows an existing type and refuses a shrink; delete, purge an
   assertOneLine(await run(['types', 'delete', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
   assertOneLine(await run(['purge', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
   assertOneLine(await run(['stats', ghost, ...broker]), 1, 'BUSBAR_ERR_UNKNOWN_TYPE', /no message type/);
+  assertOneLine(
+    await run(['receive', ghost, '--group', 'g', '--count', '1', ...broker]),
+    1,
+    'BUSBAR_ERR_UNKNOWN_TYPE',
+    /no message type '.*' to receive from: .*busbar types create/,
+  );
+  assert.doesNotMatch((await run(['types', 'list', ...broker])).stdout, /ghost-/, 'receive created the type');
+  // The dead-letter type of an existing type is there to read before its first message makes it.
+  result = await run(['receive', `${type}.dlq`, '--group', 'g', '--timeout', '1', ...broker]);
+  assert.equal(result.code, 0, result.stderr);
   assert.equal((await run(['types', 'delete', type, ...broker])).code, 0);
 });
 
