@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
-import { connect, headers as natsHeaders, type MsgHdrs, type NatsConnection } from '@nats-io/transport-node';
+import { connect, type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { CloudEvent } from 'cloudevents';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Transport } from '../../src/transport/contract.ts';
@@ -143,7 +143,11 @@ describe('nats: CloudEvents NATS binding, binary content mode', { skip, timeout:
     assert.equal(got.message.time, sent.time);
     assert.equal(got.message.key, 'k-9');
     assert.equal(got.message.contentType, 'application/json');
-    assert.deepEqual(got.message.headers, { subject: 'order-7', traceparent: HEADERS.traceparent, correlationid: 'c-1' });
+    assert.deepEqual(got.message.headers, {
+      subject: 'order-7',
+      traceparent: HEADERS.traceparent,
+      correlationid: 'c-1',
+    });
 
     await transport.publish(second, [{ ...got.message, type: second }]);
     const { event } = await rawEvent(nc, second);
