@@ -38,6 +38,7 @@ interface Received {
   contentType: string;
   key: string | null;
   traceparent: string | null;
+  tenant: string | null;
   attempt: number;
   body: unknown;
 }
@@ -82,7 +83,7 @@ describe('rabbitmq wire mapping: a Python pika program joins the bus', { timeout
     assert.equal(first.contentType, 'application/json');
     assert.deepEqual(first.body, { order: 42, note: 'café' });
     assert.equal(first.key, 'customer-7');
-    assert.equal(first.headers.traceparent, '00-py-01');
+    assert.deepEqual(first.headers, { traceparent: '00-py-01', 'x-tenant': 'acme corp' });
     assert.equal(first.attempt, 1);
     assert.equal(bare.type, type, "the AMQP type property ('audit-record') must not re-type the message");
     assert.deepEqual([...bare.raw], [...Buffer.from('bare '), 0xff]);
@@ -92,7 +93,10 @@ describe('rabbitmq wire mapping: a Python pika program joins the bus', { timeout
     // What busbar published, as the Python program reads it from the group queue it declared.
     await bus
       .producer({ producerId: 'node-shop', messageType: type })
-      .send([message({ item: 'thé' }, { key: 'c-1', headers: { traceparent: '00-node-01' } }), message('plain')]);
+      .send([
+        message({ item: 'thé' }, { key: 'c-1', headers: { traceparent: '00-node-01', 'x-tenant': 'acme' } }),
+        message('plain'),
+      ]);
     const consumed = await run(PYTHON, [fixture, url, type, pyGroup, 'consume', '4'], { timeout: 90_000 });
     const { received } = JSON.parse(consumed.stdout) as { received: Received[] };
     const fromBus = received.filter((r) => r.source === 'node-shop');
@@ -104,6 +108,7 @@ describe('rabbitmq wire mapping: a Python pika program joins the bus', { timeout
     assert.equal(json.typeProperty, type);
     assert.equal(json.key, 'c-1');
     assert.equal(json.traceparent, '00-node-01');
+    assert.equal(json.tenant, 'acme');
     assert.equal(json.attempt, 1);
     assert.match(json.id, /^[0-9a-f-]{36}$/);
     const text = fromBus.find((r) => r.contentType === 'text/plain; charset=utf-8');
