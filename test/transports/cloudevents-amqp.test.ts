@@ -12,6 +12,7 @@ import { CloudEvent } from 'cloudevents';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Transport } from '../../src/transport/contract.ts';
 import createRabbitTransport from '../../src/transports/rabbitmq/index.ts';
+import { busbar, lines } from '../cli/process.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 
 const { host, port } = hostPort(BROKERS.rabbitmq, 5672);
@@ -196,5 +197,61 @@ describe('rabbitmq: CloudEvents AMQP binding, binary content mode', { skip, time
     const got = await take(t, transport, type);
     assert.equal(got.message.id, 'old-1');
     assert.deepEqual(got.message.headers, { traceparent: HEADERS.traceparent, tenant: 'acme' });
+  });
+
+  it("through the busbar command: send writes the binding, receive prints a producer's extensions as headers", async (t) => {
+    const type = name('cli');
+    await connect(t, [type]);
+    const next = await tap(t, type);
+    const headers = ['traceparent=00-cli-01', 'cloudEvents:foo=x', 'x-tenant=acme corp'];
+    const sent = await busbar([
+      'send',
+      type,
+      'hello',
+      ...headers.flatMap((h) => ['--header', h]),
+      '--broker',
+      BROKERS.rabbitmq,
+    ]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const { event, plain } = toEvent(await next());
+    assert.equal(event.validate(), true);
+    assert.equal(event.traceparent, '00-cli-01');
+    assert.deepEqual(JSON.parse(String(event.busbarheaders)), { 'cloudEvents:foo': 'x' });
+    assert.equal(plain['x-tenant'], 'acme corp');
+
+    const channel = await raw.createConfirmChannel();
+    t.after(() => channel.close().catch(() => {}));
+    channel.publish('busbar', type, Buffer.from('from jms'), {
+      contentType: 'text/plain',
+      headers: {
+        cloudEvents_specversion: '1.0',
+        cloudEvents_id: 'jms-1',
+        cloudEvents_source: '/jms',
+        cloudEvents_type: type,
+        cloudEvents_traceparent: '00-jms-01',
+      },
+    });
+    await channel.waitForConfirms();
+    const received = await busbar([
+      'receive',
+      type,
+      '--group',
+      name('g'),
+      '--count',
+      '2',
+      '--json',
+      '--broker',
+      BROKERS.rabbitmq,
+    ]);
+    assert.equal(received.code, 0, received.stderr);
+    const byBody = Object.fromEntries(
+      lines(received)
+        .map((l) => JSON.parse(l) as { body: string; headers: unknown })
+        .map((m) => [m.body, m.headers]),
+    );
+    assert.deepEqual(byBody, {
+      hello: { traceparent: '00-cli-01', 'cloudEvents:foo': 'x', 'x-tenant': 'acme corp' },
+      'from jms': { traceparent: '00-jms-01' },
+    });
   });
 });

@@ -11,7 +11,8 @@ import { connect, type MsgHdrs, type NatsConnection, headers as natsHeaders } fr
 import { CloudEvent } from 'cloudevents';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Transport } from '../../src/transport/contract.ts';
-import { freshGroup, natsConfig, open, skipReason, tempType } from './nats-helpers.ts';
+import { busbar, lines } from '../cli/process.ts';
+import { freshGroup, NATS_URL, natsConfig, open, skipReason, tempType } from './nats-helpers.ts';
 
 const skip = await skipReason();
 
@@ -180,6 +181,62 @@ describe('nats: CloudEvents NATS binding, binary content mode', { skip, timeout:
       'ce-foo': 'x',
       'Nats-Foo': 'y',
       'busbar-encoded': 'z',
+    });
+  });
+
+  it("through the busbar command: send writes the binding, receive prints a producer's extensions as headers", async (t) => {
+    const transport = await open(t);
+    const type = tempType(transport);
+    await transport.admin.ensureType(type);
+    const nc = await raw(t);
+    const headers = ['traceparent=00-cli-01', 'ce-foo=x', 'x-tenant=acme corp'];
+    const sent = await busbar([
+      'send',
+      type,
+      'hello',
+      ...headers.flatMap((h) => ['--header', h]),
+      '--broker',
+      NATS_URL,
+    ]);
+    assert.equal(sent.code, 0, sent.stderr);
+    const { event, plain } = await rawEvent(nc, type);
+    assert.equal(event.validate(), true);
+    assert.equal(event.traceparent, '00-cli-01');
+    assert.deepEqual(JSON.parse(String(event.busbarheaders)), { 'ce-foo': 'x' });
+    assert.equal(plain['x-tenant'], 'acme corp');
+
+    const h = natsHeaders();
+    for (const [k, v] of Object.entries({
+      specversion: '1.0',
+      id: 'go-1',
+      source: '/go',
+      type,
+      datacontenttype: 'text/plain',
+      traceparent: '00-go-01',
+    })) {
+      h.set(`ce-${k}`, v);
+    }
+    await jetstream(nc).publish(subjectOf(type), 'from go', { headers: h });
+    const received = await busbar([
+      'receive',
+      type,
+      '--group',
+      freshGroup(),
+      '--count',
+      '2',
+      '--json',
+      '--broker',
+      NATS_URL,
+    ]);
+    assert.equal(received.code, 0, received.stderr);
+    const byBody = Object.fromEntries(
+      lines(received)
+        .map((l) => JSON.parse(l) as { body: string; headers: unknown })
+        .map((m) => [m.body, m.headers]),
+    );
+    assert.deepEqual(byBody, {
+      hello: { traceparent: '00-cli-01', 'ce-foo': 'x', 'x-tenant': 'acme corp' },
+      'from go': { traceparent: '00-go-01' },
     });
   });
 });
