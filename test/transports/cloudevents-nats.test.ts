@@ -31,6 +31,7 @@ const HEADERS = {
   'Nats-Expected-Stream': 'not for JetStream',
   'busbar-encoded': 'not the marker',
   'x tenant': 'a name NATS cannot carry',
+  'x:tenant': 'nor this one',
   id: 'not the id',
   'busbar-dlq-reason': 'handler threw',
 };
@@ -106,6 +107,7 @@ describe('nats: CloudEvents NATS binding, binary content mode', { skip, timeout:
       'Nats-Expected-Stream': HEADERS['Nats-Expected-Stream'],
       'busbar-encoded': HEADERS['busbar-encoded'],
       'x tenant': HEADERS['x tenant'],
+      'x:tenant': HEADERS['x:tenant'],
     });
     assert.equal(plain['x-tenant'], 'acme corp', 'a plain header, its value as it was');
     assert.equal(plain.Traceparent, HEADERS.Traceparent);
