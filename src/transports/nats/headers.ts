@@ -166,7 +166,7 @@ export function fromNatsMessage(
         else if (lower === PARTS_HEADER) parts = parseParts(raw);
         else if (rest.toLowerCase() === CE.specversion) specversion = raw;
         else if (rest.toLowerCase() === HEADERS_EXTENSION) unpackHeaders(raw, userHeaders);
-        // An extension; also how busbar 0.1 escaped user headers named `ce-*`, `Nats-*` or `busbar-encoded`.
+        // An extension; also how earlier versions escaped user headers named `ce-*`, `Nats-*` or `busbar-encoded`.
         else userHeaders[rest] = raw;
       } else if (lower === MSG_ID_HEADER.toLowerCase()) {
         msgId = raw;
