@@ -28,6 +28,7 @@ const HEADERS = {
   cloudEvents_bar: 'not an attribute either',
   'x-delivery-count': 'not the broker count',
   'busbar-attempts': 'not the attempts',
+  ['x'.repeat(300)]: 'a name longer than AMQP allows',
   id: 'not the id',
   'busbar-dlq-reason': 'handler threw',
 };
@@ -121,6 +122,7 @@ describe('rabbitmq: CloudEvents AMQP binding, binary content mode', { skip, time
       cloudEvents_bar: HEADERS.cloudEvents_bar,
       'x-delivery-count': HEADERS['x-delivery-count'],
       'busbar-attempts': HEADERS['busbar-attempts'],
+      ['x'.repeat(300)]: 'a name longer than AMQP allows',
     });
     assert.equal(plain['x-tenant'], 'acme corp', 'a plain header, which the binding does not read as an attribute');
     assert.equal(plain.id, 'not the id');

@@ -32,7 +32,7 @@ export const delayName = (ms: number): string => `busbar.delay.${ms}`;
  */
 const CE_PREFIX = 'cloudEvents:';
 const CE_PREFIX_ALT = 'cloudEvents_';
-/** An AMQP 0-9-1 field name is a short string: at most 255 bytes. */
+/** An AMQP 0-9-1 field name is a short string: at most 255 bytes (amqplib throws on a longer one). */
 const MAX_NAME_BYTES = 255;
 /** Attempts already made before this copy was re-published by a delayed nack. */
 export const ATTEMPTS_HEADER = 'busbar-attempts';
@@ -46,7 +46,10 @@ function isBookkeeping(name: string): boolean {
   return BROKER_HEADERS.has(name) || name.startsWith('x-first-death-') || name.startsWith('x-last-death-');
 }
 
-/** The attribute a prefixed property name carries (`cloudEvents:id` -> `id`), or undefined for any other name. */
+/**
+ * The attribute a prefixed property name carries (`cloudEvents:id` -> `id`), or undefined for any other name. Both
+ * prefixes have the same length.
+ */
 function attributeName(name: string): string | undefined {
   return name.startsWith(CE_PREFIX) || name.startsWith(CE_PREFIX_ALT) ? name.slice(CE_PREFIX.length) : undefined;
 }
