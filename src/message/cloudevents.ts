@@ -7,7 +7,8 @@
 /**
  * The extension attribute that carries, as one JSON object of strings, the headers that cannot be attributes
  * (`x-tenant`, `busbar-dlq-reason`, ...) on bindings where every property is an attribute (MQTT 5 user properties,
- * the JSON event format), and on Kafka the few whose own names would read as attributes (`ce_*`, `content-type`).
+ * the JSON event format), and on Kafka, NATS and AMQP the few whose own names a reader would misread (`ce_*` and
+ * `content-type`, `ce-*` and `Nats-*`, `cloudEvents:*` and the broker's `x-delivery-count`).
  */
 export const HEADERS_EXTENSION = 'busbarheaders';
 

@@ -2,8 +2,8 @@
  * docs/wire/mqtt.md's promise, kept with a real program in another language: a Python script using paho-mqtt 1.6
  * (Debian's python3-paho-mqtt, which has no manual ack), written from that page alone, joins a consumer group as a
  * member busbar knows about (member record and Will), publishes into the bus, reads what busbar published, nacks with
- * a delay and honours `busbar-not-before`; when it leaves or dies, a busbar member adopts its session, so nothing
- * stays queued in it.
+ * a delay and honours the `busbarnotbefore` time of busbar's delayed redeliveries; when it leaves or dies, a busbar
+ * member adopts its session, so nothing stays queued in it.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -11,7 +11,10 @@ import { randomUUID } from 'node:crypto';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
+import mqtt from 'mqtt';
 import { MessageBus, message } from '../../src/index.ts';
+import { buildMessage } from '../../src/message/envelope.ts';
+import { publishProperties, Topics } from '../../src/transports/mqtt/wire.ts';
 import { BROKERS, brokerRequired, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 
 const run = promisify(execFile);
@@ -79,7 +82,7 @@ describe('mqtt wire mapping: a Python paho-mqtt 1.6 program joins the bus', { ti
     t.after(() => reader.close());
     await reader.ready;
 
-    const python = startPython([type, pyGroup, 'member', '2']);
+    const python = startPython([type, pyGroup, 'member', '3']);
     t.after(() => python.child.kill('SIGKILL'));
     await python.next('ready');
     const producer = bus.producer({ producerId: 'node-shop', messageType: type });
@@ -87,6 +90,15 @@ describe('mqtt wire mapping: a Python paho-mqtt 1.6 program joins the bus', { ti
       message({ item: 'thé' }, { key: 'c-1', headers: { traceparent: '00-node-01' } }),
       message({ nack: true }),
     ]);
+    // A delayed redelivery exactly as a busbar member of the group republishes it after nack({ delayMs }): Python,
+    // the group's only member, receives it and must wait out its not-before time.
+    const notBefore = Date.now() + 1500;
+    const raw = await mqtt.connectAsync(BROKERS.mqtt, { protocolVersion: 5 });
+    t.after(() => raw.endAsync());
+    await raw.publishAsync(new Topics('busbar').redeliveries(pyGroup, type), JSON.stringify({ delayed: true }), {
+      qos: 1,
+      properties: publishProperties(buildMessage(type, 'node-shop', { delayed: true }), { attempt: 2, notBefore }),
+    });
     const done = (await python.next('done')) as Event & {
       sent: (string | null)[];
       handled: {
@@ -117,6 +129,11 @@ describe('mqtt wire mapping: a Python paho-mqtt 1.6 program joins the bus', { ti
     assert.equal(nacked.attempt, 2);
     assert.ok(nacked.notBefore > 0, 'the redelivery carries busbar-not-before');
     assert.ok(nacked.handledAt >= nacked.notBefore, 'python handled the redelivery before its not-before time');
+    const delayed = done.handled.find((h) => JSON.stringify(h.body) === JSON.stringify({ delayed: true }));
+    assert.ok(delayed, "busbar's delayed redelivery never reached python");
+    assert.equal(delayed.attempt, 2, 'python read the attempt of a busbar redelivery');
+    assert.equal(delayed.notBefore, notBefore, 'python read the not-before time of a busbar redelivery');
+    assert.ok(delayed.handledAt >= notBefore, "python handled busbar's delayed redelivery before its not-before time");
 
     // What Python published, as a busbar consumer receives it.
     const got = [await reader.receive({ timeout: 10_000 }), await reader.receive({ timeout: 10_000 })];

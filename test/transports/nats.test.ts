@@ -329,10 +329,7 @@ describe('nats transport', { skip }, () => {
       () => transport.consume(consumeOptions('bad name', freshGroup())),
       (error) => isBusError(error, 'BUSBAR_ERR_INVALID_TYPE_NAME'),
     );
-    const type = tempType(transport);
-    await assert.rejects(transport.publish(type, [message(type, 'x', { headers: { 'bad:name': 'v' } })]), (error) =>
-      isBusError(error, 'BUSBAR_ERR_INVALID_ARGUMENT'),
-    );
+    // A header name NATS cannot carry is no longer refused: it travels in ce-busbarheaders (cloudevents-nats.test.ts).
     await assert.rejects(open(t, { nope: 1 }), (error) => isBusError(error, 'BUSBAR_ERR_INVALID_CONFIG'));
   });
 });

@@ -30,6 +30,14 @@ async function pythonSkipReason(): Promise<string | undefined> {
   }
 }
 
+/** An extension, a plain header, and names that travel in cloudEvents:busbarheaders. */
+const NODE_HEADERS = {
+  traceparent: '00-node-01',
+  'x-tenant': 'acme',
+  'x-delivery-count': 'mine',
+  'cloudEvents:note': 'not an attribute',
+};
+
 interface Received {
   id: string;
   type: string;
@@ -38,6 +46,7 @@ interface Received {
   contentType: string;
   key: string | null;
   traceparent: string | null;
+  headers: Record<string, string>;
   attempt: number;
   body: unknown;
 }
@@ -74,26 +83,31 @@ describe('rabbitmq wire mapping: a Python pika program joins the bus', { timeout
     t.after(() => consumer.close());
     const first = await consumer.receive({ timeout: 30_000 });
     const bare = await consumer.receive({ timeout: 30_000 });
-    assert.ok(first && bare, 'the Python messages did not both arrive');
-    await Promise.all([first.ack(), bare.ack()]);
+    const jms = await consumer.receive({ timeout: 30_000 });
+    assert.ok(first && bare && jms, 'the Python messages did not all arrive');
+    await Promise.all([first.ack(), bare.ack(), jms.ack()]);
     assert.equal(first.id, sent[0]);
     assert.equal(first.type, type, "the AMQP type property ('invoice.v2') must not re-type the message");
     assert.equal(first.source, 'billing-py');
     assert.equal(first.contentType, 'application/json');
     assert.deepEqual(first.body, { order: 42, note: 'café' });
     assert.equal(first.key, 'customer-7');
-    assert.equal(first.headers.traceparent, '00-py-01');
+    assert.deepEqual(first.headers, { traceparent: '00-py-01', 'x-tenant': 'acme corp' });
     assert.equal(first.attempt, 1);
     assert.equal(bare.type, type, "the AMQP type property ('audit-record') must not re-type the message");
     assert.deepEqual([...bare.raw], [...Buffer.from('bare '), 0xff]);
     assert.equal(bare.contentType, 'application/octet-stream');
     assert.equal(bare.source, 'unknown');
+    assert.equal(jms.id, sent[1]);
+    assert.equal(jms.source, 'billing-jms');
+    assert.equal(jms.time, '2026-05-06T07:08:09.000Z', 'the AMQP timestamp is read as RFC 3339');
+    assert.deepEqual(jms.headers, { traceparent: '00-jms-01' });
 
     // What busbar published, as the Python program reads it from the group queue it declared.
     await bus
       .producer({ producerId: 'node-shop', messageType: type })
-      .send([message({ item: 'thé' }, { key: 'c-1', headers: { traceparent: '00-node-01' } }), message('plain')]);
-    const consumed = await run(PYTHON, [fixture, url, type, pyGroup, 'consume', '4'], { timeout: 90_000 });
+      .send([message({ item: 'thé' }, { key: 'c-1', headers: NODE_HEADERS }), message('plain')]);
+    const consumed = await run(PYTHON, [fixture, url, type, pyGroup, 'consume', '5'], { timeout: 90_000 });
     const { received } = JSON.parse(consumed.stdout) as { received: Received[] };
     const fromBus = received.filter((r) => r.source === 'node-shop');
     assert.equal(fromBus.length, 2, `python read ${consumed.stdout}`);
@@ -104,6 +118,7 @@ describe('rabbitmq wire mapping: a Python pika program joins the bus', { timeout
     assert.equal(json.typeProperty, type);
     assert.equal(json.key, 'c-1');
     assert.equal(json.traceparent, '00-node-01');
+    assert.deepEqual(json.headers, NODE_HEADERS);
     assert.equal(json.attempt, 1);
     assert.match(json.id, /^[0-9a-f-]{36}$/);
     const text = fromBus.find((r) => r.contentType === 'text/plain; charset=utf-8');

@@ -201,8 +201,9 @@ describe('rabbitmq transport', { skip }, () => {
     assert.equal(headers['cloudEvents:partitionkey'], 'customer-7');
     assert.match(headers['cloudEvents:id'], /^[0-9a-f-]{36}$/);
     assert.ok(!Number.isNaN(Date.parse(headers['cloudEvents:time'])));
-    assert.equal(headers.traceparent, '00-abc-def-01');
-    assert.equal(headers.tenant, 'acme');
+    // Extension-named headers are CloudEvents extensions, under the binding's prefix.
+    assert.equal(headers['cloudEvents:traceparent'], '00-abc-def-01');
+    assert.equal(headers['cloudEvents:tenant'], 'acme');
     assert.equal(received.properties.contentType, 'application/json');
     assert.equal(received.properties.messageId, headers['cloudEvents:id']);
     assert.equal(received.properties.appId, 'orders-service');

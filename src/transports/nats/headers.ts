@@ -1,8 +1,9 @@
 /**
- * Envelope <-> NATS message headers, in CloudEvents binary content mode: every attribute is a `ce-<name>` header
- * (the content type `ce-datacontenttype`), the body is the payload untouched. User headers travel under their own
- * names; names that would clash with the binding, with JetStream or with busbar's marker (`ce-*`, `Nats-*`,
- * `busbar-encoded`) are sent as `ce-<name>`, which reads back as `<name>`.
+ * Envelope <-> NATS message headers, in the CloudEvents NATS binding's binary content mode: every attribute is a
+ * `ce-<name>` header (the content type `ce-datacontenttype`), the body is the payload untouched. A user header whose
+ * name is a valid extension name travels as the extension `ce-<name>`; any other keeps its own name, unless that name
+ * would be read as an attribute, a JetStream control header or busbar's marker (`ce-*`, `Content-Type`, `Nats-*`,
+ * `busbar-encoded`) or cannot be a NATS header name: those travel together in the `ce-busbarheaders` extension.
  *
  * Values travel exactly as they are, so a plain client reads what was sent and busbar reads what a plain client
  * sent. Only a value NATS cannot carry as it is (line breaks and other control characters, leading or trailing
@@ -13,6 +14,7 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { BusError } from '../../errors.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import type { Envelope, TransportMessage } from '../../transport/contract.ts';
 import { PARTS_HEADER, parseParts } from './large.ts';
@@ -85,15 +87,14 @@ class HeaderWriter {
   }
 }
 
-function wireName(name: string): string {
-  if (!HEADER_NAME.test(name)) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_ARGUMENT',
-      `header name ${JSON.stringify(name)} cannot travel over NATS: use printable ASCII without ':' or spaces`,
-    );
-  }
+/** True when a header can travel under its own name: a NATS header name that no reader takes for anything else. */
+function travelsPlain(name: string): boolean {
+  if (!HEADER_NAME.test(name)) return false;
   const lower = name.toLowerCase();
-  return lower.startsWith(CE_PREFIX) || lower.startsWith('nats-') || lower === ENCODED_HEADER ? CE_PREFIX + name : name;
+  // The binding's readers (the Go SDK among them) take `content-type` for datacontenttype.
+  return (
+    !lower.startsWith(CE_PREFIX) && !lower.startsWith('nats-') && lower !== ENCODED_HEADER && lower !== 'content-type'
+  );
 }
 
 export function toNatsHeaders(message: TransportMessage): MsgHdrs {
@@ -112,7 +113,17 @@ export function toNatsHeaders(message: TransportMessage): MsgHdrs {
   // Never encoded: a media type is ASCII, and white space around it means nothing (NATS trims it).
   h.headers.set(`${CE_PREFIX}${CE.contentType}`, message.contentType);
   if (message.key !== undefined) h.set(`${CE_PREFIX}${CE.key}`, message.key);
-  for (const [name, value] of Object.entries(message.headers)) h.set(wireName(name), value);
+  let packed: Record<string, string> | undefined;
+  for (const name in message.headers) {
+    const value = message.headers[name]!;
+    if (isExtensionName(name)) h.set(CE_PREFIX + name, value);
+    else if (travelsPlain(name)) h.set(name, value);
+    else {
+      packed ??= {};
+      packed[name] = value;
+    }
+  }
+  if (packed) h.set(CE_PREFIX + HEADERS_EXTENSION, packHeaders(packed));
   h.set(MSG_ID_HEADER, message.id);
   return h.done();
 }
@@ -154,6 +165,8 @@ export function fromNatsMessage(
         if (attribute) attributes[attribute] = raw;
         else if (lower === PARTS_HEADER) parts = parseParts(raw);
         else if (rest.toLowerCase() === CE.specversion) specversion = raw;
+        else if (rest.toLowerCase() === HEADERS_EXTENSION) unpackHeaders(raw, userHeaders);
+        // An extension; also how earlier versions escaped user headers named `ce-*`, `Nats-*` or `busbar-encoded`.
         else userHeaders[rest] = raw;
       } else if (lower === MSG_ID_HEADER.toLowerCase()) {
         msgId = raw;
