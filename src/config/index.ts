@@ -183,8 +183,8 @@ const CORTX_TIMEOUTS: Record<string, 'receiveTimeoutMs' | 'sendTimeoutMs' | 'adm
   admin_api_timeout: 'adminTimeoutMs',
 };
 
-/** Transports with a connection timeout (their `connectTimeoutMs` option); kafka, embedded and memory have none. */
-const CONNECT_TIMEOUT_SCHEMES = new Set(['amqp', 'nats', 'redis', 'mqtt']);
+/** Transports with a connection timeout (their `connectTimeoutMs` option); embedded and memory have none. */
+const CONNECT_TIMEOUT_SCHEMES = new Set(['amqp', 'kafka', 'nats', 'redis', 'mqtt']);
 
 /**
  * CORTX's `message_bus` section: timeouts in seconds, as a number or a numeric string (CORTX writes its ports so).

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { resolveConfig } from '../../src/config/index.ts';
 import { parseBrokerUrl, redactUrl } from '../../src/config/url.ts';
+import { kafkaSettings } from '../../src/transports/kafka/options.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'busbar-config-'));
 const file = (name: string, text: string) => {
@@ -122,13 +123,13 @@ test("CORTX's message_bus timeouts (seconds) become busbar's options", () => {
   assert.equal(rabbit.sendTimeoutMs, 500);
   assert.equal(rabbit.adminTimeoutMs, 60_000);
   assert.equal(rabbit.transport.options.connectTimeoutMs, 15_000, 'socket_timeout: the connection timeout');
-  for (const type of ['nats', 'redis', 'mqtt']) {
+  for (const type of ['nats', 'redis', 'mqtt', 'kafka']) {
     const config = resolveConfig({ config: cortx(type, timeouts) }, noEnv, dir);
     assert.equal(config.transport.options.connectTimeoutMs, 15_000, type);
   }
-  // Kafka's transport has no connection timeout option: socket_timeout sets nothing there (an unknown option fails).
+  // Kafka takes it as its client's connectTimeout (an option the kafka transport would refuse if it did not know it).
   const kafka = resolveConfig({ config: cortx('kafka', timeouts) }, noEnv, dir);
-  assert.equal(kafka.transport.options.connectTimeoutMs, undefined);
+  assert.equal(kafkaSettings(kafka.transport).connectTimeoutMs, 15_000);
   assert.equal(kafka.sendTimeoutMs, 500);
   // receive_timeout 0 waits for a message, as in CORTX.
   assert.equal(resolveConfig({ config: cortx('kafka', { receive_timeout: 0 }) }, noEnv, dir).receiveTimeoutMs, 0);

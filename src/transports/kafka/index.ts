@@ -65,6 +65,7 @@ class KafkaTransport implements Transport, SubscriptionHost {
     this.settings = settings;
     const base = {
       bootstrapBrokers: [...settings.bootstrapBrokers],
+      connectTimeout: settings.connectTimeoutMs,
       ...(settings.tls ? { tls: settings.tls } : {}),
       ...(settings.sasl ? { sasl: settings.sasl } : {}),
     };

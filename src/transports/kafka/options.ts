@@ -22,6 +22,8 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
  * this still arrives: Kafka returns the first record batch whatever its size.
  */
 export const DEFAULT_FETCH_MAX_BYTES = 256 * 1024;
+/** @platformatic/kafka's own default. */
+const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
 export interface KafkaSettings {
   readonly bootstrapBrokers: readonly string[];
@@ -34,6 +36,8 @@ export interface KafkaSettings {
   readonly sessionTimeoutMs: number;
   readonly heartbeatIntervalMs: number;
   readonly fetchMaxBytes: number;
+  /** How long one connection attempt to a broker may take (the client's connectTimeout). */
+  readonly connectTimeoutMs: number;
   readonly tls: TlsOptions | undefined;
   readonly sasl: SASLOptions | undefined;
 }
@@ -52,6 +56,7 @@ const KNOWN = [
   'sessionTimeoutMs',
   'heartbeatIntervalMs',
   'fetchMaxBytes',
+  'connectTimeoutMs',
   'sasl',
   'tls',
 ];
@@ -144,6 +149,7 @@ export function kafkaSettings(config: TransportConfig): KafkaSettings {
     sessionTimeoutMs,
     heartbeatIntervalMs,
     fetchMaxBytes: integer(config, 'fetchMaxBytes', DEFAULT_FETCH_MAX_BYTES, 1024),
+    connectTimeoutMs: integer(config, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, 1),
     tls,
     sasl,
   });

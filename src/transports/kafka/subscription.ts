@@ -146,6 +146,7 @@ export class KafkaSubscription implements Subscription {
     const consumer = new Consumer<Buffer, Buffer, Buffer, Buffer>({
       clientId: `${settings.clientId}-${this.#options.consumerId}`,
       bootstrapBrokers: [...settings.bootstrapBrokers],
+      connectTimeout: settings.connectTimeoutMs,
       groupId: this.#options.group,
       sessionTimeout: settings.sessionTimeoutMs,
       rebalanceTimeout: settings.sessionTimeoutMs,
