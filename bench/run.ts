@@ -4,7 +4,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type BenchModule, type BenchResult, runCase } from './harness.ts';
+import { type BenchModule, type BenchResult, type Range, runCase } from './harness.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -37,15 +37,21 @@ if (!values.json) {
   const rows = results.map((r) => [
     r.transport,
     r.name,
-    r.msgsPerSec.toLocaleString('en-US'),
-    r.baselineMsgsPerSec?.toLocaleString('en-US') ?? '-',
-    r.ratio?.toFixed(2) ?? '-',
+    `${r.msgsPerSec.toLocaleString('en-US')} (${spread(r.msgsPerSecRange, (v) => v.toLocaleString('en-US'))})`,
+    r.baselineMsgsPerSec === null
+      ? '-'
+      : `${r.baselineMsgsPerSec.toLocaleString('en-US')} (${spread(r.baselineMsgsPerSecRange, (v) => v.toLocaleString('en-US'))})`,
+    r.ratio === null ? '-' : `${r.ratio.toFixed(2)} (${spread(r.ratioRange, (v) => v.toFixed(2))})`,
     r.p50Ms?.toFixed(3) ?? '-',
     r.p99Ms?.toFixed(3) ?? '-',
   ]);
-  const header = ['transport', 'case', 'msg/s', 'baseline msg/s', 'ratio', 'p50 ms', 'p99 ms'];
+  const header = ['transport', 'case', 'msg/s (range)', 'baseline msg/s (range)', 'ratio (range)', 'p50 ms', 'p99 ms'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   console.log(line(header));
   for (const row of rows) console.log(line(row));
+}
+
+function spread(range: Range | null, format: (value: number) => string): string {
+  return range ? `${format(range[0])}–${format(range[1])}` : '-';
 }

@@ -1,0 +1,336 @@
+/**
+ * The cases every broker runs, built from what a transport's bench file declares: how to reach the broker, how to
+ * connect the raw client, and what the raw client's publish and consume loops do. The public API (bus.send,
+ * producers, a consumer, a handler) is the headline, each beside the raw client doing the same work at the same
+ * durability; the transport-level cases (transport.publish, a bare subscription) follow, as the like-for-like check
+ * of the transport alone. Every case uses fresh types and groups and deletes them afterwards.
+ */
+import { DEFAULT_ASYNC_BATCH, DEFAULT_PREFETCH } from '../../src/bus/options.ts';
+import { resolveConfig } from '../../src/config/index.ts';
+import { MessageBus, message } from '../../src/index.ts';
+import type { OutgoingOptions } from '../../src/message/envelope.ts';
+import type { Transport, TransportMessage } from '../../src/transport/contract.ts';
+import { loadTransport } from '../../src/transport/registry.ts';
+import type { BenchCase, RunContext } from '../harness.ts';
+import { BODY, Cleanup, defineCase, freshName, messagesOf, type Tally } from './case.ts';
+
+/** How the raw side acks in a consume round. */
+export interface RawConsumeOptions {
+  /** Unacked messages the broker may hand out ahead, as busbar's side was given. */
+  prefetch: number;
+  /** Wait for each ack's confirmation before taking the next message, where the protocol confirms acks at all. */
+  awaitEach: boolean;
+}
+
+/** The raw client of one broker, doing what a careful hand-written program would, on busbar's wire format. */
+export interface RawClient {
+  /** Publishes `messages` and resolves once the broker has every one, at busbar's durability. */
+  publish(type: string, messages: TransportMessage[]): Promise<void>;
+  /** Makes `group` exist on `type` before anything is published there, where the broker needs that. */
+  createGroup?(type: string, group: string): Promise<void>;
+  /** Takes the next `count` messages of `type` for `group` and acks every one, counting each in `tally`. */
+  consume(type: string, group: string, count: number, tally: Tally, options: RawConsumeOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Messages per round. */
+export interface Sizes {
+  /** Batched publishing (100 per call) and the async producer. */
+  batched: number;
+  /** One message per awaited call. */
+  singles: number;
+  /** A consume loop whose acks are not awaited one by one (a bare subscription, a handler). */
+  consumed: number;
+  /** A consumer awaiting every ack, as in the README. */
+  awaited: number;
+}
+
+export const DEFAULT_SIZES: Sizes = { batched: 5_000, singles: 1_000, consumed: 5_000, awaited: 1_000 };
+export const BATCH = 100;
+/** The handler case's concurrency; bus.handle reads ahead twice that. */
+export const CONCURRENCY = 8;
+/** Long enough that no lease runs out while the other side has its round. */
+const ACK_TIMEOUT_MS = 600_000;
+
+export interface TransportBench<R extends RawClient> {
+  transport: string;
+  /** busbar's URL for the broker; `cleanup` takes whatever reaching it started (e.g. a private broker). */
+  url(cleanup: Cleanup): Promise<string>;
+  connectRaw(url: string): Promise<R>;
+  /** Prefetch of the transport-level consume case, on both sides. */
+  prefetch: number;
+  /** Partitions each type is created with. */
+  partitions?: number;
+  /** Messages carry keys spread over this many values (both sides), e.g. to use every Kafka partition. */
+  keys?: number;
+  sizes?: Partial<Sizes>;
+}
+
+/** One case's world: a transport, a bus and a raw client on the same broker, fresh types and a fresh group. */
+export interface Env<R extends RawClient> {
+  readonly transport: Transport;
+  readonly bus: MessageBus;
+  readonly raw: R;
+  readonly type: string;
+  readonly rawType: string;
+  readonly group: string;
+  readonly rounds: number;
+  readonly cleanup: Cleanup;
+}
+
+export interface EnvCaseSpec<R extends RawClient> {
+  name: string;
+  messages: number;
+  rereads?: boolean;
+  overrun?: boolean;
+  /** Runs once the world is open, before the warm-up round. */
+  prepare?(env: Env<R>): Promise<void>;
+  subject(env: Env<R>, tally: Tally): Promise<void>;
+  baseline?(env: Env<R>, tally: Tally): Promise<void>;
+}
+
+/** A case with its own world, opened before its rounds and cleaned up after them. */
+export function envCase<R extends RawClient>(bench: TransportBench<R>, spec: EnvCaseSpec<R>): BenchCase {
+  let env: Env<R> | undefined;
+  const world = (): Env<R> => {
+    if (!env) throw new Error(`${bench.transport} '${spec.name}': used before its setup`);
+    return env;
+  };
+  const baseline = spec.baseline;
+  return defineCase({
+    name: spec.name,
+    transport: bench.transport,
+    messages: spec.messages,
+    ...(spec.rereads ? { rereads: true } : {}),
+    ...(spec.overrun ? { overrun: true } : {}),
+    async setup(context: RunContext) {
+      env = await openEnv(bench, context);
+      await spec.prepare?.(env);
+    },
+    async teardown() {
+      await env?.cleanup.run();
+      env = undefined;
+    },
+    subject: (tally) => spec.subject(world(), tally),
+    ...(baseline ? { baseline: (tally: Tally) => baseline(world(), tally) } : {}),
+  });
+}
+
+async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: RunContext): Promise<Env<R>> {
+  const cleanup = new Cleanup();
+  try {
+    const url = await bench.url(cleanup);
+    const config = resolveConfig(url);
+    const transport = await (await loadTransport(config.scheme))(config.transport);
+    cleanup.add(() => transport.close());
+    const bus = await MessageBus.connect(url);
+    cleanup.add(() => bus.close());
+    const raw = await bench.connectRaw(url);
+    cleanup.add(() => raw.close());
+    const env: Env<R> = {
+      transport,
+      bus,
+      raw,
+      type: freshName(bench.transport),
+      rawType: freshName(`${bench.transport}-raw`),
+      group: freshName('g'),
+      rounds: context.rounds,
+      cleanup,
+    };
+    const partitions = bench.partitions ? { partitions: bench.partitions } : {};
+    for (const type of [env.type, env.rawType]) {
+      await transport.admin.ensureType(type, partitions);
+      cleanup.add(() => transport.admin.deleteType(type));
+    }
+    return env;
+  } catch (error) {
+    await cleanup.run().catch(() => {});
+    throw error;
+  }
+}
+
+/**
+ * Stores `perRound` messages for every round of a consume case on both sides (warm-up, the timed rounds and one
+ * spare), after making the group exist on both, so that no round waits for messages.
+ */
+export async function fillReservoir<R extends RawClient>(env: Env<R>, perRound: number, keys = 0): Promise<void> {
+  const subscription = env.transport.consume({
+    types: [env.type],
+    group: env.group,
+    consumerId: 'bench',
+    offset: 'earliest',
+    prefetch: 1,
+    ackTimeoutMs: ACK_TIMEOUT_MS,
+  });
+  await subscription.ready;
+  await subscription.close();
+  await env.raw.createGroup?.(env.rawType, env.group);
+  const total = perRound * (env.rounds + 2);
+  for (let stored = 0; stored < total; stored += BATCH) {
+    await env.transport.publish(env.type, messagesOf(env.type, BATCH, keys));
+    await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH, keys));
+  }
+}
+
+/** A transport's bench cases: the public API's first, then the transport's own. */
+export function transportCases<R extends RawClient>(bench: TransportBench<R>): BenchCase[] {
+  const sizes = { ...DEFAULT_SIZES, ...bench.sizes };
+  const keys = bench.keys ?? 0;
+  const keyed = (i: number): OutgoingOptions => (keys > 0 ? { key: `k${i % keys}` } : {});
+  const bodies = Array.from({ length: BATCH }, (_, i) => (keys > 0 ? message(BODY, keyed(i)) : BODY));
+  const rawBatches = async (env: Env<R>, tally: Tally, total: number, size: number) => {
+    for (let sent = 0; sent < total; sent += size) {
+      await tally.timed(() => env.raw.publish(env.rawType, messagesOf(env.rawType, size, keys)));
+      tally.count(size);
+    }
+  };
+  const consumeWith = (count: number, options: RawConsumeOptions) => (env: Env<R>, tally: Tally) =>
+    env.raw.consume(env.rawType, env.group, count, tally, options);
+
+  return [
+    envCase(bench, {
+      name: 'bus.send 100B',
+      messages: sizes.singles,
+      async subject(env, tally) {
+        for (let i = 0; i < sizes.singles; i++) {
+          await tally.timed(() => env.bus.send(env.type, BODY, keyed(i)));
+          tally.count();
+        }
+      },
+      baseline: (env, tally) => rawBatches(env, tally, sizes.singles, 1),
+    }),
+    envCase(bench, {
+      name: `producer.send 100B x${BATCH}, sync`,
+      messages: sizes.batched,
+      async subject(env, tally) {
+        const producer = env.bus.producer({ messageType: env.type });
+        for (let sent = 0; sent < sizes.batched; sent += BATCH) {
+          await tally.timed(() => producer.send(bodies));
+          tally.count(BATCH);
+        }
+        await producer.close();
+      },
+      baseline: (env, tally) => rawBatches(env, tally, sizes.batched, BATCH),
+    }),
+    envCase(bench, {
+      name: `producer.send 100B x1, async, then flush (raw: batches of ${DEFAULT_ASYNC_BATCH})`,
+      messages: sizes.batched,
+      async subject(env, tally) {
+        const producer = env.bus.producer({ messageType: env.type, method: 'async' });
+        for (let i = 0; i < sizes.batched; i++) await producer.send([bodies[i % BATCH]]);
+        await producer.close();
+        tally.count(sizes.batched);
+      },
+      baseline: (env, tally) => rawBatches(env, tally, sizes.batched, DEFAULT_ASYNC_BATCH),
+    }),
+    envCase(bench, {
+      name: `consumer for await, await m.ack(), prefetch ${DEFAULT_PREFETCH}`,
+      messages: sizes.awaited,
+      prepare: (env) => fillReservoir(env, sizes.awaited, keys),
+      async subject(env, tally) {
+        const consumer = env.bus.consumer({
+          consumerId: 'bench',
+          consumerGroup: env.group,
+          messageTypes: env.type,
+          ackTimeoutMs: ACK_TIMEOUT_MS,
+        });
+        for await (const m of consumer) {
+          tally.received(m.id);
+          await m.ack();
+          if (tally.handled === sizes.awaited) break;
+        }
+        await consumer.close();
+      },
+      baseline: consumeWith(sizes.awaited, { prefetch: DEFAULT_PREFETCH, awaitEach: true }),
+    }),
+    envCase(bench, {
+      name: `bus.handle concurrency ${CONCURRENCY} (prefetch ${CONCURRENCY * 2})`,
+      messages: sizes.consumed,
+      overrun: true,
+      prepare: (env) => fillReservoir(env, sizes.consumed, keys),
+      async subject(env, tally) {
+        let enough!: () => void;
+        const done = new Promise<void>((resolve) => {
+          enough = resolve;
+        });
+        const handler = env.bus.handle(
+          env.type,
+          { group: env.group, consumerId: 'bench', concurrency: CONCURRENCY, ackTimeoutMs: ACK_TIMEOUT_MS },
+          (m) => {
+            tally.received(m.id);
+            if (tally.handled === sizes.consumed) enough();
+          },
+        );
+        await done;
+        await handler.close();
+      },
+      baseline: consumeWith(sizes.consumed, { prefetch: CONCURRENCY * 2, awaitEach: false }),
+    }),
+    envCase(bench, {
+      name: `transport.publish 100B x${BATCH}`,
+      messages: sizes.batched,
+      async subject(env, tally) {
+        for (let sent = 0; sent < sizes.batched; sent += BATCH) {
+          const batch = messagesOf(env.type, BATCH, keys);
+          await tally.timed(() => env.transport.publish(env.type, batch));
+          tally.count(BATCH);
+        }
+      },
+      baseline: (env, tally) => rawBatches(env, tally, sizes.batched, BATCH),
+    }),
+    envCase(bench, {
+      name: 'transport.publish 100B x1',
+      messages: sizes.singles,
+      async subject(env, tally) {
+        for (let sent = 0; sent < sizes.singles; sent++) {
+          const batch = messagesOf(env.type, 1, keys);
+          await tally.timed(() => env.transport.publish(env.type, batch));
+          tally.count();
+        }
+      },
+      baseline: (env, tally) => rawBatches(env, tally, sizes.singles, 1),
+    }),
+    consumeCase(bench, `transport consume+ack 100B, prefetch ${bench.prefetch}`, sizes.consumed),
+  ];
+}
+
+/**
+ * A bare subscription acking every message (acks not awaited one by one) beside the raw loop with the same prefetch;
+ * `raw` replaces the raw loop, for a transport's variants of the case.
+ */
+export function consumeCase<R extends RawClient>(
+  bench: TransportBench<R>,
+  name: string,
+  count: number,
+  raw?: (env: Env<R>, tally: Tally) => Promise<void>,
+): BenchCase {
+  return envCase(bench, {
+    name,
+    messages: count,
+    prepare: (env) => fillReservoir(env, count, bench.keys ?? 0),
+    subject: (env, tally) => subscribeAndAck(env, count, bench.prefetch, tally),
+    baseline:
+      raw ??
+      ((env, tally) =>
+        env.raw.consume(env.rawType, env.group, count, tally, { prefetch: bench.prefetch, awaitEach: false })),
+  });
+}
+
+async function subscribeAndAck(env: Env<RawClient>, count: number, prefetch: number, tally: Tally): Promise<void> {
+  const subscription = env.transport.consume({
+    types: [env.type],
+    group: env.group,
+    consumerId: 'bench',
+    offset: 'earliest',
+    prefetch,
+    ackTimeoutMs: ACK_TIMEOUT_MS,
+  });
+  const acks: Promise<void>[] = [];
+  for await (const delivery of subscription) {
+    tally.received(delivery.message.id);
+    acks.push(delivery.ack());
+    if (tally.handled === count) break;
+  }
+  await Promise.all(acks);
+  await subscription.close();
+}
