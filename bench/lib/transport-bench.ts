@@ -26,8 +26,11 @@ export interface RawConsumeOptions {
 export interface RawClient {
   /** Publishes `messages` and resolves once the broker has every one, at busbar's durability. */
   publish(type: string, messages: TransportMessage[]): Promise<void>;
-  /** Makes `group` exist on `type` before anything is published there, where the broker needs that. */
-  createGroup?(type: string, group: string): Promise<void>;
+  /**
+   * Makes `group` exist on `type` before anything is published there, where the broker needs that; `transport` is
+   * busbar's, for brokers whose topology a plain client finds made by busbar (docs/wire/).
+   */
+  createGroup?(type: string, group: string, transport: Transport): Promise<void>;
   /** Takes the next `count` messages of `type` for `group` and acks every one, counting each in `tally`. */
   consume(type: string, group: string, count: number, tally: Tally, options: RawConsumeOptions): Promise<void>;
   close(): Promise<void>;
@@ -154,9 +157,20 @@ async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: R
  * spare), after making the group exist on both, so that no round waits for messages.
  */
 export async function fillReservoir<R extends RawClient>(env: Env<R>, perRound: number, keys = 0): Promise<void> {
-  const subscription = env.transport.consume({
-    types: [env.type],
-    group: env.group,
+  await createGroup(env.transport, env.type, env.group);
+  await env.raw.createGroup?.(env.rawType, env.group, env.transport);
+  const total = perRound * (env.rounds + 2);
+  for (let stored = 0; stored < total; stored += BATCH) {
+    await env.transport.publish(env.type, messagesOf(env.type, BATCH, keys));
+    await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH, keys));
+  }
+}
+
+/** Attaches `group` to `type` from the earliest message, and detaches: the group then keeps all that is published. */
+export async function createGroup(transport: Transport, type: string, group: string): Promise<void> {
+  const subscription = transport.consume({
+    types: [type],
+    group,
     consumerId: 'bench',
     offset: 'earliest',
     prefetch: 1,
@@ -164,12 +178,6 @@ export async function fillReservoir<R extends RawClient>(env: Env<R>, perRound: 
   });
   await subscription.ready;
   await subscription.close();
-  await env.raw.createGroup?.(env.rawType, env.group);
-  const total = perRound * (env.rounds + 2);
-  for (let stored = 0; stored < total; stored += BATCH) {
-    await env.transport.publish(env.type, messagesOf(env.type, BATCH, keys));
-    await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH, keys));
-  }
 }
 
 /** A transport's bench cases: the public API's first, then the transport's own. */
