@@ -71,7 +71,7 @@ async function connectRaw(url: string) {
   };
   return {
     publish,
-    createGroup: (type, group, transport) => createGroup(transport, type, group),
+    createGroup: (type, group, { transport }) => createGroup(transport, type, group),
     consume: (type, group, count, tally, options) => consume(type, group, count, tally, options.prefetch, false),
     consumeCoalescing: (type: string, group: string, count: number, tally: Tally) =>
       consume(type, group, count, tally, PREFETCH, true),

@@ -60,11 +60,11 @@ export class Tally {
     return result;
   }
 
-  verify(expected: number, overrun: boolean, what: string): void {
+  verify(expected: number, what: string): void {
     if (this.#repeats.length > 0) {
       throw new Error(`${what}: received ${this.#repeats.length} message(s) twice, e.g. ${this.#repeats[0]}`);
     }
-    if (this.handled < expected || (!overrun && this.handled > expected)) {
+    if (this.handled !== expected) {
       throw new Error(`${what}: handled ${this.handled} messages in a round, expected ${expected}`);
     }
   }
@@ -75,10 +75,6 @@ export interface CaseSpec {
   transport: string;
   /** Messages one round of each side must handle. */
   messages: number;
-  /** Each round reads the same stored messages again (a new group per round): ids repeat between rounds. */
-  rereads?: boolean;
-  /** A round may handle a few more than `messages` (a handler takes what arrived before it was told to stop). */
-  overrun?: boolean;
   setup?(context: RunContext): Promise<void>;
   teardown?(): Promise<void>;
   subject(tally: Tally): Promise<void>;
@@ -87,12 +83,11 @@ export interface CaseSpec {
 
 export function defineCase(spec: CaseSpec): BenchCase {
   const side = (label: string, run: (tally: Tally) => Promise<void>) => {
-    let seen = new Set<string>();
+    const seen = new Set<string>();
     return async () => {
-      if (spec.rereads) seen = new Set();
       const tally = new Tally(seen);
       await run(tally);
-      tally.verify(spec.messages, spec.overrun ?? false, `${spec.transport} '${spec.name}' (${label})`);
+      tally.verify(spec.messages, `${spec.transport} '${spec.name}' (${label})`);
       return tally.latencies;
     };
   };

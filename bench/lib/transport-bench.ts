@@ -13,6 +13,7 @@ import type { Transport, TransportMessage } from '../../src/transport/contract.t
 import { loadTransport } from '../../src/transport/registry.ts';
 import type { BenchCase, RunContext } from '../harness.ts';
 import { BODY, Cleanup, defineCase, freshName, messagesOf, type Tally } from './case.ts';
+import { ACK_TIMEOUT_MS, consumerMember, handlerMember, type Member, subscriptionMember } from './members.ts';
 
 /** How the raw side acks in a consume round. */
 export interface RawConsumeOptions {
@@ -28,9 +29,10 @@ export interface RawClient {
   publish(type: string, messages: TransportMessage[]): Promise<void>;
   /**
    * Makes `group` exist on `type` before anything is published there, where the broker needs that; `transport` is
-   * busbar's, for brokers whose topology a plain client finds made by busbar (docs/wire/).
+   * busbar's, for brokers whose topology a plain client finds made by busbar (docs/wire/); `prefetch` is what the
+   * case's consume rounds will use, for brokers that fix it when a member joins.
    */
-  createGroup?(type: string, group: string, transport: Transport): Promise<void>;
+  createGroup?(type: string, group: string, context: { transport: Transport; prefetch: number }): Promise<void>;
   /** Takes the next `count` messages of `type` for `group` and acks every one, counting each in `tally`. */
   consume(type: string, group: string, count: number, tally: Tally, options: RawConsumeOptions): Promise<void>;
   close(): Promise<void>;
@@ -52,8 +54,6 @@ export const DEFAULT_SIZES: Sizes = { batched: 5_000, singles: 1_000, consumed: 
 export const BATCH = 100;
 /** The handler case's concurrency; bus.handle reads ahead twice that. */
 export const CONCURRENCY = 8;
-/** Long enough that no lease runs out while the other side has its round. */
-const ACK_TIMEOUT_MS = 600_000;
 
 export interface TransportBench<R extends RawClient> {
   transport: string;
@@ -67,6 +67,11 @@ export interface TransportBench<R extends RawClient> {
   /** Messages carry keys spread over this many values (both sides), e.g. to use every Kafka partition. */
   keys?: number;
   sizes?: Partial<Sizes>;
+  /**
+   * busbar's consume cases keep one member for all rounds, joined before the reservoir is stored, instead of one per
+   * round. MQTT needs it: a member that leaves keeps receiving its share in its session until another adopts it.
+   */
+  persistentMembers?: boolean;
 }
 
 /** One case's world: a transport, a bus and a raw client on the same broker, fresh types and a fresh group. */
@@ -84,8 +89,6 @@ export interface Env<R extends RawClient> {
 export interface EnvCaseSpec<R extends RawClient> {
   name: string;
   messages: number;
-  rereads?: boolean;
-  overrun?: boolean;
   /** Runs once the world is open, before the warm-up round. */
   prepare?(env: Env<R>): Promise<void>;
   subject(env: Env<R>, tally: Tally): Promise<void>;
@@ -104,8 +107,6 @@ export function envCase<R extends RawClient>(bench: TransportBench<R>, spec: Env
     name: spec.name,
     transport: bench.transport,
     messages: spec.messages,
-    ...(spec.rereads ? { rereads: true } : {}),
-    ...(spec.overrun ? { overrun: true } : {}),
     async setup(context: RunContext) {
       env = await openEnv(bench, context);
       await spec.prepare?.(env);
@@ -150,34 +151,6 @@ async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: R
     await cleanup.run().catch(() => {});
     throw error;
   }
-}
-
-/**
- * Stores `perRound` messages for every round of a consume case on both sides (warm-up, the timed rounds and one
- * spare), after making the group exist on both, so that no round waits for messages.
- */
-export async function fillReservoir<R extends RawClient>(env: Env<R>, perRound: number, keys = 0): Promise<void> {
-  await createGroup(env.transport, env.type, env.group);
-  await env.raw.createGroup?.(env.rawType, env.group, env.transport);
-  const total = perRound * (env.rounds + 2);
-  for (let stored = 0; stored < total; stored += BATCH) {
-    await env.transport.publish(env.type, messagesOf(env.type, BATCH, keys));
-    await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH, keys));
-  }
-}
-
-/** Attaches `group` to `type` from the earliest message, and detaches: the group then keeps all that is published. */
-export async function createGroup(transport: Transport, type: string, group: string): Promise<void> {
-  const subscription = transport.consume({
-    types: [type],
-    group,
-    consumerId: 'bench',
-    offset: 'earliest',
-    prefetch: 1,
-    ackTimeoutMs: ACK_TIMEOUT_MS,
-  });
-  await subscription.ready;
-  await subscription.close();
 }
 
 /** A transport's bench cases: the public API's first, then the transport's own. */
@@ -231,47 +204,18 @@ export function transportCases<R extends RawClient>(bench: TransportBench<R>): B
       },
       baseline: (env, tally) => rawBatches(env, tally, sizes.batched, DEFAULT_ASYNC_BATCH),
     }),
-    envCase(bench, {
+    memberCase(bench, {
       name: `consumer for await, await m.ack(), prefetch ${DEFAULT_PREFETCH}`,
-      messages: sizes.awaited,
-      prepare: (env) => fillReservoir(env, sizes.awaited, keys),
-      async subject(env, tally) {
-        const consumer = env.bus.consumer({
-          consumerId: 'bench',
-          consumerGroup: env.group,
-          messageTypes: env.type,
-          ackTimeoutMs: ACK_TIMEOUT_MS,
-        });
-        for await (const m of consumer) {
-          tally.received(m.id);
-          await m.ack();
-          if (tally.handled === sizes.awaited) break;
-        }
-        await consumer.close();
-      },
+      count: sizes.awaited,
+      prefetch: DEFAULT_PREFETCH,
+      member: (env) => consumerMember(env.bus, env),
       baseline: consumeWith(sizes.awaited, { prefetch: DEFAULT_PREFETCH, awaitEach: true }),
     }),
-    envCase(bench, {
+    memberCase(bench, {
       name: `bus.handle concurrency ${CONCURRENCY} (prefetch ${CONCURRENCY * 2})`,
-      messages: sizes.consumed,
-      overrun: true,
-      prepare: (env) => fillReservoir(env, sizes.consumed, keys),
-      async subject(env, tally) {
-        let enough!: () => void;
-        const done = new Promise<void>((resolve) => {
-          enough = resolve;
-        });
-        const handler = env.bus.handle(
-          env.type,
-          { group: env.group, consumerId: 'bench', concurrency: CONCURRENCY, ackTimeoutMs: ACK_TIMEOUT_MS },
-          (m) => {
-            tally.received(m.id);
-            if (tally.handled === sizes.consumed) enough();
-          },
-        );
-        await done;
-        await handler.close();
-      },
+      count: sizes.consumed,
+      prefetch: CONCURRENCY * 2,
+      member: (env) => handlerMember(env.bus, env, CONCURRENCY),
       baseline: consumeWith(sizes.consumed, { prefetch: CONCURRENCY * 2, awaitEach: false }),
     }),
     envCase(bench, {
@@ -312,11 +256,11 @@ export function consumeCase<R extends RawClient>(
   count: number,
   raw?: (env: Env<R>, tally: Tally) => Promise<void>,
 ): BenchCase {
-  return envCase(bench, {
+  return memberCase(bench, {
     name,
-    messages: count,
-    prepare: (env) => fillReservoir(env, count, bench.keys ?? 0),
-    subject: (env, tally) => subscribeAndAck(env, count, bench.prefetch, tally),
+    count,
+    prefetch: bench.prefetch,
+    member: (env) => subscriptionMember(env.transport, env, bench.prefetch),
     baseline:
       raw ??
       ((env, tally) =>
@@ -324,21 +268,62 @@ export function consumeCase<R extends RawClient>(
   });
 }
 
-async function subscribeAndAck(env: Env<RawClient>, count: number, prefetch: number, tally: Tally): Promise<void> {
-  const subscription = env.transport.consume({
-    types: [env.type],
-    group: env.group,
+interface MemberCaseSpec<R extends RawClient> {
+  name: string;
+  count: number;
+  /** What busbar's member reads ahead, for a raw client that fixes it when it joins. */
+  prefetch: number;
+  member(env: Env<R>): Member;
+  baseline(env: Env<R>, tally: Tally): Promise<void>;
+}
+
+/** A consume case: both groups exist and hold every round's messages before the first round. */
+function memberCase<R extends RawClient>(bench: TransportBench<R>, spec: MemberCaseSpec<R>): BenchCase {
+  let persistent: Member | undefined;
+  return envCase(bench, {
+    name: spec.name,
+    messages: spec.count,
+    async prepare(env) {
+      if (bench.persistentMembers) {
+        const member = spec.member(env);
+        env.cleanup.add(() => member.close());
+        await member.ready;
+        persistent = member;
+      } else {
+        await createGroup(env.transport, env.type, env.group);
+      }
+      await env.raw.createGroup?.(env.rawType, env.group, { transport: env.transport, prefetch: spec.prefetch });
+      await fillReservoir(env, spec.count, bench.keys ?? 0);
+    },
+    async subject(env, tally) {
+      if (persistent) return persistent.round(spec.count, tally);
+      const member = spec.member(env);
+      await member.round(spec.count, tally);
+      await member.close();
+    },
+    baseline: spec.baseline,
+  });
+}
+
+/** Stores `perRound` messages for every round (warm-up, the timed rounds, one spare) on both sides. */
+async function fillReservoir<R extends RawClient>(env: Env<R>, perRound: number, keys: number): Promise<void> {
+  const total = perRound * (env.rounds + 2);
+  for (let stored = 0; stored < total; stored += BATCH) {
+    await env.transport.publish(env.type, messagesOf(env.type, BATCH, keys));
+    await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH, keys));
+  }
+}
+
+/** Attaches `group` to `type` from the earliest message, and detaches: the group then keeps all that is published. */
+export async function createGroup(transport: Transport, type: string, group: string): Promise<void> {
+  const subscription = transport.consume({
+    types: [type],
+    group,
     consumerId: 'bench',
     offset: 'earliest',
-    prefetch,
+    prefetch: 1,
     ackTimeoutMs: ACK_TIMEOUT_MS,
   });
-  const acks: Promise<void>[] = [];
-  for await (const delivery of subscription) {
-    tally.received(delivery.message.id);
-    acks.push(delivery.ack());
-    if (tally.handled === count) break;
-  }
-  await Promise.all(acks);
+  await subscription.ready;
   await subscription.close();
 }
