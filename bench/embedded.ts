@@ -12,14 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { TransportMessage } from '../src/transport/contract.ts';
-import { messagesOf } from './lib/case.ts';
-import { BATCH, envCase, type RawClient, type TransportBench, transportCases } from './lib/transport-bench.ts';
-
-const SIZES = { batched: 10_000, singles: 2_000, consumed: 10_000, awaited: 2_000 };
-const CONCURRENT = 8;
-/** Messages per round of the concurrent case: a whole number of batches for each publisher. */
-const CONCURRENT_MESSAGES = CONCURRENT * BATCH * 12;
+import { BATCH, type RawClient, transportCases } from './lib/transport-bench.ts';
 
 /** The raw side: the same table shape busbar uses, written the plain way. */
 async function connectRaw(url: string) {
@@ -36,16 +29,15 @@ async function connectRaw(url: string) {
   );
   const remove = db.prepare('DELETE FROM messages WHERE type = ? AND seq <= ?');
   const cursors = new Map<string, number>();
-  const publish = async (type: string, messages: TransportMessage[]) => {
-    const now = Date.now();
-    db.exec('BEGIN IMMEDIATE');
-    for (const m of messages) {
-      insert.run(type, m.id, m.source, m.time, m.contentType, null, null, m.body, m.body.byteLength, now);
-    }
-    db.exec('COMMIT');
-  };
   return {
-    publish,
+    async publish(type, messages) {
+      const now = Date.now();
+      db.exec('BEGIN IMMEDIATE');
+      for (const m of messages) {
+        insert.run(type, m.id, m.source, m.time, m.contentType, null, null, m.body, m.body.byteLength, now);
+      }
+      db.exec('COMMIT');
+    },
     async consume(type, _group, count, tally, { prefetch, awaitEach }) {
       let cursor = cursors.get(type) ?? 0;
       while (tally.handled < count) {
@@ -61,50 +53,23 @@ async function connectRaw(url: string) {
       }
       cursors.set(type, cursor);
     },
-    publishConcurrently: (type: string, count: number) =>
-      Promise.all(
-        Array.from({ length: CONCURRENT }, async () => {
-          for (let sent = 0; sent < count / CONCURRENT; sent += BATCH) await publish(type, messagesOf(type, BATCH));
-        }),
-      ),
     async close() {
       db.close();
     },
-  } satisfies RawClient & Record<string, unknown>;
+  } satisfies RawClient;
 }
 
-const bench: TransportBench<Awaited<ReturnType<typeof connectRaw>>> = {
-  transport: 'embedded',
-  async url(cleanup) {
-    const dir = mkdtempSync(join(tmpdir(), 'busbar-bench-embedded-'));
-    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-    return `embedded:${join(dir, 'bus.db')}`;
-  },
-  connectRaw,
-  prefetch: 256,
-  sizes: SIZES,
-};
-
 export default async function cases() {
-  return [
-    ...transportCases(bench),
-    envCase(bench, {
-      name: `transport.publish 100B x${BATCH}, ${CONCURRENT} concurrent`,
-      messages: CONCURRENT_MESSAGES,
-      async subject(env, tally) {
-        await Promise.all(
-          Array.from({ length: CONCURRENT }, async () => {
-            for (let sent = 0; sent < CONCURRENT_MESSAGES / CONCURRENT; sent += BATCH) {
-              await env.transport.publish(env.type, messagesOf(env.type, BATCH));
-              tally.count(BATCH);
-            }
-          }),
-        );
-      },
-      async baseline(env, tally) {
-        await env.raw.publishConcurrently(env.rawType, CONCURRENT_MESSAGES);
-        tally.count(CONCURRENT_MESSAGES);
-      },
-    }),
-  ];
+  return transportCases({
+    transport: 'embedded',
+    async url(cleanup) {
+      const dir = mkdtempSync(join(tmpdir(), 'busbar-bench-embedded-'));
+      cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+      return `embedded:${join(dir, 'bus.db')}`;
+    },
+    connectRaw,
+    prefetch: 256,
+    sizes: { batched: 10_000, singles: 2_000, consumed: 10_000, awaited: 2_000 },
+    concurrentPublish: true,
+  });
 }

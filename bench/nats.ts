@@ -11,7 +11,7 @@ import { connect } from '@nats-io/transport-node';
 import { toNatsHeaders } from '../src/transports/nats/headers.ts';
 import { durableName, streamName, subjectOf } from '../src/transports/nats/names.ts';
 import type { Tally } from './lib/case.ts';
-import { consumeCase, DEFAULT_SIZES, type RawClient, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const PREFETCH = 256;
@@ -72,16 +72,12 @@ async function connectRaw(url: string) {
   } satisfies RawClient & Record<string, unknown>;
 }
 
-const bench = { transport: 'nats', url: async () => URL, connectRaw, prefetch: PREFETCH };
-
 export default async function cases() {
-  return [
-    ...transportCases(bench),
-    consumeCase(
-      bench,
-      `transport consume+ack 100B, prefetch ${PREFETCH}, raw reads the headers`,
-      DEFAULT_SIZES.consumed,
-      (env, tally) => env.raw.consumeReadingHeaders(env.rawType, env.group, DEFAULT_SIZES.consumed, tally),
-    ),
-  ];
+  return transportCases({
+    transport: 'nats',
+    url: async () => URL,
+    connectRaw,
+    prefetch: PREFETCH,
+    rawConsumeVariants: { 'raw reads the headers': (raw, ...round) => raw.consumeReadingHeaders(...round) },
+  });
 }

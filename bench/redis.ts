@@ -11,7 +11,7 @@
 import { createClient, RESP_TYPES } from 'redis';
 import { encodeFields } from '../src/transports/redis/wire.ts';
 import type { Tally } from './lib/case.ts';
-import { consumeCase, DEFAULT_SIZES, type RawClient, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFETCH = 256;
@@ -74,16 +74,12 @@ async function connectRaw(url: string) {
   } satisfies RawClient & Record<string, unknown>;
 }
 
-const bench = { transport: 'redis', url: async () => URL, connectRaw, prefetch: PREFETCH };
-
 export default async function cases() {
-  return [
-    ...transportCases(bench),
-    consumeCase(
-      bench,
-      `transport consume+ack 100B, prefetch ${PREFETCH}, raw one XACK per read`,
-      DEFAULT_SIZES.consumed,
-      (env, tally) => env.raw.consumePerRead(env.rawType, env.group, DEFAULT_SIZES.consumed, tally),
-    ),
-  ];
+  return transportCases({
+    transport: 'redis',
+    url: async () => URL,
+    connectRaw,
+    prefetch: PREFETCH,
+    rawConsumeVariants: { 'raw one XACK per read': (raw, ...round) => raw.consumePerRead(...round) },
+  });
 }

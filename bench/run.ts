@@ -26,7 +26,12 @@ const results: BenchResult[] = [];
 for (const name of chosen) {
   const module = (await import(`./${name}.ts`)) as BenchModule;
   for (const bench of await module.default()) {
-    const result = await runCase(bench, Number(values.rounds));
+    // A case that fails (a miscount, a broker gone) is reported and the run goes on; the exit code says so.
+    const result = await runCase(bench, Number(values.rounds)).catch((error: unknown) => {
+      console.error(`busbar bench: ${bench.transport} '${bench.name}' failed: ${(error as Error)?.message ?? error}`);
+      process.exitCode = 1;
+    });
+    if (!result) continue;
     results.push(result);
     if (values.json) console.log(JSON.stringify(result));
     else process.stderr.write(`  done: ${result.transport} ${result.name}\n`);

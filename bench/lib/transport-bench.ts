@@ -72,7 +72,20 @@ export interface TransportBench<R extends RawClient> {
    * round. MQTT needs it: a member that leaves keeps receiving its share in its session until another adopts it.
    */
   persistentMembers?: boolean;
+  /** Adds `transport.publish 100B x100, 8 concurrent`: group commit on embedded, one channel's confirms on AMQP. */
+  concurrentPublish?: boolean;
+  /**
+   * More raw loops to run the transport-level consume case beside, by what their names add to the case's name, e.g.
+   * `raw one XACK per read`: where the obvious raw loop is not the best one, or skips work busbar must do.
+   */
+  rawConsumeVariants?: Record<
+    string,
+    (raw: R, type: string, group: string, count: number, tally: Tally) => Promise<void>
+  >;
 }
+
+/** Publishers of the concurrent case, each sending a whole number of batches. */
+export const CONCURRENT = 8;
 
 /** One case's world: a transport, a bus and a raw client on the same broker, fresh types and a fresh group. */
 export interface Env<R extends RawClient> {
@@ -243,7 +256,43 @@ export function transportCases<R extends RawClient>(bench: TransportBench<R>): B
       baseline: (env, tally) => rawBatches(env, tally, sizes.singles, 1),
     }),
     consumeCase(bench, `transport consume+ack 100B, prefetch ${bench.prefetch}`, sizes.consumed),
+    ...Object.entries(bench.rawConsumeVariants ?? {}).map(([variant, consume]) =>
+      consumeCase(
+        bench,
+        `transport consume+ack 100B, prefetch ${bench.prefetch}, ${variant}`,
+        sizes.consumed,
+        (env, tally) => consume(env.raw, env.rawType, env.group, sizes.consumed, tally),
+      ),
+    ),
+    ...(bench.concurrentPublish ? [concurrentPublishCase(bench, sizes.batched)] : []),
   ];
+}
+
+/** CONCURRENT publishers at once on one transport, vs CONCURRENT raw publishing loops on one client. */
+function concurrentPublishCase<R extends RawClient>(bench: TransportBench<R>, atLeast: number): BenchCase {
+  const perPublisher = Math.ceil(atLeast / (CONCURRENT * BATCH)) * BATCH;
+  const publishers = (publish: (i: number) => Promise<void>) =>
+    Promise.all(
+      Array.from({ length: CONCURRENT }, async () => {
+        for (let sent = 0; sent < perPublisher; sent += BATCH) await publish(sent);
+      }),
+    );
+  return envCase(bench, {
+    name: `transport.publish 100B x${BATCH}, ${CONCURRENT} concurrent`,
+    messages: perPublisher * CONCURRENT,
+    async subject(env, tally) {
+      await publishers(async () => {
+        await env.transport.publish(env.type, messagesOf(env.type, BATCH));
+        tally.count(BATCH);
+      });
+    },
+    async baseline(env, tally) {
+      await publishers(async () => {
+        await env.raw.publish(env.rawType, messagesOf(env.rawType, BATCH));
+        tally.count(BATCH);
+      });
+    },
+  });
 }
 
 /**
