@@ -29,14 +29,19 @@ export function messagesOf(type: string, size: number, keys = 0): TransportMessa
   }));
 }
 
+/** Where a side first saw each message id of a case: round 0 is the warm-up. */
+export type Sightings = Map<string, { round: number; attempt: number | undefined }>;
+
 /** What one side did in one round: messages the broker confirmed or handed over, and latencies for p50 / p99. */
 export class Tally {
   handled = 0;
   readonly latencies: number[] = [];
-  readonly #seen: Set<string>;
+  readonly #round: number;
+  readonly #seen: Sightings;
   readonly #repeats: string[] = [];
 
-  constructor(seen: Set<string>) {
+  constructor(round: number, seen: Sightings) {
+    this.#round = round;
     this.#seen = seen;
   }
 
@@ -46,9 +51,13 @@ export class Tally {
   }
 
   /** Counts one consumed message by id: an id this case already counted is a repeat, and fails the case. */
-  received(id: string): void {
-    if (this.#seen.has(id)) this.#repeats.push(id);
-    else this.#seen.add(id);
+  received(id: string, attempt?: number): void {
+    const first = this.#seen.get(id);
+    if (first) {
+      this.#repeats.push(
+        `${id} (round ${first.round}, attempt ${first.attempt ?? '?'}; again in round ${this.#round}, attempt ${attempt ?? '?'})`,
+      );
+    } else this.#seen.set(id, { round: this.#round, attempt });
     this.handled++;
   }
 
@@ -83,9 +92,10 @@ export interface CaseSpec {
 
 export function defineCase(spec: CaseSpec): BenchCase {
   const side = (label: string, run: (tally: Tally) => Promise<void>) => {
-    const seen = new Set<string>();
+    const seen: Sightings = new Map();
+    let round = 0;
     return async () => {
-      const tally = new Tally(seen);
+      const tally = new Tally(round++, seen);
       await run(tally);
       tally.verify(spec.messages, `${spec.transport} '${spec.name}' (${label})`);
       return tally.latencies;

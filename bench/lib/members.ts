@@ -37,7 +37,7 @@ export function consumerMember(bus: MessageBus, { type, group }: Where): Member 
       while (tally.handled < count) {
         const next = await messages.next();
         if (next.done) throw new Error('the consumer ended before the round did');
-        tally.received(next.value.id);
+        tally.received(next.value.id, next.value.attempt);
         await next.value.ack();
       }
     },
@@ -65,7 +65,7 @@ export function handlerMember(bus: MessageBus, { type, group }: Where, concurren
     async (m) => {
       while (!closed && (!tally || tally.handled >= wanted)) await gate;
       if (closed || !tally) return;
-      tally.received(m.id);
+      tally.received(m.id, m.attempt);
       if (tally.handled === wanted) roundDone();
     },
   );
@@ -113,7 +113,7 @@ export function subscriptionMember(transport: Transport, { type, group }: Where,
       while (tally.handled < count) {
         const next = await deliveries.next();
         if (next.done) throw new Error('the subscription ended before the round did');
-        tally.received(next.value.message.id);
+        tally.received(next.value.message.id, next.value.attempt);
         acks.push(next.value.ack());
       }
       await Promise.all(acks);
