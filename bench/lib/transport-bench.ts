@@ -50,10 +50,10 @@ export interface Sizes {
   awaited: number;
 }
 
-export const DEFAULT_SIZES: Sizes = { batched: 5_000, singles: 1_000, consumed: 5_000, awaited: 1_000 };
+const DEFAULT_SIZES: Sizes = { batched: 5_000, singles: 1_000, consumed: 5_000, awaited: 1_000 };
 export const BATCH = 100;
 /** The handler case's concurrency; bus.handle reads ahead twice that. */
-export const CONCURRENCY = 8;
+const CONCURRENCY = 8;
 
 export interface TransportBench<R extends RawClient> {
   transport: string;
@@ -85,7 +85,7 @@ export interface TransportBench<R extends RawClient> {
 }
 
 /** Publishers of the concurrent case, each sending a whole number of batches. */
-export const CONCURRENT = 8;
+const CONCURRENT = 8;
 
 /** One case's world: a transport, a bus and a raw client on the same broker, fresh types and a fresh group. */
 export interface Env<R extends RawClient> {
@@ -99,7 +99,7 @@ export interface Env<R extends RawClient> {
   readonly cleanup: Cleanup;
 }
 
-export interface EnvCaseSpec<R extends RawClient> {
+interface EnvCaseSpec<R extends RawClient> {
   name: string;
   messages: number;
   /** Runs once the world is open, before the warm-up round. */
@@ -109,7 +109,7 @@ export interface EnvCaseSpec<R extends RawClient> {
 }
 
 /** A case with its own world, opened before its rounds and cleaned up after them. */
-export function envCase<R extends RawClient>(bench: TransportBench<R>, spec: EnvCaseSpec<R>): BenchCase {
+function envCase<R extends RawClient>(bench: TransportBench<R>, spec: EnvCaseSpec<R>): BenchCase {
   let env: Env<R> | undefined;
   const world = (): Env<R> => {
     if (!env) throw new Error(`${bench.transport} '${spec.name}': used before its setup`);
@@ -174,7 +174,7 @@ export function transportCases<R extends RawClient>(bench: TransportBench<R>): B
   const bodies = Array.from({ length: BATCH }, (_, i) => (keys > 0 ? message(BODY, keyed(i)) : BODY));
   const rawBatches = async (env: Env<R>, tally: Tally, total: number, size: number) => {
     for (let sent = 0; sent < total; sent += size) {
-      await tally.timed(() => env.raw.publish(env.rawType, messagesOf(env.rawType, size, keys)));
+      await env.raw.publish(env.rawType, messagesOf(env.rawType, size, keys));
       tally.count(size);
     }
   };
@@ -299,7 +299,7 @@ function concurrentPublishCase<R extends RawClient>(bench: TransportBench<R>, at
  * A bare subscription acking every message (acks not awaited one by one) beside the raw loop with the same prefetch;
  * `raw` replaces the raw loop, for a transport's variants of the case.
  */
-export function consumeCase<R extends RawClient>(
+function consumeCase<R extends RawClient>(
   bench: TransportBench<R>,
   name: string,
   count: number,
