@@ -8,15 +8,15 @@ import { MessageBus, type Middleware } from '../src/index.ts';
 import { buildMessage } from '../src/message/envelope.ts';
 import { MemoryBroker } from '../src/transports/memory/broker.ts';
 import type { BenchCase } from './harness.ts';
+import { defineCase, type Tally } from './lib/case.ts';
 
 const N = 20_000;
 const BATCH = 100;
 const body = 'x'.repeat(100);
 
-async function busDispatch(middlewares: number): Promise<number[]> {
+async function busDispatch(middlewares: number, tally: Tally): Promise<void> {
   const bus = await MessageBus.connect('memory:');
   const passThrough: Middleware = (next) => (m) => next(m);
-  let handled = 0;
   let finish!: () => void;
   const done = new Promise<void>((resolve) => {
     finish = resolve;
@@ -25,7 +25,8 @@ async function busDispatch(middlewares: number): Promise<number[]> {
     'bench',
     { group: 'g', concurrency: 64, middlewares: Array.from({ length: middlewares }, () => passThrough) },
     () => {
-      if (++handled === N) finish();
+      tally.count();
+      if (tally.handled === N) finish();
     },
   );
   const messages = Array.from({ length: BATCH }, () => buildMessage('bench', 'bench', body));
@@ -33,12 +34,10 @@ async function busDispatch(middlewares: number): Promise<number[]> {
   await done;
   await handler.close();
   await bus.close();
-  return [];
 }
 
-async function rawDispatch(): Promise<number[]> {
+async function rawDispatch(tally: Tally): Promise<void> {
   const broker = new MemoryBroker();
-  let handled = 0;
   let finish!: () => void;
   const done = new Promise<void>((resolve) => {
     finish = resolve;
@@ -49,7 +48,8 @@ async function rawDispatch(): Promise<number[]> {
     outstanding: 0,
     deliver: (d: { ack(): Promise<void> }) => {
       void d.ack().then(() => {
-        if (++handled === N) finish();
+        tally.count();
+        if (tally.handled === N) finish();
       });
     },
   };
@@ -58,24 +58,23 @@ async function rawDispatch(): Promise<number[]> {
   for (let i = 0; i < N; i += BATCH) broker.publish('bench', messages);
   await done;
   broker.close();
-  return [];
 }
 
 export default async function cases(): Promise<BenchCase[]> {
   return [
-    {
+    defineCase({
       name: 'dispatch 0 middlewares',
       transport: 'memory',
       messages: N,
-      subject: () => busDispatch(0),
+      subject: (tally) => busDispatch(0, tally),
       baseline: rawDispatch,
-    },
-    {
+    }),
+    defineCase({
       name: 'dispatch 5 middlewares',
       transport: 'memory',
       messages: N,
-      subject: () => busDispatch(5),
-      baseline: () => busDispatch(0),
-    },
+      subject: (tally) => busDispatch(5, tally),
+      baseline: (tally) => busDispatch(0, tally),
+    }),
   ];
 }

@@ -1,46 +1,20 @@
 /**
- * nats transport vs the raw @nats-io clients doing the same work on the same server (BUSBAR_TEST_NATS_URL, default
- * nats://127.0.0.1:4222): same subjects, same headers (docs/wire/nats.md), same durability.
- * - `publish 100B x100`: one awaited publish() of 100 messages at a time, vs 100 concurrent js.publish() awaited
- *   together — a PubAck for every message on both sides.
- * - `publish 100B x1`: one message per awaited publish(), vs one awaited js.publish() at a time.
- * - `consume+ack 100B`: one consumer (prefetch 256) confirming every ack (AckAck, not awaited one by one), vs the
- *   raw client's consume({ max_messages: 256 }) on a consumer with the same config, ackAck() for every message.
- * - `consume+ack 100B, raw reads the headers`: the same, but the raw loop also reads each message's headers, as
- *   anything that needs the CloudEvents attributes must (the client parses headers lazily, on first access).
+ * nats vs the raw @nats-io clients on the same server (BUSBAR_TEST_NATS_URL, default nats://127.0.0.1:4222), same
+ * subjects and headers (docs/wire/nats.md), same durability: a PubAck for every message (the raw side publishes a
+ * batch as concurrent js.publish() calls awaited together), an AckAck for every ack. The raw consumer is a durable
+ * with the same config busbar's group gets, read with consume({ max_messages: <prefetch> }).
+ * - `transport consume+ack`: the raw loop never touches the headers (the client parses them lazily, on first
+ *   access); `…, raw reads the headers` also reads them, as anything that needs the CloudEvents attributes must.
  */
-import { randomUUID } from 'node:crypto';
 import { AckPolicy, DeliverPolicy, type JsMsg, jetstream, jetstreamManager, ReplayPolicy } from '@nats-io/jetstream';
-import { connect, type NatsConnection } from '@nats-io/transport-node';
-import type { Transport, TransportMessage } from '../src/transport/contract.ts';
+import { connect } from '@nats-io/transport-node';
 import { toNatsHeaders } from '../src/transports/nats/headers.ts';
-import createNatsTransport from '../src/transports/nats/index.ts';
 import { durableName, streamName, subjectOf } from '../src/transports/nats/names.ts';
-import type { BenchCase } from './harness.ts';
+import type { Tally } from './lib/case.ts';
+import { type RawClient, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
-const SERVERS = URL.replace(/^nats:\/\//, '').split(',');
-const MESSAGES = 10_000;
-const SINGLES = 2_000;
-const BATCH = 100;
 const PREFETCH = 256;
-const BODY = new Uint8Array(100).fill(0x61);
-/** Rounds' worth of messages stored ahead for the consume case: warm-up + the rounds asked for + spare. */
-const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]);
-const RESERVOIR_ROUNDS = (process.argv.includes('--rounds') && rounds > 0 ? rounds : 5) + 2;
-
-function batchOf(type: string, size = BATCH): TransportMessage[] {
-  const time = new Date().toISOString();
-  return Array.from({ length: size }, () => ({
-    id: randomUUID(),
-    type,
-    source: 'bench',
-    time,
-    contentType: 'application/octet-stream',
-    headers: {},
-    body: BODY,
-  }));
-}
 
 /** A message's headers as strings: what reading the CloudEvents attributes costs a raw client. */
 function headersOf(m: JsMsg): Record<string, string> {
@@ -49,131 +23,63 @@ function headersOf(m: JsMsg): Record<string, string> {
   return out;
 }
 
-export default async function cases(): Promise<BenchCase[]> {
-  let transport: Transport;
-  let nc: NatsConnection;
-  const type = `bench-${randomUUID()}`;
-  const rawType = `bench-raw-${randomUUID()}`;
-  const group = `g-${randomUUID()}`;
-
-  /** What a plain client sends for the same message, following docs/wire/nats.md. */
-  const rawPublish = (message: TransportMessage) =>
-    jetstream(nc).publish(subjectOf(rawType), message.body, { headers: toNatsHeaders(message) });
-
-  const setup = async () => {
-    transport = await createNatsTransport({ url: URL, endpoints: SERVERS, options: {} });
-    // The raw client gets busbar's connection settings too, so the ratio compares code, not configuration.
-    nc = await connect({ servers: SERVERS, noAsyncTraces: true });
-    await transport.admin.ensureType(type);
-    await transport.admin.ensureType(rawType);
+async function connectRaw(url: string) {
+  // busbar's connection settings, so the ratio compares code, not configuration.
+  const nc = await connect({ servers: url.replace(/^nats:\/\//, '').split(','), noAsyncTraces: true });
+  const js = jetstream(nc);
+  const consume = async (
+    type: string,
+    group: string,
+    count: number,
+    tally: Tally,
+    options: { prefetch: number; awaitEach: boolean; readHeaders: boolean },
+  ) => {
+    const consumer = await js.consumers.get(streamName(type), durableName(group));
+    const messages = await consumer.consume({ max_messages: options.prefetch });
+    const acks: Promise<boolean>[] = [];
+    for await (const m of messages) {
+      if (options.readHeaders) headersOf(m);
+      tally.count();
+      if (options.awaitEach) await m.ackAck();
+      else acks.push(m.ackAck());
+      if (tally.handled === count) break;
+    }
+    await Promise.all(acks);
+    await messages.close();
   };
-  const teardown = async () => {
-    await transport.admin.deleteType(type);
-    await transport.admin.deleteType(rawType);
-    await transport.close();
-    await nc.close();
-  };
-
-  const publish: BenchCase = {
-    name: `publish 100B x${BATCH}`,
-    transport: 'nats',
-    messages: MESSAGES,
-    setup,
-    teardown,
-    async subject() {
-      const latencies: number[] = [];
-      for (let done = 0; done < MESSAGES; done += BATCH) {
-        const batch = batchOf(type);
-        const start = performance.now();
-        await transport.publish(type, batch);
-        latencies.push(performance.now() - start);
-      }
-      return latencies;
+  return {
+    async publish(type, messages) {
+      await Promise.all(messages.map((m) => js.publish(subjectOf(type), m.body, { headers: toNatsHeaders(m) })));
     },
-    async baseline() {
-      for (let done = 0; done < MESSAGES; done += BATCH) await Promise.all(batchOf(rawType).map(rawPublish));
-      return undefined;
-    },
-  };
-
-  const single: BenchCase = {
-    name: 'publish 100B x1',
-    transport: 'nats',
-    messages: SINGLES,
-    setup,
-    teardown,
-    async subject() {
-      const latencies: number[] = [];
-      for (let done = 0; done < SINGLES; done++) {
-        const batch = batchOf(type, 1);
-        const start = performance.now();
-        await transport.publish(type, batch);
-        latencies.push(performance.now() - start);
-      }
-      return latencies;
-    },
-    async baseline() {
-      for (let done = 0; done < SINGLES; done++) await rawPublish(batchOf(rawType, 1)[0]!);
-      return undefined;
-    },
-  };
-
-  const consumeCase = (readHeaders: boolean): BenchCase => ({
-    name: readHeaders ? 'consume+ack 100B, raw reads the headers' : 'consume+ack 100B',
-    transport: 'nats',
-    messages: MESSAGES,
-    async setup() {
-      await setup();
+    async createGroup(type, group) {
       const jsm = await jetstreamManager(nc);
-      await jsm.consumers.add(streamName(rawType), {
+      await jsm.consumers.add(streamName(type), {
         durable_name: durableName(group),
         ack_policy: AckPolicy.Explicit,
         deliver_policy: DeliverPolicy.All,
         replay_policy: ReplayPolicy.Instant,
-        ack_wait: 60_000_000_000,
+        ack_wait: 600_000_000_000,
         max_deliver: -1,
         max_ack_pending: -1,
-        filter_subject: subjectOf(rawType),
+        filter_subject: subjectOf(type),
       });
-      for (let i = 0; i < (MESSAGES * RESERVOIR_ROUNDS) / BATCH; i++) {
-        await transport.publish(type, batchOf(type));
-        await Promise.all(batchOf(rawType).map(rawPublish));
-      }
     },
-    teardown,
-    async subject() {
-      const subscription = transport.consume({
-        types: [type],
-        group,
-        consumerId: 'bench',
-        offset: 'earliest',
-        prefetch: PREFETCH,
-        ackTimeoutMs: 60_000,
-      });
-      const acks: Promise<void>[] = [];
-      for await (const delivery of subscription) {
-        acks.push(delivery.ack());
-        if (acks.length === MESSAGES) break;
-      }
-      await Promise.all(acks);
-      await subscription.close();
-      return undefined;
-    },
-    async baseline() {
-      const consumer = await jetstream(nc).consumers.get(streamName(rawType), durableName(group));
-      const messages = await consumer.consume({ max_messages: PREFETCH });
-      const acks: Promise<boolean>[] = [];
-      for await (const m of messages) {
-        // The like-for-like variant reads the CloudEvents headers, as busbar must; the client parses them lazily.
-        if (readHeaders) headersOf(m);
-        acks.push(m.ackAck());
-        if (acks.length === MESSAGES) break;
-      }
-      await Promise.all(acks);
-      await messages.close();
-      return undefined;
-    },
-  });
+    consume: (type, group, count, tally, options) =>
+      consume(type, group, count, tally, { ...options, readHeaders: false }),
+    consumeReadingHeaders: (type: string, group: string, count: number, tally: Tally) =>
+      consume(type, group, count, tally, { prefetch: PREFETCH, awaitEach: false, readHeaders: true }),
+    close: () => nc.close(),
+  } satisfies RawClient & Record<string, unknown>;
+}
 
-  return [publish, single, consumeCase(false), consumeCase(true)];
+export default async function cases() {
+  return transportCases({
+    transport: 'nats',
+    url: async () => URL,
+    connectRaw,
+    // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
+    sizes: { consumed: 10_000 },
+    prefetch: PREFETCH,
+    rawConsumeVariants: { 'raw reads the headers': (raw, ...round) => raw.consumeReadingHeaders(...round) },
+  });
 }

@@ -13,11 +13,11 @@ import { MessageBus } from '../src/index.ts';
 import { buildMessage } from '../src/message/envelope.ts';
 import { type RunningServer, startServer } from '../src/server/index.ts';
 import type { Delivery, Subscription } from '../src/transport/contract.ts';
-import type { BenchCase } from './harness.ts';
+import type { BenchCase, RunContext } from './harness.ts';
+import { defineCase, type Tally } from './lib/case.ts';
 
 const N = 2000;
 const BATCH = 100;
-const ROUNDS_STOCKED = 8;
 const payload = { level: 'info', text: 'x'.repeat(80) };
 const batchBody = JSON.stringify({ messages: Array.from({ length: BATCH }, () => ({ body: payload })) });
 
@@ -60,7 +60,7 @@ function bareServer(bus: MessageBus, pullType: string): { server: Server; close(
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ids: batch.map((m) => m.id) }));
     } else if (req.method === 'GET') {
       if (ready.length === 0) await new Promise<void>((resolve) => (waiter = resolve));
-      const out = ready.splice(0, BATCH).map((d) => {
+      const out = ready.splice(0, Number(url.searchParams.get('max') ?? BATCH)).map((d) => {
         const receipt = randomUUID();
         held.set(receipt, d);
         return { id: d.message.id, body: JSON.parse(Buffer.from(d.message.body).toString('utf8')), receipt };
@@ -82,39 +82,37 @@ function bareServer(bus: MessageBus, pullType: string): { server: Server; close(
   };
 }
 
-async function publishRound(base: string, type: string): Promise<number[]> {
-  const latencies: number[] = [];
+async function publishRound(base: string, type: string, tally: Tally): Promise<void> {
   for (let sent = 0; sent < N; sent += BATCH) {
-    const start = performance.now();
-    const res = await fetch(`${base}/v1/types/${type}/messages`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: batchBody,
+    await tally.timed(async () => {
+      const res = await fetch(`${base}/v1/types/${type}/messages`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: batchBody,
+      });
+      if (res.status !== 200) throw new Error(`publish answered ${res.status}: ${await res.text()}`);
+      const { ids } = (await res.json()) as { ids: string[] };
+      tally.count(ids.length);
     });
-    if (res.status !== 200) throw new Error(`publish answered ${res.status}: ${await res.text()}`);
-    await res.arrayBuffer();
-    latencies.push(performance.now() - start);
   }
-  return latencies;
 }
 
-async function pullAckRound(base: string, type: string): Promise<number[]> {
-  const latencies: number[] = [];
-  for (let got = 0; got < N; ) {
-    const start = performance.now();
-    const res = await fetch(`${base}/v1/types/${type}/messages?group=bench&max=${BATCH}&wait=5000`);
-    const { messages } = (await res.json()) as { messages: { receipt: string }[] };
-    const ack = await fetch(`${base}/v1/acks`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ receipts: messages.map((m) => m.receipt) }),
+async function pullAckRound(base: string, type: string, tally: Tally): Promise<void> {
+  while (tally.handled < N) {
+    await tally.timed(async () => {
+      const max = Math.min(BATCH, N - tally.handled);
+      const res = await fetch(`${base}/v1/types/${type}/messages?group=bench&max=${max}&wait=5000`);
+      const { messages } = (await res.json()) as { messages: { id: string; receipt: string }[] };
+      const ack = await fetch(`${base}/v1/acks`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ receipts: messages.map((m) => m.receipt) }),
+      });
+      if (ack.status !== 200) throw new Error(`ack answered ${ack.status}: ${await ack.text()}`);
+      await ack.arrayBuffer();
+      for (const m of messages) tally.received(m.id);
     });
-    if (ack.status !== 200) throw new Error(`ack answered ${ack.status}: ${await ack.text()}`);
-    await ack.arrayBuffer();
-    got += messages.length;
-    latencies.push(performance.now() - start);
   }
-  return latencies;
 }
 
 export default async function cases(): Promise<BenchCase[]> {
@@ -127,12 +125,13 @@ export default async function cases(): Promise<BenchCase[]> {
   const pullBare = `bench-pull-bare-${randomUUID()}`;
   const publishType = `bench-pub-${randomUUID()}`;
 
-  const setup = async () => {
+  const setup = async (context: RunContext) => {
     if (bus) return;
     dir = mkdtempSync(join(tmpdir(), 'busbar-bench-rest-'));
     bus = await MessageBus.connect(`embedded:${join(dir, 'bus.db')}`);
     const stock = Array.from({ length: BATCH }, () => buildMessage(pullGateway, 'bench', payload));
-    for (let i = 0; i < (N / BATCH) * ROUNDS_STOCKED; i++) {
+    // Every round's messages (warm-up, the timed rounds, one spare) are stored before the first.
+    for (let i = 0; i < (N / BATCH) * (context.rounds + 2); i++) {
       await bus.transport.publish(
         pullGateway,
         stock.map((m) => ({ ...m, id: randomUUID() })),
@@ -160,24 +159,25 @@ export default async function cases(): Promise<BenchCase[]> {
     if (++finished === 2) await teardown();
   };
 
+  /** `round` against the gateway on `gatewayType`, beside the same round against the bare server on `bareType`. */
+  const sideBySide = (
+    name: string,
+    round: (base: string, type: string, tally: Tally) => Promise<void>,
+    gatewayType: string,
+    bareType: string,
+  ) =>
+    defineCase({
+      name,
+      transport: 'rest/embedded',
+      messages: N,
+      setup,
+      teardown: lastTeardown,
+      subject: (tally) => round(gateway!.url, gatewayType, tally),
+      baseline: (tally) => round(bareUrl, bareType, tally),
+    });
+
   return [
-    {
-      name: `publish batch ${BATCH} x${N / BATCH}`,
-      transport: 'rest/embedded',
-      messages: N,
-      setup,
-      teardown: lastTeardown,
-      subject: () => publishRound(gateway!.url, publishType),
-      baseline: () => publishRound(bareUrl, publishType),
-    },
-    {
-      name: `pull+ack ${BATCH} x${N / BATCH}`,
-      transport: 'rest/embedded',
-      messages: N,
-      setup,
-      teardown: lastTeardown,
-      subject: () => pullAckRound(gateway!.url, pullGateway),
-      baseline: () => pullAckRound(bareUrl, pullBare),
-    },
+    sideBySide(`publish batch ${BATCH} x${N / BATCH}`, publishRound, publishType, publishType),
+    sideBySide(`pull+ack ${BATCH} x${N / BATCH}`, pullAckRound, pullGateway, pullBare),
   ];
 }

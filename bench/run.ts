@@ -4,7 +4,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { type BenchModule, type BenchResult, runCase } from './harness.ts';
+import { type BenchModule, type BenchResult, type Range, runCase } from './harness.ts';
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
@@ -26,7 +26,12 @@ const results: BenchResult[] = [];
 for (const name of chosen) {
   const module = (await import(`./${name}.ts`)) as BenchModule;
   for (const bench of await module.default()) {
-    const result = await runCase(bench, Number(values.rounds));
+    // A case that fails (a miscount, a broker gone) is reported and the run goes on; the exit code says so.
+    const result = await runCase(bench, Number(values.rounds)).catch((error: unknown) => {
+      console.error(`busbar bench: ${bench.transport} '${bench.name}' failed: ${(error as Error)?.message ?? error}`);
+      process.exitCode = 1;
+    });
+    if (!result) continue;
     results.push(result);
     if (values.json) console.log(JSON.stringify(result));
     else process.stderr.write(`  done: ${result.transport} ${result.name}\n`);
@@ -37,15 +42,21 @@ if (!values.json) {
   const rows = results.map((r) => [
     r.transport,
     r.name,
-    r.msgsPerSec.toLocaleString('en-US'),
-    r.baselineMsgsPerSec?.toLocaleString('en-US') ?? '-',
-    r.ratio?.toFixed(2) ?? '-',
+    `${r.msgsPerSec.toLocaleString('en-US')} (${spread(r.msgsPerSecRange, (v) => v.toLocaleString('en-US'))})`,
+    r.baselineMsgsPerSec === null
+      ? '-'
+      : `${r.baselineMsgsPerSec.toLocaleString('en-US')} (${spread(r.baselineMsgsPerSecRange, (v) => v.toLocaleString('en-US'))})`,
+    r.ratio === null ? '-' : `${r.ratio.toFixed(2)} (${spread(r.ratioRange, (v) => v.toFixed(2))})`,
     r.p50Ms?.toFixed(3) ?? '-',
     r.p99Ms?.toFixed(3) ?? '-',
   ]);
-  const header = ['transport', 'case', 'msg/s', 'baseline msg/s', 'ratio', 'p50 ms', 'p99 ms'];
+  const header = ['transport', 'case', 'msg/s (range)', 'baseline msg/s (range)', 'ratio (range)', 'p50 ms', 'p99 ms'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   console.log(line(header));
   for (const row of rows) console.log(line(row));
+}
+
+function spread(range: Range | null, format: (value: number) => string): string {
+  return range ? `${format(range[0])}–${format(range[1])}` : '-';
 }
