@@ -106,7 +106,13 @@ export class Leases {
   #cut(type: string, group: string, run: Run, seqs: readonly number[]): void {
     const s = this.#s;
     const top = seqs[seqs.length - 1]!;
-    if ((s.count!.get(type, run.first, top) as unknown as [number])[0] === seqs.length) {
+    if (top === run.last && top === run.first) {
+      // A run of one (each ack awaited: one message per claim): no member to look up.
+      s.remove!.run(type, group, run.first);
+      return;
+    }
+    const prefix = top === run.first || (s.count!.get(type, run.first, top) as unknown as [number])[0] === seqs.length;
+    if (prefix) {
       const next = s.next!.get(type, top, run.last) as unknown as [number] | undefined;
       if (next === undefined) s.remove!.run(type, group, run.first);
       else s.moveFirst!.run(next[0], type, group, run.first);
