@@ -45,7 +45,6 @@ export class Leases {
       members: prepare(
         `SELECT m.seq, ${messageColumns} FROM messages m WHERE m.type = ? AND m.seq BETWEEN ? AND ? ORDER BY m.seq LIMIT ?`,
       ),
-      anyReady: prepare('SELECT 1 FROM leases WHERE type = ? AND grp = ? AND lease_until BETWEEN 0 AND ? LIMIT 1'),
       ready: prepare(
         `SELECT first_seq, last_seq, attempt FROM leases WHERE type = ?1 AND grp = ?2 AND lease_until BETWEEN 0 AND ?3
          ORDER BY lease_until, first_seq LIMIT 1`,
@@ -56,7 +55,7 @@ export class Leases {
       release: prepare(
         'UPDATE leases SET lease_until = 0, owner = NULL WHERE type = ? AND grp = ? AND owner = ? AND lease_until > 0',
       ),
-      deadline: prepare('SELECT min(lease_until) FROM leases WHERE type = ? AND grp = ? AND lease_until > ?'),
+      removeOne: prepare('DELETE FROM leases WHERE type = ? AND grp = ? AND first_seq = ?3 AND last_seq = ?3'),
       stats: prepare(
         `SELECT count(*), coalesce(sum(l.lease_until > ?1), 0), min(m.seq) FROM leases l
          JOIN messages m ON m.type = l.type AND m.seq BETWEEN l.first_seq AND l.last_seq
@@ -84,6 +83,8 @@ export class Leases {
    * are in no run (keyed messages, or rows another program made pending), whose pending rows the caller deletes.
    */
   ack(type: string, group: string, seqs: readonly number[]): number[] {
+    // One ack in a turn (each ack awaited) is usually all of a run of one: one statement, as for a pending row.
+    if (seqs.length === 1 && this.#s.removeOne!.run(type, group, seqs[0]!).changes === 1) return [];
     const rest: number[] = [];
     for (let i = 0; i < seqs.length; ) {
       const run = this.#at(type, group, seqs[i]!);
@@ -151,7 +152,8 @@ export class Leases {
 
   /**
    * Leases up to `wanted` messages of runs that are ready (returned by a closing subscription, or expired) to
-   * `owner`, a run at a time; the part of a run beyond `wanted` stays ready. Returns how many it took.
+   * `owner`, a run at a time; the part of a run beyond `wanted` stays ready. Returns how many it took. The caller
+   * probes first whether any run is ready (one statement for pending rows and runs).
    */
   claim(
     type: string,
@@ -163,7 +165,6 @@ export class Leases {
     out: Claimed[],
   ): number {
     const s = this.#s;
-    if (s.anyReady!.get(type, group, now) === undefined) return 0;
     let taken = 0;
     while (taken < wanted) {
       const run = s.ready!.get(type, group, now) as unknown as [number, number, number] | undefined;
@@ -196,11 +197,6 @@ export class Leases {
 
   release(type: string, group: string, owner: string): void {
     this.#s.release!.run(type, group, owner);
-  }
-
-  /** When the group's next run lease expires (null: none is held). */
-  nextDeadline(type: string, group: string, now: number): number | null {
-    return (this.#s.deadline!.get(type, group, now) as unknown as [number | null])[0];
   }
 
   /** Messages in the group's runs, how many of them are leased now, and the lowest seq among them. */

@@ -61,7 +61,8 @@ export class Store {
         true,
       ),
       anyReady: prepare(
-        'SELECT 1 FROM pending WHERE type = ? AND grp = ? AND lease_until BETWEEN 0 AND ? LIMIT 1',
+        `SELECT EXISTS (SELECT 1 FROM pending WHERE type = ?1 AND grp = ?2 AND lease_until BETWEEN 0 AND ?3),
+                EXISTS (SELECT 1 FROM leases WHERE type = ?1 AND grp = ?2 AND lease_until BETWEEN 0 AND ?3)`,
         true,
       ),
       promote: prepare(
@@ -91,8 +92,9 @@ export class Store {
         'UPDATE pending SET lease_until = 0, owner = NULL WHERE type = ? AND grp = ? AND owner = ? AND lease_until > 0',
       ),
       deadline: prepare(
-        `SELECT min(max(lease_until, not_before)) FROM pending
-         WHERE type = ?1 AND grp = ?2 AND (lease_until > ?3 OR not_before > ?3)`,
+        `SELECT (SELECT min(max(lease_until, not_before)) FROM pending
+                 WHERE type = ?1 AND grp = ?2 AND (lease_until > ?3 OR not_before > ?3)),
+                (SELECT min(lease_until) FROM leases WHERE type = ?1 AND grp = ?2 AND lease_until > ?3)`,
         true,
       ),
       oldestLive: prepare('SELECT seq FROM messages WHERE type = ? AND published_ms >= ? ORDER BY seq LIMIT 1', true),
@@ -197,8 +199,9 @@ export class Store {
   ): void {
     const s = this.#s;
     let wanted = max;
-    // The full query costs several times this probe, and usually nothing is waiting to come back.
-    const returned = s.anyReady!.get(type, group, now) === undefined ? [] : s.ready!.all(type, group, now, wanted);
+    // The full queries cost several times this probe, and usually nothing is waiting to come back.
+    const [anyPending, anyRun] = s.anyReady!.get(type, group, now) as unknown as [number, number];
+    const returned = anyPending === 0 ? [] : s.ready!.all(type, group, now, wanted);
     for (const row of returned as unknown as unknown[][]) {
       const seq = row[0] as number;
       const attempt = (row[1] as number) + 1;
@@ -207,7 +210,7 @@ export class Store {
       wanted--;
     }
     if (wanted <= 0) return;
-    wanted -= this.#leases.claim(type, group, owner, wanted, leaseUntil, now, out);
+    if (anyRun !== 0) wanted -= this.#leases.claim(type, group, owner, wanted, leaseUntil, now, out);
     if (wanted <= 0) return;
     const current = this.#s.group!.get(type, group) as unknown as [number] | undefined;
     let cursor = current ? current[0] : this.attach(type, group, 'earliest', now);
@@ -311,8 +314,7 @@ export class Store {
 
   /** When the next lease expires or nack delay ends in the group (null: nothing is waiting on time). */
   nextDeadline(type: string, group: string, now: number): number | null {
-    const pending = (this.#s.deadline!.get(type, group, now) as unknown as [number | null])[0];
-    const run = this.#leases.nextDeadline(type, group, now);
+    const [pending, run] = this.#s.deadline!.get(type, group, now) as unknown as [number | null, number | null];
     return pending === null || (run !== null && run < pending) ? run : pending;
   }
 
