@@ -79,10 +79,11 @@ export class Leases {
   }
 
   /**
-   * Settles acked messages: takes them out of their runs. `seqs` ascending without duplicates; returns those that
-   * are in no run (keyed messages, or rows another program made pending), whose pending rows the caller deletes.
+   * Settles acked messages: takes them out of their runs. Returns those that are in no run (keyed messages, or rows
+   * another program made pending), ascending, whose pending rows the caller deletes.
    */
-  ack(type: string, group: string, seqs: readonly number[]): number[] {
+  ack(type: string, group: string, acked: readonly number[]): number[] {
+    const seqs = ascending(acked);
     // One ack in a turn (each ack awaited) is usually all of a run of one: one statement, as for a pending row.
     if (seqs.length === 1 && this.#s.removeOne!.run(type, group, seqs[0]!).changes === 1) return [];
     const rest: number[] = [];
@@ -199,9 +200,14 @@ export class Leases {
     this.#s.release!.run(type, group, owner);
   }
 
-  /** Messages in the group's runs, how many of them are leased now, and the lowest seq among them. */
-  stats(type: string, group: string, now: number): [number, number, number | null] {
-    return this.#s.stats!.get(now, type, group) as unknown as [number, number, number | null];
+  /**
+   * Adds to `pending` (the group's pending rows: how many, how many leased now, the lowest seq) the same figures of
+   * its runs' messages.
+   */
+  stats(type: string, group: string, now: number, pending: PendingStats): PendingStats {
+    const runs = this.#s.stats!.get(now, type, group) as unknown as PendingStats;
+    const min = pending[2] === null ? runs[2] : runs[2] === null ? pending[2] : Math.min(pending[2], runs[2]);
+    return [pending[0] + runs[0], pending[1] + runs[1], min];
   }
 
   /** Drops runs whose every member is below `cutoff` (trimmed); a run that straddles it just has fewer members. */
@@ -213,3 +219,13 @@ export class Leases {
     this.#s.purge!.run(type);
   }
 }
+
+/** Seqs in ascending order without duplicates (acks usually arrive in order already). */
+function ascending(seqs: readonly number[]): number[] {
+  let sorted = true;
+  for (let i = 1; i < seqs.length && sorted; i++) sorted = seqs[i - 1]! < seqs[i]!;
+  if (sorted) return seqs as number[];
+  return [...new Set(seqs)].sort((a, b) => a - b);
+}
+
+type PendingStats = [count: number, inflight: number, minSeq: number | null];

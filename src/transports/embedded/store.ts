@@ -269,7 +269,7 @@ export class Store {
    * statement, then makes the next message of each of their keys ready (it was blocked behind the acked one).
    */
   ack(type: string, group: string, acked: readonly number[], keys: Iterable<string>): void {
-    const seqs = this.#leases.ack(type, group, ascending(acked));
+    const seqs = this.#leases.ack(type, group, acked);
     for (let from = 0; from < seqs.length; from += CHUNK) {
       const chunk = seqs.slice(from, from + CHUNK);
       const statement = this.#many(`ack:${chunk.length}`, () => {
@@ -398,9 +398,11 @@ export class Store {
     const groups: GroupStats[] = [];
     for (const [group, cursor] of s.groupRows!.all(type) as unknown as [string, number][]) {
       const fresh = (s.unreadFresh!.get(type, cursor) as unknown as [number])[0];
-      const [pending, inflight, minPending] = sumStats(
+      const [pending, inflight, minPending] = this.#leases.stats(
+        type,
+        group,
+        now,
         s.pendingStats!.get(now, type, group) as unknown as [number, number, number | null],
-        this.#leases.stats(type, group, now),
       );
       let oldestMs: number | null = null;
       if (minPending !== null)
@@ -416,21 +418,6 @@ export class Store {
     }
     return { type, depth: info.depth, bytes: info.bytes, partitions: info.partitions, groups };
   }
-}
-
-/** Seqs in ascending order without duplicates (acks usually arrive in order already). */
-function ascending(seqs: readonly number[]): number[] {
-  let sorted = true;
-  for (let i = 1; i < seqs.length && sorted; i++) sorted = seqs[i - 1]! < seqs[i]!;
-  if (sorted) return seqs as number[];
-  return [...new Set(seqs)].sort((a, b) => a - b);
-}
-
-type PendingStats = [count: number, inflight: number, minSeq: number | null];
-
-function sumStats(a: PendingStats, b: PendingStats): PendingStats {
-  const min = a[2] === null ? b[2] : b[2] === null ? a[2] : Math.min(a[2], b[2]);
-  return [a[0] + b[0], a[1] + b[1], min];
 }
 
 type TypeRow = [string, number, number | null, number | null, number, number];
