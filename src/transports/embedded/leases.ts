@@ -113,7 +113,10 @@ export class Leases {
       s.remove!.run(type, group, run.first);
       return;
     }
-    const prefix = top === run.first || (s.count!.get(type, run.first, top) as unknown as [number])[0] === seqs.length;
+    // A prefix starts at the run's first member (a run whose first members were trimmed just takes the long way).
+    const prefix =
+      seqs[0] === run.first &&
+      (seqs.length === 1 || (s.count!.get(type, run.first, top) as unknown as [number])[0] === seqs.length);
     if (prefix) {
       const next = s.next!.get(type, top, run.last) as unknown as [number] | undefined;
       if (next === undefined) s.remove!.run(type, group, run.first);
