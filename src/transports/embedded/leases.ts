@@ -1,9 +1,9 @@
 /**
  * Range leases (schema 2): one `leases` row leases a run of consecutive unkeyed messages of a type to one
  * subscription. A claim writes one row per run instead of one pending row per message, and acks that arrive in order
- * move the run's start instead of deleting a row each: this is most of consume+ack's cost (a profile put ~40% of a
- * consumer's CPU in inserting and deleting pending rows). Keyed messages keep their pending rows (per-key order needs
- * them), so a run never spans a keyed message of its type. docs/wire/embedded.md, "Leases", gives the rules.
+ * move the run's start instead of deleting a row each: these row writes were most of consume+ack's cost (a profile
+ * put 36% of a consumer's CPU in inserting and deleting pending rows; BENCHMARKS.md). Keyed messages keep their pending rows (per-key order needs
+ * them), so a run never spans a keyed message of its type. docs/wire/embedded.md gives the rules.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { toMessage } from './rows.ts';
