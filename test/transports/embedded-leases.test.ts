@@ -216,3 +216,17 @@ test('a version 1 file is upgraded in place: its pending rows keep their meaning
     [2, 2],
   );
 });
+
+test('retention that trims part of a leased run leaves the rest leased, counted and ackable', async (t) => {
+  const path = join(dir, `${randomUUID()}.db`);
+  const transport = await open(t, path);
+  const ty = `t-${randomUUID()}`;
+  await publish(transport, ty, ['r1', 'r2', 'r3', 'r4']);
+  const got = await reader(consume(t, transport, { types: [ty] }))(4);
+  // Two bytes left: the two oldest messages (two bytes each) go.
+  await transport.admin.setRetention(ty, { maxBytes: 4 });
+  const [stats] = await transport.admin.stats(ty);
+  assert.deepEqual([stats!.depth, ...stats!.groups.map((g) => [g.unread, g.inflight])], [2, [2, 2]]);
+  await Promise.all(got.map((d) => d.ack()));
+  assert.deepEqual(file(path, ty), { runs: [], pending: [] });
+});
