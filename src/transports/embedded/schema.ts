@@ -11,7 +11,8 @@ import { loadSqlite } from './sqlite.ts';
 
 /** `PRAGMA application_id` of a busbar database: 'busb' in ASCII. */
 export const APPLICATION_ID = 0x62757362;
-export const SCHEMA_VERSION = 1;
+/** 2 added `leases` (range leases). A version 1 file is upgraded in place: its rows mean the same in version 2. */
+export const SCHEMA_VERSION = 2;
 export const DEFAULT_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 
 const SCHEMA = `
@@ -58,6 +59,17 @@ CREATE TABLE IF NOT EXISTS pending (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS pending_by_key ON pending (type, grp, key, seq) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS pending_by_lease ON pending (type, grp, lease_until);
+CREATE TABLE IF NOT EXISTS leases (
+  type TEXT NOT NULL,
+  grp TEXT NOT NULL,
+  first_seq INTEGER NOT NULL,
+  last_seq INTEGER NOT NULL,
+  attempt INTEGER NOT NULL,
+  lease_until INTEGER NOT NULL,
+  owner TEXT,
+  PRIMARY KEY (type, grp, first_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS leases_by_lease ON leases (type, grp, lease_until);
 `;
 
 export function openDatabase(options: EmbeddedOptions): DatabaseSync {

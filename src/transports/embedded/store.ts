@@ -4,6 +4,7 @@
  */
 import type { DatabaseSync, SQLInputValue, StatementSync } from 'node:sqlite';
 import type { GroupStats, Offset, Retention, TransportMessage, TypeInfo, TypeStats } from '../../transport/contract.ts';
+import { Leases } from './leases.ts';
 import { headersText, toMessage } from './rows.ts';
 import { DEFAULT_MAX_AGE_MS } from './schema.ts';
 
@@ -28,9 +29,11 @@ export class Store {
   readonly #s: Record<string, StatementSync>;
   /** Statements whose SQL depends on a row count (multi-row INSERTs, IN lists), by name and count. */
   readonly #inserts = new Map<string, StatementSync>();
+  readonly #leases: Leases;
 
   constructor(db: DatabaseSync) {
     this.db = db;
+    this.#leases = new Leases(db, MESSAGE_COLUMNS);
     const prepare = (sql: string, arrays = false) => {
       const statement = db.prepare(sql);
       if (arrays) statement.setReturnArrays(true);
@@ -58,7 +61,8 @@ export class Store {
         true,
       ),
       anyReady: prepare(
-        'SELECT 1 FROM pending WHERE type = ? AND grp = ? AND lease_until BETWEEN 0 AND ? LIMIT 1',
+        `SELECT EXISTS (SELECT 1 FROM pending WHERE type = ?1 AND grp = ?2 AND lease_until BETWEEN 0 AND ?3),
+                EXISTS (SELECT 1 FROM leases WHERE type = ?1 AND grp = ?2 AND lease_until BETWEEN 0 AND ?3)`,
         true,
       ),
       promote: prepare(
@@ -88,8 +92,9 @@ export class Store {
         'UPDATE pending SET lease_until = 0, owner = NULL WHERE type = ? AND grp = ? AND owner = ? AND lease_until > 0',
       ),
       deadline: prepare(
-        `SELECT min(max(lease_until, not_before)) FROM pending
-         WHERE type = ?1 AND grp = ?2 AND (lease_until > ?3 OR not_before > ?3)`,
+        `SELECT (SELECT min(max(lease_until, not_before)) FROM pending
+                 WHERE type = ?1 AND grp = ?2 AND (lease_until > ?3 OR not_before > ?3)),
+                (SELECT min(lease_until) FROM leases WHERE type = ?1 AND grp = ?2 AND lease_until > ?3)`,
         true,
       ),
       oldestLive: prepare('SELECT seq FROM messages WHERE type = ? AND published_ms >= ? ORDER BY seq LIMIT 1', true),
@@ -179,8 +184,9 @@ export class Store {
 
   /**
    * Leases up to `max` messages of one group to `owner`: first pending ones that are ready and first in line for
-   * their key, then new ones from the cursor. A new message whose key already has a pending row waits as a ready
-   * pending row (attempt 0) behind it, so one slow key never stalls the others.
+   * their key, then ready runs (leases.ts), then new ones from the cursor. A new message whose key already has a
+   * pending row waits as a ready pending row (attempt 0) behind it, so one slow key never stalls the others. New
+   * unkeyed messages are leased as runs, one `leases` row each; new keyed ones as pending rows.
    */
   claim(
     type: string,
@@ -193,8 +199,9 @@ export class Store {
   ): void {
     const s = this.#s;
     let wanted = max;
-    // The full query costs several times this probe, and usually nothing is waiting to come back.
-    const returned = s.anyReady!.get(type, group, now) === undefined ? [] : s.ready!.all(type, group, now, wanted);
+    // The full queries cost several times this probe, and usually nothing is waiting to come back.
+    const [anyPending, anyRun] = s.anyReady!.get(type, group, now) as unknown as [number, number];
+    const returned = anyPending === 0 ? [] : s.ready!.all(type, group, now, wanted);
     for (const row of returned as unknown as unknown[][]) {
       const seq = row[0] as number;
       const attempt = (row[1] as number) + 1;
@@ -203,11 +210,16 @@ export class Store {
       wanted--;
     }
     if (wanted <= 0) return;
+    if (anyRun !== 0) wanted -= this.#leases.claim(type, group, owner, wanted, leaseUntil, now, out);
+    if (wanted <= 0) return;
     const current = this.#s.group!.get(type, group) as unknown as [number] | undefined;
     let cursor = current ? current[0] : this.attach(type, group, 'earliest', now);
     const start = cursor;
     const keys = new Set<string>();
     let scanned = 0;
+    // The run of unkeyed messages being read: rows come in seq order, and a keyed one ends the run.
+    let first = -1;
+    let last = -1;
     while (wanted > 0 && scanned < MAX_SCAN) {
       const rows = s.fresh!.all(type, cursor, wanted) as unknown as unknown[][];
       const leased: SQLInputValue[] = [];
@@ -216,24 +228,30 @@ export class Store {
         const seq = row[0] as number;
         const key = row[5] as string | null;
         cursor = seq + 1;
-        if (key !== null) {
+        if (key === null) {
+          if (first < 0) first = seq;
+          last = seq;
+        } else {
+          if (first >= 0) this.#leases.add(type, group, first, last, leaseUntil, owner);
+          first = -1;
           if (keys.has(key) || s.keyPending!.get(type, group, key) !== undefined) {
             s.addPending!.run(type, group, seq, key, 0, BLOCKED, null);
             continue;
           }
           keys.add(key);
+          leased.push(seq, key);
         }
-        leased.push(seq, key);
         out.push({ type, seq, attempt: 1, message: toMessage(type, seq, row, 1) });
         wanted--;
       }
       this.#leaseFresh(type, group, owner, leaseUntil, leased);
       if (rows.length === 0 || wanted <= 0) break;
     }
+    if (first >= 0) this.#leases.add(type, group, first, last, leaseUntil, owner);
     if (cursor !== start) s.setCursor!.run(cursor, type, group);
   }
 
-  /** Inserts leased pending rows, given as flat (seq, key) pairs, a chunk per statement. */
+  /** Inserts leased pending rows of keyed messages, given as flat (seq, key) pairs, a chunk per statement. */
   #leaseFresh(type: string, group: string, owner: string, leaseUntil: number, pairs: SQLInputValue[]): void {
     for (let from = 0; from < pairs.length; from += CHUNK * 2) {
       const chunk = pairs.slice(from, from + CHUNK * 2);
@@ -247,10 +265,11 @@ export class Store {
   }
 
   /**
-   * Deletes the pending rows of acked messages of one group, a chunk per statement, then makes the next message of
-   * each of their keys ready (it was blocked behind the acked one).
+   * Takes acked messages of one group out of their runs, deletes the pending rows of the others, a chunk per
+   * statement, then makes the next message of each of their keys ready (it was blocked behind the acked one).
    */
-  ack(type: string, group: string, seqs: readonly number[], keys: Iterable<string>): void {
+  ack(type: string, group: string, acked: readonly number[], keys: Iterable<string>): void {
+    const seqs = this.#leases.ack(type, group, acked);
     for (let from = 0; from < seqs.length; from += CHUNK) {
       const chunk = seqs.slice(from, from + CHUNK);
       const statement = this.#many(`ack:${chunk.length}`, () => {
@@ -284,16 +303,19 @@ export class Store {
 
   /** Only the holder of this very delivery (owner and attempt) may return it: a lease lost to another stays theirs. */
   nack(type: string, group: string, seq: number, owner: string, attempt: number, notBefore: number): void {
+    if (this.#leases.nack(type, group, seq, owner, attempt, notBefore)) return;
     this.#s.nack!.run(notBefore, type, group, seq, owner, attempt);
   }
 
   release(type: string, group: string, owner: string): void {
     this.#s.release!.run(type, group, owner);
+    this.#leases.release(type, group, owner);
   }
 
   /** When the next lease expires or nack delay ends in the group (null: nothing is waiting on time). */
   nextDeadline(type: string, group: string, now: number): number | null {
-    return (this.#s.deadline!.get(type, group, now) as unknown as [number | null])[0];
+    const [pending, run] = this.#s.deadline!.get(type, group, now) as unknown as [number | null, number | null];
+    return pending === null || (run !== null && run < pending) ? run : pending;
   }
 
   /** Enforces age and byte limits on one type; removes pending rows of trimmed messages too. */
@@ -320,6 +342,7 @@ export class Store {
     }
     if (removed === 0) return;
     this.#s.trimPending!.run(type, cutoff);
+    this.#leases.trim(type, cutoff);
     this.#s.count!.get(-removed, -freed, type);
     // Trimmed rows may have been first in line for their keys.
     for (const [t, group] of this.#s.allGroups!.all() as unknown as [string, string][]) {
@@ -356,12 +379,14 @@ export class Store {
     if (last !== null) this.#s.purgeCursors!.run(last + 1, type);
     this.#s.purgeMessages!.run(type);
     this.#s.purgePending!.run(type);
+    this.#leases.purge(type);
     this.#s.zeroCounters!.run(type);
   }
 
   deleteType(type: string): void {
     this.#s.purgeMessages!.run(type);
     this.#s.purgePending!.run(type);
+    this.#leases.purge(type);
     this.#s.deleteGroups!.run(type);
     this.#s.deleteType!.run(type);
   }
@@ -373,11 +398,12 @@ export class Store {
     const groups: GroupStats[] = [];
     for (const [group, cursor] of s.groupRows!.all(type) as unknown as [string, number][]) {
       const fresh = (s.unreadFresh!.get(type, cursor) as unknown as [number])[0];
-      const [pending, inflight, minPending] = s.pendingStats!.get(now, type, group) as unknown as [
-        number,
-        number,
-        number | null,
-      ];
+      const [pending, inflight, minPending] = this.#leases.stats(
+        type,
+        group,
+        now,
+        s.pendingStats!.get(now, type, group) as unknown as [number, number, number | null],
+      );
       let oldestMs: number | null = null;
       if (minPending !== null)
         oldestMs = (s.publishedAt!.get(minPending) as unknown as [number] | undefined)?.[0] ?? null;
