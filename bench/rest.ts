@@ -9,10 +9,11 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MessageBus } from '../src/index.ts';
+import { MessageBus, resolveConfig } from '../src/index.ts';
 import { buildMessage } from '../src/message/envelope.ts';
 import { type RunningServer, startServer } from '../src/server/index.ts';
-import type { Delivery, Subscription } from '../src/transport/contract.ts';
+import type { Delivery, Subscription, Transport } from '../src/transport/contract.ts';
+import { loadTransport } from '../src/transport/registry.ts';
 import type { BenchCase, RunContext } from './harness.ts';
 import { defineCase, type Tally } from './lib/case.ts';
 
@@ -31,8 +32,7 @@ function readBody(req: import('node:http').IncomingMessage): Promise<string> {
 }
 
 /** The baseline: the least an HTTP front can do over the same transport. */
-function bareServer(bus: MessageBus, pullType: string): { server: Server; close(): Promise<void> } {
-  const transport = bus.transport;
+function bareServer(transport: Transport, pullType: string): { server: Server; close(): Promise<void> } {
   const held = new Map<string, Delivery>();
   const ready: Delivery[] = [];
   let waiter: (() => void) | undefined;
@@ -118,6 +118,7 @@ async function pullAckRound(base: string, type: string, tally: Tally): Promise<v
 export default async function cases(): Promise<BenchCase[]> {
   let dir = '';
   let bus: MessageBus | undefined;
+  let transport: Transport | undefined;
   let gateway: RunningServer | undefined;
   let bare: ReturnType<typeof bareServer> | undefined;
   let bareUrl = '';
@@ -128,21 +129,24 @@ export default async function cases(): Promise<BenchCase[]> {
   const setup = async (context: RunContext) => {
     if (bus) return;
     dir = mkdtempSync(join(tmpdir(), 'busbar-bench-rest-'));
-    bus = await MessageBus.connect(`embedded:${join(dir, 'bus.db')}`);
+    // One transport serves both the gateway (through the bus over it) and the bare server (directly).
+    const config = resolveConfig(`embedded:${join(dir, 'bus.db')}`);
+    transport = await (await loadTransport(config.scheme))(config.transport);
+    bus = new MessageBus(transport, config);
     const stock = Array.from({ length: BATCH }, () => buildMessage(pullGateway, 'bench', payload));
     // Every round's messages (warm-up, the timed rounds, one spare) are stored before the first.
     for (let i = 0; i < (N / BATCH) * (context.rounds + 2); i++) {
-      await bus.transport.publish(
+      await transport.publish(
         pullGateway,
         stock.map((m) => ({ ...m, id: randomUUID() })),
       );
-      await bus.transport.publish(
+      await transport.publish(
         pullBare,
         stock.map((m) => ({ ...m, type: pullBare, id: randomUUID() })),
       );
     }
     gateway = await startServer({ bus, port: 0 });
-    bare = bareServer(bus, pullBare);
+    bare = bareServer(transport, pullBare);
     await new Promise<void>((resolve) => bare!.server.listen(0, '127.0.0.1', resolve));
     bareUrl = `http://127.0.0.1:${(bare.server.address() as AddressInfo).port}`;
   };

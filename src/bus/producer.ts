@@ -26,6 +26,32 @@ export function message(body: Body, options: OutgoingOptions = {}): Outgoing {
   return new Outgoing(body, options);
 }
 
+/**
+ * Builds every envelope of a batch first, so one bad message rejects the whole call before anything is sent; the
+ * error names its place in the list. `call` names the public method, for the error when `messages` is not a list.
+ */
+export function buildBatch(
+  type: string,
+  source: string,
+  messages: readonly unknown[],
+  defaults: OutgoingOptions,
+  call: string,
+): TransportMessage[] {
+  if (!Array.isArray(messages)) {
+    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${call}() takes a list of messages: ${call}([body, ...])`);
+  }
+  return messages.map((item: unknown, i) => {
+    try {
+      return item instanceof Outgoing
+        ? buildMessage(type, source, item.body, { ...defaults, ...item.options })
+        : buildMessage(type, source, item, defaults);
+    } catch (error) {
+      if (!isBusError(error)) throw error;
+      throw new BusError(error.code, `messages[${i}]: ${error.message}`, { cause: error, details: { index: i } });
+    }
+  });
+}
+
 export interface ProducerOptions {
   producerId?: string;
   messageType: string;
@@ -83,18 +109,6 @@ export class Producer extends EventEmitter<ProducerEvents> {
     this.#retries = options.retries ?? DEFAULT_ASYNC_RETRIES;
   }
 
-  /** Builds every envelope first, so a bad body rejects the whole call before anything is sent. */
-  #build(bodies: readonly unknown[]): TransportMessage[] {
-    if (!Array.isArray(bodies)) {
-      throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', 'producer.send() takes a list of messages: send([body, ...])');
-    }
-    return bodies.map((body) =>
-      body instanceof Outgoing
-        ? buildMessage(this.messageType, this.producerId, body.body, { ...this.#defaults, ...body.options })
-        : buildMessage(this.messageType, this.producerId, body, this.#defaults),
-    );
-  }
-
   async send(messages: readonly unknown[]): Promise<void> {
     if (this.#closed) {
       throw new BusError(
@@ -102,7 +116,7 @@ export class Producer extends EventEmitter<ProducerEvents> {
         `producer ${this.producerId} is closed: create a new one with bus.producer()`,
       );
     }
-    const batch = this.#build(messages);
+    const batch = buildBatch(this.messageType, this.producerId, messages, this.#defaults, 'producer.send');
     if (batch.length === 0) return;
     if (this.method === 'sync') {
       await this.#transport.publish(this.messageType, batch);

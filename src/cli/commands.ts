@@ -59,7 +59,7 @@ export async function demo(argv: string[], ctx: CommandContext): Promise<void> {
     const message = await consumer.receive({ timeout: 5000 });
     if (!message) throw new BusError('BUSBAR_ERR_TIMEOUT', 'the demo message did not come back within 5 s');
     await message.ack();
-    ctx.out.write(`busbar is working on ${bus.transport.name} (${describeBroker(bus.config)}):\n`);
+    ctx.out.write(`busbar is working on ${bus.transportName} (${describeBroker(bus.config)}):\n`);
     ctx.out.write(`  sent and received ${JSON.stringify(message.body)} as ${message.id}\n`);
     ctx.out.write(`try: npx busbar send alerts hello && npx busbar receive alerts --group g --count 1\n`);
     await consumer.close();

@@ -358,3 +358,8 @@ export function resolveConfig(
     file,
   });
 }
+
+/** Whether `value` is what resolveConfig() returns (options never have `scheme`), so it is used as it is. */
+export function isResolvedConfig(value: unknown): value is ResolvedConfig {
+  return typeof value === 'object' && value !== null && 'scheme' in value && 'transport' in value;
+}

@@ -3,6 +3,7 @@
  * fixed here once; each transport's wire mapping (docs/wire/) maps these onto its native headers.
  */
 import { hostname } from 'node:os';
+import { BusError } from '../errors.ts';
 import type { Envelope, TransportMessage } from '../transport/contract.ts';
 import { normaliseTime } from './cloudevents.ts';
 import { type Body, encodeBody } from './codec.ts';
@@ -48,8 +49,21 @@ export interface OutgoingOptions {
   headers?: Record<string, string> | undefined;
   contentType?: string | undefined;
   id?: string | undefined;
-  /** RFC 3339; now when absent. Callers pass it through normaliseTime() first. */
+  /** RFC 3339 (written in UTC `Z` form); now when absent. */
   time?: string | undefined;
+  /** The CloudEvents source of this message; the producer's (or the bus's) when absent. */
+  source?: string | undefined;
+}
+
+function checkedTime(time: string): string {
+  const normal = normaliseTime(time);
+  if (normal === undefined) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `time ${JSON.stringify(time)} is not an RFC 3339 timestamp: write it like 2026-01-02T03:04:05Z`,
+    );
+  }
+  return normal;
 }
 
 export function buildMessage(
@@ -62,8 +76,8 @@ export function buildMessage(
   return {
     id: options.id ?? uuidv7(),
     type,
-    source,
-    time: options.time ?? new Date().toISOString(),
+    source: options.source ?? source,
+    time: options.time === undefined ? new Date().toISOString() : checkedTime(options.time),
     contentType,
     key: options.key,
     headers: options.headers ?? {},

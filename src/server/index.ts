@@ -6,9 +6,8 @@
 import type { AddressInfo } from 'node:net';
 import type { FastifyServerOptions } from 'fastify';
 import { MessageBus } from '../bus/bus.ts';
-import { type BusOptions, type ResolvedConfig, resolveConfig } from '../config/index.ts';
+import { type BusOptions, isResolvedConfig, type ResolvedConfig, resolveConfig } from '../config/index.ts';
 import { BusError } from '../errors.ts';
-import { loadTransport } from '../transport/registry.ts';
 import { buildApp } from './app.ts';
 import { banner, describeBroker } from './banner.ts';
 import { Gateway } from './gateway.ts';
@@ -67,17 +66,8 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
-function isResolved(config: unknown): config is ResolvedConfig {
-  return typeof config === 'object' && config !== null && 'scheme' in config && 'transport' in config;
-}
-
-async function connect(config: ResolvedConfig): Promise<MessageBus> {
-  const factory = await loadTransport(config.scheme);
-  return new MessageBus(await factory(config.transport), config);
-}
-
 export async function startServer(options: StartServerOptions = {}): Promise<RunningServer> {
-  const config = isResolved(options.config)
+  const config = isResolvedConfig(options.config)
     ? options.config
     : options.bus?.config && options.config === undefined
       ? options.bus.config
@@ -107,7 +97,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
   }
 
   const ownsBus = options.bus === undefined;
-  const bus = options.bus ?? (await connect(config));
+  const bus = options.bus ?? (await MessageBus.connect(config));
   const gateway = new Gateway(bus, settings);
   let app: Awaited<ReturnType<typeof buildApp>>;
   try {
@@ -152,6 +142,6 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     process.once('SIGINT', onSignal);
     process.once('SIGTERM', onSignal);
   }
-  options.print?.(banner(url, bus.transport.name, settings.tokens.length > 0, describeBroker(config)));
+  options.print?.(banner(url, bus.transportName, settings.tokens.length > 0, describeBroker(config)));
   return { url, host: settings.host, port: address.port, closed, close };
 }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type BusError, MessageBus, message } from '../../src/index.ts';
+import { type BusError, MessageBus, message, resolveConfig } from '../../src/index.ts';
+import { loadTransport } from '../../src/transport/registry.ts';
 
 test('sync send resolves after the broker accepted; async send reports failures with the messages', async (t) => {
   const bus = await MessageBus.connect('memory:');
@@ -14,10 +15,12 @@ test('sync send resolves after the broker accepted; async send reports failures 
   await consumer.close();
 
   // A transport that refuses publishes (closed): async failures must surface, never vanish.
-  const broken = await MessageBus.connect('memory:');
+  const config = resolveConfig('memory:');
+  const transport = await (await loadTransport(config.scheme))(config.transport);
+  const broken = new MessageBus(transport, config);
   const listened = broken.producer({ messageType: 'orders', method: 'async', retries: 0 });
   const unheard = broken.producer({ messageType: 'orders', method: 'async', retries: 0 });
-  await broken.transport.close();
+  await transport.close();
   const errors: BusError[] = [];
   listened.on('error', (error) => errors.push(error));
   await listened.send(['a', 'b']);

@@ -11,7 +11,7 @@ import { fingerprint } from '../idempotency.ts';
 import type { ApiRegistry } from '../openapi.ts';
 import { formatValidation, principalOf } from '../requests.ts';
 import { wireBody } from '../wire.ts';
-import { buildAll, checkBatchSize, parseJson, publishOnce, sourceOf } from './publish.ts';
+import { checkBatchSize, outgoing, parseJson, publishOnce, sourceOf } from './publish.ts';
 import { pull } from './pull.ts';
 
 const cortxParams = {
@@ -61,7 +61,7 @@ export function registerCortxPublish(app: FastifyInstance, gw: Gateway, api: Api
         throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', formatValidation((validate.errors ?? []) as [], 'body'));
       }
       const items = (parsed as { messages: unknown[] }).messages.map((body) => ({ body, options: {} }));
-      const messages = buildAll(type, sourceOf(gw, principalOf(request)), items);
+      const messages = outgoing(sourceOf(gw, principalOf(request)), items);
       const answer = await publishOnce(
         gw,
         request,

@@ -37,8 +37,8 @@ export function registerOpsRoutes(app: FastifyInstance, gw: Gateway, api: ApiReg
       responses: { 200: { description: 'ready' } },
     },
     async () => {
-      await brokerCall('a readiness check', READY_TIMEOUT_MS, () => gw.bus.transport.admin.listTypes());
-      return { status: 'ready', transport: gw.bus.transport.name };
+      await brokerCall('a readiness check', READY_TIMEOUT_MS, () => gw.bus.admin().listMessageTypes());
+      return { status: 'ready', transport: gw.bus.transportName };
     },
   );
 
@@ -57,7 +57,7 @@ export function registerOpsRoutes(app: FastifyInstance, gw: Gateway, api: ApiReg
     },
     async (request, reply) => {
       const principal = principalOf(request);
-      const stats = await brokerCall('reading stats', READY_TIMEOUT_MS, () => gw.bus.transport.admin.stats()).catch(
+      const stats = await brokerCall('reading stats', READY_TIMEOUT_MS, () => gw.bus.admin().stats()).catch(
         () => undefined,
       );
       const gauges = {

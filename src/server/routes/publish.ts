@@ -4,10 +4,9 @@
  * accepted every message; `Idempotency-Key` makes a retried POST publish once.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { BusError } from '../../errors.ts';
+import { message, type Outgoing } from '../../bus/producer.ts';
 import { isJsonType } from '../../message/codec.ts';
-import { buildMessage } from '../../message/envelope.ts';
-import type { TransportMessage } from '../../transport/contract.ts';
+import type { OutgoingOptions } from '../../message/envelope.ts';
 import type { Principal } from '../auth.ts';
 import { BATCH, eventMode, fromBinary, fromStructured, STRUCTURED } from '../cloudevents.ts';
 import { brokerCall, httpError } from '../errors.ts';
@@ -48,43 +47,37 @@ export function checkBatchSize(gw: Gateway, count: number): void {
   }
 }
 
-/**
- * Builds every envelope first, so one bad message rejects the whole request before anything is sent. An item's own
- * source (a CloudEvent's) wins over `source`.
- */
-export function buildAll(
-  type: string,
-  source: string,
-  items: readonly { body: unknown; options: Parameters<typeof buildMessage>[3]; source?: string | undefined }[],
-): TransportMessage[] {
-  return items.map((item, i) => {
-    try {
-      return buildMessage(type, item.source ?? source, item.body, item.options);
-    } catch (error) {
-      if (error instanceof BusError) {
-        throw httpError('BUSBAR_ERR_INVALID_ARGUMENT', `messages[${i}]: ${error.message}`);
-      }
-      throw error;
-    }
-  });
+/** A message of a request as the gateway read it: body, options, and a CloudEvent's own source. */
+export interface RequestMessage {
+  body: unknown;
+  options: OutgoingOptions;
+  source?: string | undefined;
 }
 
-/** Publishes once the broker accepted all, once per Idempotency-Key; `answer` shapes the success body. */
+/** The request's messages as the bus takes them; an item's own source (a CloudEvent's) wins over `source`. */
+export function outgoing(source: string, items: readonly RequestMessage[]): Outgoing[] {
+  return items.map((item) => message(item.body, { ...item.options, source: item.source ?? source }));
+}
+
+/**
+ * Publishes once the broker accepted all, once per Idempotency-Key; `answer` shapes the success body. The bus builds
+ * every envelope before it sends, so one bad message rejects the request with nothing published.
+ */
 export async function publishOnce(
   gw: Gateway,
   request: FastifyRequest,
   type: string,
-  messages: readonly TransportMessage[],
+  messages: readonly Outgoing[],
   print: () => string,
   answer: (ids: string[]) => unknown,
 ): Promise<StoredAnswer> {
   const key = IdempotencyCache.check(request.headers['idempotency-key']);
   const publish = async (): Promise<StoredAnswer> => {
-    await brokerCall(`publishing to '${type}'`, gw.settings.limits.brokerTimeoutMs, () =>
-      gw.bus.transport.publish(type, messages),
+    const ids = await brokerCall(`publishing to '${type}'`, gw.settings.limits.brokerTimeoutMs, () =>
+      gw.bus.sendBatch(type, messages),
     );
-    gw.metrics.publish(type, messages.length);
-    return { status: 200, body: answer(messages.map((m) => m.id)) };
+    gw.metrics.publish(type, ids.length);
+    return { status: 200, body: answer(ids) };
   };
   if (key === undefined) return publish();
   return gw.idempotency.run(
@@ -180,7 +173,7 @@ export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: Ap
         );
       }
       const source = sourceOf(gw, principalOf(request));
-      let items: { body: unknown; options: object; source?: string | undefined }[];
+      let items: RequestMessage[];
       const mode = eventMode(contentType, request.headers);
       const parsed = isJsonType(contentType) && mode === undefined ? parseJson(raw) : undefined;
       if (mode === 'binary') {
@@ -208,7 +201,7 @@ export function registerPublishRoutes(app: FastifyInstance, gw: Gateway, api: Ap
       } else {
         items = [single(request, raw ?? Buffer.alloc(0), contentType)];
       }
-      const messages = buildAll(type, source, items);
+      const messages = outgoing(source, items);
       const query = request.query as { key?: string };
       const answer = await publishOnce(
         gw,
