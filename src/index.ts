@@ -9,5 +9,5 @@ export { message, Outgoing, Producer, type ProducerOptions } from './bus/produce
 export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/index.ts';
 export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
 export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';
-export { DEAD_LETTER_HEADERS } from './message/envelope.ts';
+export { DEAD_LETTER_HEADERS, type OutgoingOptions } from './message/envelope.ts';
 export type * from './transport/contract.ts';

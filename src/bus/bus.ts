@@ -26,8 +26,8 @@ export class MessageBus {
   #closing: Promise<void> | undefined;
 
   /**
-   * A bus over a transport the caller made and hands over (the bus closes it). MessageBus.connect() is the way from
-   * a URL, options or a resolved config; it ends here.
+   * A bus over a transport the caller made and hands over (the bus closes it). MessageBus.connect() is the one way
+   * from a URL, options or a resolved config to a bus, and ends in this constructor.
    */
   constructor(transport: Transport, config?: ResolvedConfig) {
     // Every send and admin call of the bus, the REST gateway's included, goes through this one bounded view.
