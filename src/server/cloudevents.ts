@@ -22,7 +22,7 @@ import { httpError } from './errors.ts';
 export const STRUCTURED = 'application/cloudevents+json';
 export const BATCH = 'application/cloudevents-batch+json';
 
-/** One event to publish; its own source, when it has one, wins over the gateway's (see outgoing() in routes/publish.ts). */
+/** One event to publish; its own source, when it has one, wins over the gateway's (routes/publish.ts). */
 export interface IncomingEvent {
   source: string | undefined;
   body: Uint8Array;
