@@ -5,7 +5,7 @@
  * BUSBAR_TEST_STOMP_URL points the suite at another broker instead (scenario 13 is then skipped).
  */
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
-import { artemis, artemisRunning, stompPort } from '../helpers/artemis.ts';
+import { artemis, artemisRunning, stompPort } from '../transports/fixtures/stomp-artemis.ts';
 import { runConformance } from './suite.ts';
 
 const INSTANCE = 4;
