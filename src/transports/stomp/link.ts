@@ -97,6 +97,11 @@ export class StompLink {
     return this.#generation;
   }
 
+  /** The endpoint of the live connection (or of the attempt under way). */
+  get endpoint(): Endpoint | undefined {
+    return this.#current;
+  }
+
   get connected(): boolean {
     return this.#client.connected;
   }

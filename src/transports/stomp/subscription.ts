@@ -156,6 +156,54 @@ export class StompSubscription implements Subscription {
     });
     await this.#link.start();
     await attached;
+    if (this.#settings.endpoints.length > 1) await this.#declareElsewhere();
+  }
+
+  /**
+   * Creates the group's queues on every other endpoint too (best effort, endpoints that do not answer are skipped):
+   * Artemis drops a message sent to an address without queues, so a producer that fails over to another broker
+   * before this consumer re-subscribed there would have its confirmed messages dropped. SUBSCRIBE on the fully
+   * qualified name creates the durable queue; the brief consumer takes at most one message (a one-byte window) and
+   * gives it back when it disconnects.
+   */
+  async #declareElsewhere(): Promise<void> {
+    const here = this.#link.endpoint;
+    const { types, group } = this.#options;
+    await Promise.all(
+      this.#settings.endpoints
+        .filter((endpoint) => endpoint !== here)
+        .map(async (endpoint) => {
+          const link = new StompLink(
+            {
+              ...this.#settings,
+              endpoints: [endpoint],
+              connectTimeoutMs: Math.min(this.#settings.connectTimeoutMs, 3000),
+            },
+            'group declaration',
+          );
+          try {
+            await link.start();
+            for (const type of types) {
+              await link.subscribeConfirmed(
+                escapeHeader(fqqnOf(type, group)),
+                {
+                  id: 'declare',
+                  ack: 'client-individual',
+                  'subscription-type': 'MULTICAST',
+                  'consumer-window-size': '1',
+                },
+                () => {},
+                this.#settings.publishTimeoutMs,
+              );
+              link.unsubscribe('declare');
+            }
+          } catch {
+            // Unreachable now: the queue is created there when this consumer fails over to it.
+          } finally {
+            await link.close();
+          }
+        }),
+    );
   }
 
   #subscribeAll(): Promise<void> {
