@@ -207,19 +207,23 @@ export class StompLink {
     if (this.#client.connected) this.#client.unsubscribe(id);
   }
 
+  /**
+   * DISCONNECT waits for its own RECEIPT, and the broker answers frames in order: ACKs and sends already written get
+   * their receipts first. Whatever is still unconfirmed after that fails with BUSBAR_ERR_CLOSED.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#failStart(closedError());
+    await Promise.race([this.#client.deactivate(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]).catch(
+      () => {},
+    );
+    if (this.#client.active) await this.#client.deactivate({ force: true }).catch(() => {});
     for (const [receipt, pending] of this.#pending) {
       this.#pending.delete(receipt);
       clearTimeout(pending.timer);
       pending.reject(closedError());
     }
-    await Promise.race([this.#client.deactivate(), new Promise((resolve) => setTimeout(resolve, 5000).unref())]).catch(
-      () => {},
-    );
-    if (this.#client.active) await this.#client.deactivate({ force: true }).catch(() => {});
   }
 
   #pickEndpoint(): Endpoint {
