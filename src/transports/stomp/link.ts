@@ -28,7 +28,7 @@ type Pending = {
 class TlsWrapper extends TCPWrapper {
   static tls: StompTls;
   protected override getSocket(port: number, host: string) {
-    const { ca, cert, key, rejectUnauthorized } = TlsWrapper.tls;
+    const { ca, cert, key, rejectUnauthorized } = (this.constructor as typeof TlsWrapper).tls;
     return tlsConnect({ port, host, ca, cert, key, rejectUnauthorized, servername: host });
   }
 }
