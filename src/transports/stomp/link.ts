@@ -58,6 +58,8 @@ export class StompLink {
   #current: Endpoint | undefined;
   #announced: Endpoint | undefined;
   #receipts = 0;
+  /** ACKs and SUBSCRIBEs waiting for their receipt: close() lets them finish first. */
+  readonly #watched = new Set<Promise<void>>();
   #up = false;
   #generation = 0;
   #closed = false;
@@ -190,12 +192,16 @@ export class StompLink {
 
   /** Waits for the RECEIPT of a frame that is not re-sent on reconnect (its pending entry has no destination). */
   #watch(receipt: string, timeoutMs: number, what: string): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
+    const confirmed = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#pending.delete(receipt)) reject(new Error(`no receipt for ${what} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.#pending.set(receipt, { destination: '', headers: {}, body: undefined, resolve, reject, timer });
     });
+    this.#watched.add(confirmed);
+    const forget = () => this.#watched.delete(confirmed);
+    confirmed.then(forget, forget);
+    return confirmed;
   }
 
   /** Drops the connection; stompjs reconnects (to the next endpoint). */
@@ -208,8 +214,8 @@ export class StompLink {
   }
 
   /**
-   * DISCONNECT waits for its own RECEIPT, and the broker answers frames in order: ACKs and sends already written get
-   * their receipts first. Whatever is still unconfirmed after that fails with BUSBAR_ERR_CLOSED.
+   * Waits (at most 5 s) for the receipts of ACKs already written, then DISCONNECTs (waiting for its receipt); whatever
+   * is still unconfirmed after that fails with BUSBAR_ERR_CLOSED.
    */
   async close(): Promise<void> {
     if (this.#closed) return;
