@@ -89,6 +89,7 @@ const CORTX_TYPES: Record<string, string> = {
   nats: 'nats',
   redis: 'redis',
   mqtt: 'mqtt',
+  stomp: 'stomp',
   embedded: 'embedded',
   memory: 'memory',
 };
