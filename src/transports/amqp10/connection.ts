@@ -1,0 +1,249 @@
+/**
+ * The one place that decides failover (docs/wire/amqp10.md, "Failover"): the endpoint list, the backoff, and the
+ * rule for what is sent again. One rhea connection at a time, with rhea's own reconnect off. When it is lost, the
+ * next endpoint of the list is tried at once, then each one after it in turn, pausing BACKOFF_MS between attempts
+ * (growing, capped at its last value) until one opens. Each open connection is handed to every `onOpen` listener:
+ * subscriptions attach their receivers again (their unsettled deliveries were returned to the group by the broker),
+ * and the publisher sends again every message the broker had not settled as `accepted` (resendCount tells how many,
+ * for the log line). One stderr line is written per change: lost, and re-opened.
+ */
+import { randomUUID } from 'node:crypto';
+import rhea, { type Connection, type ConnectionOptions, type EventContext } from 'rhea';
+import { BusError } from '../../errors.ts';
+import type { Amqp10Options, Endpoint } from './options.ts';
+
+export const BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000] as const;
+
+type OpenListener = (connection: Connection) => void;
+
+const where = (endpoint: Endpoint) => `${endpoint.host}:${endpoint.port}`;
+
+function reason(context: EventContext | undefined): string {
+  const error = (context?.error ?? context?.connection?.error) as
+    | { message?: string; description?: string; condition?: string }
+    | undefined;
+  if (!error) return 'connection closed';
+  return error.description ?? error.message ?? error.condition ?? String(error);
+}
+
+function isAuthFailure(text: string): boolean {
+  return /auth|sasl|credential|password|unauthori[sz]ed/i.test(text);
+}
+
+export class FailoverConnection {
+  readonly #options: Amqp10Options;
+  readonly #container = rhea.create_container({ id: `${randomUUID()}` });
+  readonly #openListeners = new Set<OpenListener>();
+  #current: Connection | undefined;
+  #waiters: Array<() => void> = [];
+  #next = 0;
+  #closed = false;
+  #reconnecting = false;
+  /** How many unsettled sends the publisher will send again: written in the reconnect log line. */
+  resendCount: () => number = () => 0;
+
+  constructor(options: Amqp10Options) {
+    this.#options = options;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** First connection: every endpoint in turn until one opens or connectTimeoutMs passes. */
+  async start(): Promise<void> {
+    const deadline = Date.now() + this.#options.connectTimeoutMs;
+    let last = 'no endpoint tried';
+    for (let attempt = 0; ; attempt++) {
+      const endpoint = this.#options.endpoints[this.#next % this.#options.endpoints.length]!;
+      try {
+        this.#adopt(await this.#open(endpoint, deadline), endpoint);
+        return;
+      } catch (error) {
+        last = `${where(endpoint)}: ${(error as Error).message}`;
+        if (isAuthFailure(last)) {
+          throw new BusError(
+            'BUSBAR_ERR_AUTH',
+            `the AMQP 1.0 broker refused the login (${last}): check the user name, password or client certificate`,
+          );
+        }
+        this.#next++;
+      }
+      if (Date.now() >= deadline) {
+        throw new BusError(
+          'BUSBAR_ERR_CONNECTION',
+          `cannot connect to any AMQP 1.0 endpoint (${this.#options.endpoints.map(where).join(', ')}) within ${this.#options.connectTimeoutMs} ms; last: ${last}`,
+          { retryable: true },
+        );
+      }
+      await sleep(BACKOFF_MS[Math.min(attempt + 1, BACKOFF_MS.length - 1)]!);
+    }
+  }
+
+  /** Keeps trying (with the backoff) until a connection opens, without failing: a consumer's extra endpoint. */
+  startInBackground(): void {
+    void this.#reconnect();
+  }
+
+  /** Listener for every connection opened from now on (the current one is not replayed). */
+  onOpen(listener: OpenListener): () => void {
+    this.#openListeners.add(listener);
+    return () => this.#openListeners.delete(listener);
+  }
+
+  /** The open connection, waiting through an outage until `deadline`. */
+  async connection(deadline: number): Promise<Connection> {
+    for (;;) {
+      if (this.#closed) throw new BusError('BUSBAR_ERR_CLOSED', 'the AMQP 1.0 transport is closed: connect a new bus');
+      if (this.#current) return this.#current;
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        throw new BusError(
+          'BUSBAR_ERR_CONNECTION',
+          `no AMQP 1.0 endpoint answers (${this.#options.endpoints.map(where).join(', ')}); retry later`,
+          { retryable: true },
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** The current connection or undefined during an outage. */
+  get current(): Connection | undefined {
+    return this.#current;
+  }
+
+  #open(endpoint: Endpoint, deadline: number): Promise<Connection> {
+    const o = this.#options;
+    const options: ConnectionOptions & Record<string, unknown> = {
+      host: endpoint.host,
+      port: endpoint.port,
+      reconnect: false,
+      idle_time_out: o.idleTimeoutMs,
+      container_id: o.containerId,
+      hostname: endpoint.host,
+    };
+    if (o.tls) {
+      Object.assign(options, {
+        transport: 'tls',
+        servername: endpoint.host,
+        rejectUnauthorized: o.rejectUnauthorized,
+        ...(o.ca ? { ca: o.ca } : {}),
+        ...(o.cert ? { cert: o.cert } : {}),
+        ...(o.key ? { key: o.key } : {}),
+      });
+    }
+    if (o.sasl === 'PLAIN') Object.assign(options, { username: o.username, password: o.password });
+    else if (o.sasl === 'ANONYMOUS') options.username = o.username ?? 'anonymous';
+    else options.enable_sasl_external = true;
+    return new Promise((resolve, reject) => {
+      const connection = this.#container.connect(options as ConnectionOptions);
+      const timer = setTimeout(() => fail(new Error('no answer')), Math.max(1, deadline - Date.now()));
+      const fail = (error: Error) => {
+        clearTimeout(timer);
+        connection.removeAllListeners();
+        connection.on('error', () => {});
+        connection.on('disconnected', () => {});
+        try {
+          connection.close();
+        } catch {}
+        reject(error);
+      };
+      connection.once('connection_open', () => {
+        clearTimeout(timer);
+        connection.removeAllListeners();
+        resolve(connection);
+      });
+      connection.on('connection_error', (context: EventContext) => fail(new Error(reason(context))));
+      connection.on('disconnected', (context: EventContext) => fail(new Error(reason(context))));
+      connection.on('error', (error: Error) => fail(error));
+    });
+  }
+
+  #adopt(connection: Connection, endpoint: Endpoint): void {
+    this.#current = connection;
+    // Failures of links and sessions are handled where they are opened; the connection's own end is handled here.
+    connection.on('error', () => {});
+    connection.on('connection_error', () => {});
+    connection.on('sender_error', () => {});
+    connection.on('receiver_error', () => {});
+    connection.on('session_error', () => {});
+    const lost = (context?: EventContext) => this.#lost(connection, endpoint, reason(context));
+    connection.on('disconnected', lost);
+    connection.on('connection_close', lost);
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const wake of waiters) wake();
+    for (const listener of [...this.#openListeners]) listener(connection);
+  }
+
+  #lost(connection: Connection, endpoint: Endpoint, why: string): void {
+    if (connection !== this.#current) return;
+    this.#current = undefined;
+    if (this.#closed) return;
+    log(`lost ${where(endpoint)} (${why}); failing over`);
+    this.#next++;
+    void this.#reconnect();
+  }
+
+  async #reconnect(): Promise<void> {
+    if (this.#reconnecting) return;
+    this.#reconnecting = true;
+    try {
+      for (let attempt = 0; !this.#closed; attempt++) {
+        await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!);
+        if (this.#closed) return;
+        const endpoint = this.#options.endpoints[this.#next % this.#options.endpoints.length]!;
+        try {
+          const connection = await this.#open(endpoint, Date.now() + this.#options.connectTimeoutMs);
+          if (this.#closed) {
+            connection.close();
+            return;
+          }
+          log(`connected to ${where(endpoint)}; resending ${this.resendCount()} unconfirmed message(s)`);
+          this.#adopt(connection, endpoint);
+          return;
+        } catch {
+          this.#next++;
+        }
+      }
+    } finally {
+      this.#reconnecting = false;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const connection = this.#current;
+    this.#current = undefined;
+    for (const wake of this.#waiters.splice(0)) wake();
+    if (!connection || connection.is_closed()) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 2000);
+      connection.once('connection_close', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      connection.once('disconnected', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      connection.close();
+    });
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
+}
+
+function log(line: string): void {
+  process.stderr.write(`busbar: amqp10: ${line}\n`);
+}
