@@ -34,4 +34,6 @@ runConformance({
   },
   ackTimeoutMs: 1000,
   restart: external ? undefined : () => artemis('restart'),
+  // The private instance is this suite's own: stop it (its journal stays, for the next run).
+  after: external ? undefined : () => artemis('stop'),
 });

@@ -39,6 +39,8 @@ export class FailoverConnection {
   #next = 0;
   #closed = false;
   #reconnecting = false;
+  /** Set after the first loss: the first connection of a consumer's extra endpoint is not a change worth a line. */
+  #failedOver = false;
   /** How many unsettled sends the publisher will send again: written in the reconnect log line. */
   resendCount: () => number = () => 0;
 
@@ -188,6 +190,7 @@ export class FailoverConnection {
     this.#current = undefined;
     if (this.#closed) return;
     log(`lost ${where(endpoint)} (${why}); failing over`);
+    this.#failedOver = true;
     this.#next++;
     void this.#reconnect();
   }
@@ -206,7 +209,9 @@ export class FailoverConnection {
             connection.close();
             return;
           }
-          log(`connected to ${where(endpoint)}; resending ${this.resendCount()} unconfirmed message(s)`);
+          if (this.#failedOver) {
+            log(`connected to ${where(endpoint)}; resending ${this.resendCount()} unconfirmed message(s)`);
+          }
           this.#adopt(connection, endpoint);
           return;
         } catch {
