@@ -14,7 +14,7 @@ import type { Amqp10Options, Endpoint } from './options.ts';
 
 export const BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000] as const;
 
-type OpenListener = (connection: Connection) => void;
+type Listener = (connection: Connection) => void;
 
 const where = (endpoint: Endpoint) => `${endpoint.host}:${endpoint.port}`;
 
@@ -33,7 +33,8 @@ function isAuthFailure(text: string): boolean {
 export class FailoverConnection {
   readonly #options: Amqp10Options;
   readonly #container = rhea.create_container({ id: `${randomUUID()}` });
-  readonly #openListeners = new Set<OpenListener>();
+  readonly #openListeners = new Set<Listener>();
+  readonly #lostListeners = new Set<Listener>();
   #current: Connection | undefined;
   #waiters: Array<() => void> = [];
   #next = 0;
@@ -88,9 +89,15 @@ export class FailoverConnection {
   }
 
   /** Listener for every connection opened from now on (the current one is not replayed). */
-  onOpen(listener: OpenListener): () => void {
+  onOpen(listener: Listener): () => void {
     this.#openListeners.add(listener);
     return () => this.#openListeners.delete(listener);
+  }
+
+  /** Listener for the loss of a connection (the current one, or any later one). */
+  onLost(listener: Listener): () => void {
+    this.#lostListeners.add(listener);
+    return () => this.#lostListeners.delete(listener);
   }
 
   /** The open connection, waiting through an outage until `deadline`. */
@@ -188,6 +195,7 @@ export class FailoverConnection {
   #lost(connection: Connection, endpoint: Endpoint, why: string): void {
     if (connection !== this.#current) return;
     this.#current = undefined;
+    for (const listener of [...this.#lostListeners]) listener(connection);
     if (this.#closed) return;
     log(`lost ${where(endpoint)} (${why}); failing over`);
     this.#failedOver = true;

@@ -129,8 +129,9 @@ export class Amqp10Subscription implements Subscription {
   readonly #onClose: (s: Amqp10Subscription) => void;
   readonly #deliveries = new DeliveryQueue();
   readonly #live = new Set<Amqp10Delivery>();
-  readonly #receivers = new Set<Receiver>();
-  readonly #sessions = new Set<Session>();
+  /** Open receivers and sessions, with the connection each lives on. */
+  readonly #receivers = new Map<Receiver, Connection>();
+  readonly #sessions = new Map<Session, Connection>();
   readonly #unsubscribe: Array<() => void> = [];
   readonly #credit: number;
   #sweeper: NodeJS.Timeout | undefined;
@@ -151,6 +152,7 @@ export class Amqp10Subscription implements Subscription {
     this.#credit = Math.max(1, Math.floor(options.prefetch / (options.types.length * sites.length)));
     for (const site of sites) {
       this.#unsubscribe.push(site.failover.onOpen((connection) => void this.#attachQuietly(site, connection)));
+      this.#unsubscribe.push(site.failover.onLost((connection) => this.#lost(connection)));
     }
     this.ready = this.#attachAll().catch((error: unknown) => {
       throw toBusError(
@@ -187,8 +189,14 @@ export class Amqp10Subscription implements Subscription {
     if (failure && !attached.some((a) => a.status === 'fulfilled')) throw (failure as PromiseRejectedResult).reason;
   }
 
-  async #attachQuietly(site: Site, connection: Connection): Promise<void> {
+  /** The broker returns a lost connection's unsettled deliveries to their group: they are no longer ours. */
+  #lost(connection: Connection): void {
+    for (const [receiver, on] of this.#receivers) if (on === connection) this.#receivers.delete(receiver);
+    for (const [session, on] of this.#sessions) if (on === connection) this.#sessions.delete(session);
     for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
+  }
+
+  async #attachQuietly(site: Site, connection: Connection): Promise<void> {
     try {
       await this.#attach(site, connection);
     } catch {
@@ -204,10 +212,7 @@ export class Amqp10Subscription implements Subscription {
     // consumer holds must not stall other consumers, publishes or management replies on the connection.
     const session = connection.create_session();
     session.begin();
-    this.#sessions.add(session);
-    const forget = () => this.#sessions.delete(session);
-    connection.once('disconnected', forget);
-    connection.once('connection_close', forget);
+    this.#sessions.set(session, connection);
     await Promise.all(types.map((type) => this.#open(connection, session, type)));
   }
 
@@ -218,14 +223,12 @@ export class Amqp10Subscription implements Subscription {
       autoaccept: false,
       name: `${this.#options.consumerId}/${type}/${Math.random().toString(36).slice(2, 10)}`,
     });
-    this.#receivers.add(receiver);
+    this.#receivers.set(receiver, connection);
     const forget = () => {
       this.#receivers.delete(receiver);
       for (const delivery of [...this.#live]) if (delivery.receiver === receiver) delivery.lose();
     };
     receiver.on('message', (context: EventContext) => this.#deliver(receiver, type, context));
-    connection.once('disconnected', forget);
-    connection.once('connection_close', forget);
     return new Promise((resolve, reject) => {
       receiver.once('receiver_open', () => {
         if (this.#closed) receiver.close();
@@ -278,11 +281,11 @@ export class Amqp10Subscription implements Subscription {
       this.#deliveries.drain();
       // Returned now (counted as a failed delivery), rather than left to the detach: settled here, they free the
       // session's window too.
-      const receivers = [...this.#receivers];
+      const receivers = [...this.#receivers.keys()];
       this.#receivers.clear();
       for (const delivery of [...this.#live]) delivery.expire();
       await Promise.all(receivers.map((receiver) => closeLink(receiver)));
-      for (const session of this.#sessions) {
+      for (const session of this.#sessions.keys()) {
         try {
           session.close();
         } catch {}
