@@ -20,8 +20,9 @@ const MESSAGES = 5_000;
 const BATCH = 100;
 const PREFETCH = 100;
 const BODY = new Uint8Array(100).fill(0x61);
-const CONSUMED = 4_000;
-const RESERVOIR_ROUNDS = 12;
+const CONSUMED = 2_000;
+/** Rounds stored ahead (warm-up + 5 rounds + spare): Artemis keeps a queue in its heap, so no more than needed. */
+const RESERVOIR_ROUNDS = 7;
 
 function batchOf(type: string, size = BATCH): TransportMessage[] {
   const time = new Date().toISOString();

@@ -23,7 +23,8 @@ function reason(context: EventContext | undefined): string {
     | { message?: string; description?: string; condition?: string }
     | undefined;
   if (!error) return 'connection closed';
-  return error.description ?? error.message ?? error.condition ?? String(error);
+  const text = error.description ?? error.message ?? String(error);
+  return error.condition && !text.includes(error.condition) ? `${text} (${error.condition})` : text;
 }
 
 function isAuthFailure(text: string): boolean {
@@ -42,11 +43,15 @@ export class FailoverConnection {
   #reconnecting = false;
   /** Set after the first loss: the first connection of a consumer's extra endpoint is not a change worth a line. */
   #failedOver = false;
+  #wakeOnClose: (() => void) | undefined;
   /** How many unsettled sends the publisher will send again: written in the reconnect log line. */
   resendCount: () => number = () => 0;
 
   constructor(options: Amqp10Options) {
     this.#options = options;
+    // rhea passes an event no connection listener took to the container, and an unheard 'error' there would end the
+    // process: every failure is handled through the connection's own events below.
+    this.#container.on('error', () => {});
   }
 
   get closed(): boolean {
@@ -157,17 +162,24 @@ export class FailoverConnection {
       const fail = (error: Error) => {
         clearTimeout(timer);
         connection.removeAllListeners();
-        connection.on('error', () => {});
-        connection.on('disconnected', () => {});
+        for (const event of ['error', 'disconnected', 'connection_error', 'connection_close'])
+          connection.on(event, () => {});
         try {
           connection.close();
         } catch {}
         reject(error);
       };
+      // Open is not enough: a broker may open, then close at once for a login it refuses (Artemis does so for SASL
+      // ANONYMOUS with security on). A session that begins proves the connection usable.
       connection.once('connection_open', () => {
-        clearTimeout(timer);
-        connection.removeAllListeners();
-        resolve(connection);
+        const probe = connection.create_session();
+        probe.once('session_open', () => {
+          clearTimeout(timer);
+          probe.close();
+          connection.removeAllListeners();
+          resolve(connection);
+        });
+        probe.begin();
       });
       connection.on('connection_error', (context: EventContext) => fail(new Error(reason(context))));
       connection.on('disconnected', (context: EventContext) => fail(new Error(reason(context))));
@@ -208,7 +220,7 @@ export class FailoverConnection {
     this.#reconnecting = true;
     try {
       for (let attempt = 0; !this.#closed; attempt++) {
-        await sleep(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!);
+        await this.#pause(BACKOFF_MS[Math.min(attempt, BACKOFF_MS.length - 1)]!);
         if (this.#closed) return;
         const endpoint = this.#options.endpoints[this.#next % this.#options.endpoints.length]!;
         try {
@@ -231,9 +243,23 @@ export class FailoverConnection {
     }
   }
 
+  /** A backoff pause that close() cuts short, so a closed bus does not keep the process alive. */
+  #pause(ms: number): Promise<void> {
+    if (ms <= 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        resolve();
+      }
+      this.#wakeOnClose = done;
+    });
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#wakeOnClose?.();
     const connection = this.#current;
     this.#current = undefined;
     for (const wake of this.#waiters.splice(0)) wake();

@@ -10,6 +10,7 @@ import type { FailoverConnection } from './connection.ts';
 import { MANAGEMENT_ADDRESS } from './wire.ts';
 
 const REQUEST_TIMEOUT_MS = 30_000;
+const RETRY_PAUSE_MS = 100;
 
 interface Link {
   readonly connection: Connection;
@@ -43,8 +44,10 @@ export class Management {
         return await this.#request(link, resource, operation, args, deadline);
       } catch (error) {
         if (error instanceof BusError || Date.now() > deadline || this.#failover.closed) throw error;
-        // The connection was lost mid-request: ask again on the next one (every operation used is idempotent).
+        // The connection was lost mid-request: ask again on the next one (every operation used is idempotent),
+        // after a pause, so that a link failing at once cannot spin.
         this.#link = undefined;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSE_MS));
       }
     }
   }

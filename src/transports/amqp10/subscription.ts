@@ -180,8 +180,10 @@ export class Amqp10Subscription implements Subscription {
 
   /** Ready once attached on every endpoint that is up; an endpoint that is down is attached when it comes back. */
   async #attachAll(): Promise<void> {
-    const up = this.#sites.filter((site) => site.failover.current);
-    if (up.length === 0) await this.#sites[0]!.failover.connection(Date.now() + ATTACH_TIMEOUT_MS);
+    if (!this.#sites.some((site) => site.failover.current)) {
+      const deadline = Date.now() + ATTACH_TIMEOUT_MS;
+      await Promise.any(this.#sites.map((site) => site.failover.connection(deadline)));
+    }
     const attached = await Promise.allSettled(
       this.#sites.filter((site) => site.failover.current).map((site) => this.#attach(site, site.failover.current!)),
     );
