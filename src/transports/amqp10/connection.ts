@@ -167,6 +167,8 @@ export class FailoverConnection {
         try {
           connection.close();
         } catch {}
+        // A connection that never opened may keep its socket (a failed TLS handshake does): end it here.
+        (connection as unknown as { socket?: { destroy(): void } }).socket?.destroy();
         reject(error);
       };
       // Open is not enough: a broker may open, then close at once for a login it refuses (Artemis does so for SASL
