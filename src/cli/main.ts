@@ -10,7 +10,8 @@ import { STATS_HELP } from './stats.ts';
 import { version } from './version.ts';
 
 const COMMON = `Options for every command:
-  --broker URL     broker URL (embedded:[path] | memory: | amqp:// | kafka:// | nats:// | redis:// | mqtt:// | stomp://)
+  --broker URL     broker URL (embedded:[path] | memory: | amqp:// | amqp10:// | kafka:// | nats:// | redis:// |
+                   mqtt:// | stomp://)
   --config FILE    config file (JSON, YAML, or CORTX message_bus.conf)
   -h, --help       show help`;
 

@@ -86,6 +86,7 @@ const CORTX_TYPES: Record<string, string> = {
   kafka: 'kafka',
   rabbitmq: 'amqp',
   amqp: 'amqp',
+  amqp10: 'amqp10',
   nats: 'nats',
   redis: 'redis',
   mqtt: 'mqtt',
@@ -185,7 +186,7 @@ const CORTX_TIMEOUTS: Record<string, 'receiveTimeoutMs' | 'sendTimeoutMs' | 'adm
 };
 
 /** Transports with a connection timeout (their `connectTimeoutMs` option); embedded and memory have none. */
-const CONNECT_TIMEOUT_SCHEMES = new Set(['amqp', 'kafka', 'nats', 'redis', 'mqtt']);
+const CONNECT_TIMEOUT_SCHEMES = new Set(['amqp', 'amqp10', 'kafka', 'nats', 'redis', 'mqtt', 'stomp']);
 
 /**
  * CORTX's `message_bus` section: timeouts in seconds, as a number or a numeric string (CORTX writes its ports so).

@@ -19,6 +19,8 @@ const TRANSPORTS: Record<string, { name: string; load: Loader; library?: string 
   'nats:': { name: 'nats', load: () => import('../transports/nats/index.ts'), library: '@nats-io/transport-node' },
   'mqtt:': { name: 'mqtt', load: () => import('../transports/mqtt/index.ts'), library: 'mqtt' },
   'mqtts:': { name: 'mqtt', load: () => import('../transports/mqtt/index.ts'), library: 'mqtt' },
+  'amqp10:': { name: 'amqp10', load: () => import('../transports/amqp10/index.ts'), library: 'rhea' },
+  'amqps10:': { name: 'amqp10', load: () => import('../transports/amqp10/index.ts'), library: 'rhea' },
   'stomp:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },
   'stomps:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },
   'stomp+ssl:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },

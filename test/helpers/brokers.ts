@@ -10,6 +10,7 @@ export const BROKERS = {
   nats: process.env.BUSBAR_TEST_NATS_URL ?? 'nats://127.0.0.1:4222',
   redis: process.env.BUSBAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379',
   mqtt: process.env.BUSBAR_TEST_MQTT_URL ?? 'mqtt://127.0.0.1:1883',
+  amqp10: process.env.BUSBAR_TEST_AMQP10_URL ?? 'amqp10://busbar:busbar@127.0.0.1:5682',
   stomp: process.env.BUSBAR_TEST_STOMP_URL ?? 'stomp://busbar:busbar@127.0.0.1:61613',
 } as const;
 

@@ -1,0 +1,288 @@
+/**
+ * `amqp10://` and `amqps10://`: AMQP 1.0 with rhea, proven on Apache ActiveMQ Artemis. An address per message type
+ * (multicast), a durable queue per consumer group `<type>.<group>`, read by its fully qualified name; admin and stats
+ * through Artemis's management address. Several endpoints fail over (connection.ts). See docs/wire/amqp10.md.
+ */
+import type { Connection } from 'rhea';
+import { BusError, toBusError } from '../../errors.ts';
+import type {
+  Capabilities,
+  ConsumeOptions,
+  GroupStats,
+  Retention,
+  Subscription,
+  Transport,
+  TransportAdmin,
+  TransportConfig,
+  TransportFactory,
+  TransportMessage,
+  TypeInfo,
+  TypeOptions,
+  TypeStats,
+} from '../../transport/contract.ts';
+import { FailoverConnection } from './connection.ts';
+import { Management } from './management.ts';
+import { type Amqp10Options, amqp10Options } from './options.ts';
+import { Publisher } from './publisher.ts';
+import { Amqp10Subscription, createGroupQueue, type Site } from './subscription.ts';
+import { toAmqp } from './wire.ts';
+
+export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
+  // A group is a queue: it holds what was sent after it was created, nothing older (a multicast address keeps no log).
+  replay: false,
+  // Competing consumers on one queue, and redeliveries, reorder messages.
+  ordering: 'none',
+  // Artemis's scheduled delivery (x-opt-delivery-delay) on a copy sent to the group's queue.
+  nackDelay: 'native',
+  // A timer per subscription returns deliveries held past ackTimeoutMs (`modified`, delivery-failed).
+  ackTimeout: 'emulated',
+  partitions: false,
+  // Artemis address settings are broker configuration, not reachable per address over AMQP management here.
+  retention: Object.freeze({ age: false, bytes: false }),
+  purge: true,
+  lag: true,
+  persistence: true,
+});
+
+/** Addresses that are not message types: Artemis's own, and the temporary reply queues of management requests. */
+const INTERNAL = /^(activemq\.|\$sys\.|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$)/i;
+/** How often a publisher re-reads a type's queues, to carry them to another broker after a failover. */
+const GROUP_REFRESH_MS = 5000;
+
+async function brokerCall<T>(what: string, work: () => Promise<T>): Promise<T> {
+  try {
+    return await work();
+  } catch (error) {
+    throw toBusError(error, 'BUSBAR_ERR_BROKER', `the AMQP 1.0 broker could not ${what}`);
+  }
+}
+
+function asList(value: unknown): string[] {
+  return Array.isArray(value) ? value.map(String) : [];
+}
+
+/**
+ * The groups of each type this process publishes to, as last read from a broker. Before the first send to a type on
+ * a connection, its known group queues are created on that broker (idempotent): after a failover to a broker that
+ * never saw the group, sends are then kept for it instead of being dropped by a multicast address with no queue.
+ */
+class GroupCarrier {
+  readonly #failover: FailoverConnection;
+  readonly #management: Management;
+  readonly #known = new Map<string, Set<string>>();
+  readonly #prepared = new Map<string, { connection: Connection; at: number; done: Promise<void> }>();
+
+  constructor(failover: FailoverConnection, management: Management) {
+    this.#failover = failover;
+    this.#management = management;
+  }
+
+  prepare(address: string): Promise<void> {
+    if (address.includes('::')) return Promise.resolve();
+    const connection = this.#failover.current;
+    if (!connection) return Promise.resolve();
+    const entry = this.#prepared.get(address);
+    if (entry && entry.connection === connection) {
+      if (Date.now() - entry.at > GROUP_REFRESH_MS) {
+        entry.at = Date.now();
+        void this.#read(address).catch(() => {});
+      }
+      return entry.done;
+    }
+    const done = this.#carry(address).catch(() => {});
+    this.#prepared.set(address, { connection, at: Date.now(), done });
+    return done;
+  }
+
+  forget(type: string): void {
+    this.#known.delete(type);
+    this.#prepared.delete(type);
+  }
+
+  async #carry(type: string): Promise<void> {
+    for (const queue of this.#known.get(type) ?? []) {
+      const group = queue.slice(type.length + 1);
+      await createGroupQueue(this.#management, type, group);
+    }
+    await this.#read(type);
+  }
+
+  async #read(type: string): Promise<void> {
+    const names = asList(await this.#management.call(`address.${type}`, 'getQueueNames'));
+    const known = this.#known.get(type) ?? new Set<string>();
+    for (const name of names) if (name.startsWith(`${type}.`)) known.add(name);
+    this.#known.set(type, known);
+  }
+}
+
+class Amqp10Admin implements TransportAdmin {
+  readonly #management: Management;
+  readonly #carrier: GroupCarrier;
+
+  constructor(management: Management, carrier: GroupCarrier) {
+    this.#management = management;
+    this.#carrier = carrier;
+  }
+
+  async #addresses(): Promise<string[]> {
+    const names = asList(await this.#management.call('broker', 'getAddressNames'));
+    return names.filter((name) => !INTERNAL.test(name)).sort();
+  }
+
+  async #queues(type: string): Promise<string[]> {
+    const names = asList(await this.#management.call(`address.${type}`, 'getQueueNames'));
+    return names.filter((name) => name.startsWith(`${type}.`)).sort();
+  }
+
+  async ensureType(type: string, options?: TypeOptions): Promise<void> {
+    if (options?.partitions !== undefined && options.partitions !== 1) this.#noPartitions(type, options.partitions);
+    await brokerCall(`create type ${type}`, async () => {
+      if ((await this.#addresses()).includes(type)) return;
+      await this.#management.call('broker', 'createAddress', type, 'MULTICAST');
+    });
+  }
+
+  deleteType(type: string): Promise<void> {
+    return brokerCall(`delete type ${type}`, async () => {
+      if (!(await this.#addresses()).includes(type)) return;
+      await this.#management.call('broker', 'deleteAddress', type, true);
+      this.#carrier.forget(type);
+    });
+  }
+
+  async listTypes(): Promise<TypeInfo[]> {
+    const types = await brokerCall('list types', () => this.#addresses());
+    return types.map((type) => ({ type, partitions: 1, retention: {} }));
+  }
+
+  async setPartitions(type: string, partitions: number): Promise<void> {
+    if (!Number.isInteger(partitions) || partitions < 1) {
+      throw new BusError(
+        'BUSBAR_ERR_PARTITIONS',
+        `cannot set ${type} to ${partitions} partitions: AMQP 1.0 types have 1`,
+      );
+    }
+    if (partitions !== 1) this.#noPartitions(type, partitions);
+    await this.ensureType(type);
+  }
+
+  async setRetention(type: string, retention: Retention): Promise<void> {
+    if (retention.maxAgeMs === undefined && retention.maxBytes === undefined) return;
+    throw new BusError(
+      'BUSBAR_ERR_UNSUPPORTED',
+      `the AMQP 1.0 transport cannot set retention on ${type}: configure an address-setting for it in the broker (Artemis: expiry-delay, max-size-bytes with address-full-policy DROP)`,
+    );
+  }
+
+  purge(type: string): Promise<void> {
+    return brokerCall(`purge type ${type}`, async () => {
+      for (const queue of await this.#queues(type)) await this.#management.call(`queue.${queue}`, 'removeAllMessages');
+    });
+  }
+
+  async stats(type?: string): Promise<TypeStats[]> {
+    let types = await brokerCall('list types', () => this.#addresses());
+    if (type !== undefined) {
+      if (!types.includes(type)) {
+        throw new BusError(
+          'BUSBAR_ERR_UNKNOWN_TYPE',
+          `no message type ${type} on this broker: register it or publish to it first`,
+        );
+      }
+      types = [type];
+    }
+    return brokerCall('read stats', () => Promise.all(types.map((name) => this.#typeStats(name))));
+  }
+
+  async #typeStats(type: string): Promise<TypeStats> {
+    const groups: GroupStats[] = [];
+    for (const queue of await this.#queues(type)) {
+      const resource = `queue.${queue}`;
+      const unread = Number(await this.#management.call(resource, 'getMessageCount'));
+      const inflight = Number(await this.#management.call(resource, 'getDeliveringCount'));
+      const age = await this.#management.call(resource, 'getFirstMessageAge');
+      groups.push({
+        group: queue.slice(type.length + 1),
+        unread,
+        inflight,
+        oldestAgeMs: typeof age === 'number' && unread > 0 ? age : null,
+      });
+    }
+    const bytes = Number(await this.#management.call(`address.${type}`, 'getAddressSize'));
+    // Each group's queue holds its own copy of a message and a type keeps no log of its own: a depth of the type
+    // (what it was sent, as on a log-based broker) is not something Artemis can tell, so it is -1; see each group.
+    return { type, depth: -1, bytes: Number.isFinite(bytes) ? bytes : -1, partitions: 1, groups };
+  }
+
+  #noPartitions(type: string, partitions: number): never {
+    throw new BusError(
+      'BUSBAR_ERR_UNSUPPORTED',
+      `the AMQP 1.0 transport has no partitions (asked ${partitions} for ${type}): a group's queue feeds any number of consumers, so add consumers to scale out`,
+    );
+  }
+}
+
+class Amqp10Transport implements Transport {
+  readonly name = 'amqp10';
+  readonly capabilities = AMQP10_CAPABILITIES;
+  readonly admin: TransportAdmin;
+  readonly #primary: FailoverConnection;
+  readonly #sites: readonly Site[];
+  readonly #publisher: Publisher;
+  readonly #subscriptions = new Set<Amqp10Subscription>();
+  #closing: Promise<void> | undefined;
+
+  constructor(primary: FailoverConnection, management: Management, sites: readonly Site[], options: Amqp10Options) {
+    this.#primary = primary;
+    this.#sites = sites;
+    const carrier = new GroupCarrier(primary, management);
+    this.#publisher = new Publisher(primary, options.publishTimeoutMs, (address) => carrier.prepare(address));
+    this.admin = new Amqp10Admin(management, carrier);
+  }
+
+  #checkOpen(): void {
+    if (this.#closing) throw new BusError('BUSBAR_ERR_CLOSED', 'the AMQP 1.0 transport is closed: connect a new bus');
+  }
+
+  async publish(type: string, batch: readonly TransportMessage[]): Promise<void> {
+    this.#checkOpen();
+    if (batch.length === 0) return;
+    await this.#publisher.send(type, batch.map(toAmqp));
+  }
+
+  consume(options: ConsumeOptions): Subscription {
+    this.#checkOpen();
+    const subscription = new Amqp10Subscription(this.#sites, this.#publisher, options, (s) =>
+      this.#subscriptions.delete(s),
+    );
+    this.#subscriptions.add(subscription);
+    return subscription;
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await Promise.allSettled([...this.#subscriptions].map((s) => s.close()));
+      await Promise.allSettled([this.#primary, ...this.#sites.map((s) => s.failover)].map((f) => f.close()));
+    })();
+    return this.#closing;
+  }
+}
+
+const createAmqp10Transport: TransportFactory = async (config: TransportConfig) => {
+  const options = amqp10Options(config);
+  const primary = new FailoverConnection(options);
+  await primary.start();
+  const management = new Management(primary);
+  // One endpoint: the consumer shares the connection. Several: it reads each of them over its own connection.
+  let sites: Site[] = [{ failover: primary, management }];
+  if (options.endpoints.length > 1) {
+    sites = options.endpoints.map((endpoint) => {
+      const failover = new FailoverConnection({ ...options, endpoints: [endpoint] });
+      failover.startInBackground();
+      return { failover, management: new Management(failover) };
+    });
+  }
+  return new Amqp10Transport(primary, management, sites, options);
+};
+
+export default createAmqp10Transport;

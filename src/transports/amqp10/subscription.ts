@@ -1,0 +1,317 @@
+/**
+ * A consumer: one receiver per (endpoint, type) on the group's queue `<type>::<type>.<group>`, created first
+ * through management (createQueue, idempotent) so that it exists before any send reaches the type. A consumer
+ * reads every endpoint of the URL, each over its own connection that reconnects on its own, so that messages stored
+ * on a broker that was down are delivered once it is back (docs/wire/amqp10.md, "Failover").
+ * Prefetch is link credit, issued by hand: one credit back per settled delivery. Ack is `accepted`; nack is
+ * `modified` with delivery-failed (the broker counts it in delivery-count); a delayed nack sends a scheduled copy
+ * (x-opt-delivery-delay) straight to the group's queue, then accepts the original. The ack timeout is emulated: a
+ * delivery held past ackTimeoutMs is returned like a nack.
+ */
+import type { Connection, EventContext, Message, Receiver, Delivery as RheaDelivery, Session } from 'rhea';
+import { BusError, toBusError } from '../../errors.ts';
+import type {
+  ConsumeOptions,
+  Delivery,
+  NackOptions,
+  Subscription,
+  TransportMessage,
+} from '../../transport/contract.ts';
+import { DeliveryQueue } from '../../transport/queue.ts';
+import type { FailoverConnection } from './connection.ts';
+import type { Management } from './management.ts';
+import type { Publisher } from './publisher.ts';
+import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
+
+const ATTACH_TIMEOUT_MS = 30_000;
+
+/** One broker of the endpoint list, as a consumer sees it. */
+export interface Site {
+  readonly failover: FailoverConnection;
+  readonly management: Management;
+}
+
+export async function createGroupQueue(management: Management, type: string, group: string): Promise<void> {
+  const config = { name: groupQueue(type, group), address: type, 'routing-type': 'MULTICAST', durable: true };
+  await management.call('broker', 'createQueue', JSON.stringify(config), true);
+}
+
+type State = 'open' | 'acked' | 'nacked' | 'expired' | 'lost';
+
+class Amqp10Delivery implements Delivery {
+  readonly message: TransportMessage;
+  readonly attempt: number;
+  readonly deadline: number;
+  readonly receiver: Receiver;
+  readonly #owner: Amqp10Subscription;
+  readonly #raw: RheaDelivery;
+  readonly #amqp: Message;
+  readonly #type: string;
+  #state: State = 'open';
+
+  constructor(
+    owner: Amqp10Subscription,
+    receiver: Receiver,
+    context: EventContext,
+    type: string,
+    ackTimeoutMs: number,
+  ) {
+    this.#owner = owner;
+    this.receiver = receiver;
+    this.#raw = context.delivery!;
+    this.#amqp = context.message!;
+    this.#type = type;
+    this.message = fromAmqp(this.#amqp, type);
+    this.attempt = attemptOf(this.#amqp);
+    this.deadline = Date.now() + ackTimeoutMs;
+  }
+
+  async ack(): Promise<void> {
+    if (this.#state === 'acked' || this.#state === 'expired') return;
+    if (this.#state !== 'open') throw this.#notHeld('ack');
+    this.#settle('acked');
+    this.#raw.accept();
+  }
+
+  async nack(options?: NackOptions): Promise<void> {
+    if (this.#state !== 'open') return;
+    this.#settle('nacked');
+    const delayMs = options?.delayMs ?? 0;
+    if (delayMs <= 0) {
+      this.#returnNow();
+      return;
+    }
+    try {
+      const copy = delayedCopy(this.#amqp, this.attempt, delayMs);
+      await this.#owner.publisher.send(fqqn(this.#type, this.#owner.group), [copy]);
+    } catch (error) {
+      // The delayed copy is not stored: return the original now rather than lose or hold it.
+      this.#returnNow();
+      throw error;
+    }
+    // The copy is stored; if the link died meanwhile the original comes back too (a duplicate, never a loss).
+    this.#raw.accept();
+  }
+
+  expire(): void {
+    if (this.#state !== 'open') return;
+    this.#settle('expired');
+    this.#returnNow();
+  }
+
+  lose(): void {
+    if (this.#state === 'open') this.#settle('lost');
+  }
+
+  #returnNow(): void {
+    this.#raw.modified({ delivery_failed: true });
+  }
+
+  #settle(state: State): void {
+    this.#state = state;
+    this.#owner.settled(this);
+  }
+
+  #notHeld(what: string): BusError {
+    const why = this.#state === 'nacked' ? 'it was nacked' : 'the connection was lost, so the broker returned it';
+    return new BusError('BUSBAR_ERR_ACK', `cannot ${what} message ${this.message.id}: ${why}; it will be redelivered`, {
+      retryable: false,
+    });
+  }
+}
+
+export class Amqp10Subscription implements Subscription {
+  readonly ready: Promise<void>;
+  readonly publisher: Publisher;
+  readonly group: string;
+  readonly #options: ConsumeOptions;
+  readonly #sites: readonly Site[];
+  readonly #onClose: (s: Amqp10Subscription) => void;
+  readonly #deliveries = new DeliveryQueue();
+  readonly #live = new Set<Amqp10Delivery>();
+  /** Open receivers and sessions, with the connection each lives on. */
+  readonly #receivers = new Map<Receiver, Connection>();
+  readonly #sessions = new Map<Session, Connection>();
+  readonly #unsubscribe: Array<() => void> = [];
+  readonly #credit: number;
+  #sweeper: NodeJS.Timeout | undefined;
+  #closed = false;
+  #closing: Promise<void> | undefined;
+
+  constructor(
+    sites: readonly Site[],
+    publisher: Publisher,
+    options: ConsumeOptions,
+    onClose: (s: Amqp10Subscription) => void,
+  ) {
+    this.#sites = sites;
+    this.publisher = publisher;
+    this.group = options.group;
+    this.#options = options;
+    this.#onClose = onClose;
+    this.#credit = Math.max(1, Math.floor(options.prefetch / (options.types.length * sites.length)));
+    for (const site of sites) {
+      this.#unsubscribe.push(site.failover.onOpen((connection) => void this.#attachQuietly(site, connection)));
+      this.#unsubscribe.push(site.failover.onLost((connection) => this.#lost(connection)));
+    }
+    this.ready = this.#attachAll().catch((error: unknown) => {
+      throw toBusError(
+        error,
+        'BUSBAR_ERR_BROKER',
+        `cannot consume ${options.types.join(', ')} as group ${options.group}`,
+      );
+    });
+    this.ready.catch((error) => {
+      this.#deliveries.end(error);
+      void this.close();
+    });
+    if (options.signal?.aborted) void this.close();
+    else options.signal?.addEventListener('abort', () => void this.close(), { once: true });
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    return this.#deliveries[Symbol.asyncIterator]();
+  }
+
+  settled(delivery: Amqp10Delivery): void {
+    if (!this.#live.delete(delivery)) return;
+    if (this.#receivers.has(delivery.receiver) && delivery.receiver.is_open()) delivery.receiver.add_credit(1);
+  }
+
+  /** Ready once attached on every endpoint that is up; an endpoint that is down is attached when it comes back. */
+  async #attachAll(): Promise<void> {
+    if (!this.#sites.some((site) => site.failover.current)) {
+      const deadline = Date.now() + ATTACH_TIMEOUT_MS;
+      await Promise.any(this.#sites.map((site) => site.failover.connection(deadline)));
+    }
+    const attached = await Promise.allSettled(
+      this.#sites.filter((site) => site.failover.current).map((site) => this.#attach(site, site.failover.current!)),
+    );
+    const failure = attached.find((a) => a.status === 'rejected');
+    if (failure && !attached.some((a) => a.status === 'fulfilled')) throw (failure as PromiseRejectedResult).reason;
+  }
+
+  /** The broker returns a lost connection's unsettled deliveries to their group: they are no longer ours. */
+  #lost(connection: Connection): void {
+    for (const [receiver, on] of this.#receivers) if (on === connection) this.#receivers.delete(receiver);
+    for (const [session, on] of this.#sessions) if (on === connection) this.#sessions.delete(session);
+    for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
+  }
+
+  async #attachQuietly(site: Site, connection: Connection): Promise<void> {
+    try {
+      await this.#attach(site, connection);
+    } catch {
+      // The connection is gone again: the next one attaches.
+    }
+  }
+
+  async #attach(site: Site, connection: Connection): Promise<void> {
+    const { types, group } = this.#options;
+    for (const type of types) await createGroupQueue(site.management, type, group);
+    if (this.#closed || site.failover.current !== connection) return;
+    // A session of its own: rhea's session window advances only past settled deliveries, so deliveries this
+    // consumer holds must not stall other consumers, publishes or management replies on the connection.
+    const session = connection.create_session();
+    session.begin();
+    this.#sessions.set(session, connection);
+    await Promise.all(types.map((type) => this.#open(connection, session, type)));
+  }
+
+  #open(connection: Connection, session: Session, type: string): Promise<void> {
+    const receiver = session.open_receiver({
+      source: { address: fqqn(type, this.group) },
+      credit_window: 0,
+      autoaccept: false,
+      name: `${this.#options.consumerId}/${type}/${Math.random().toString(36).slice(2, 10)}`,
+    });
+    this.#receivers.set(receiver, connection);
+    const forget = () => {
+      this.#receivers.delete(receiver);
+      for (const delivery of [...this.#live]) if (delivery.receiver === receiver) delivery.lose();
+    };
+    receiver.on('message', (context: EventContext) => this.#deliver(receiver, type, context));
+    return new Promise((resolve, reject) => {
+      receiver.once('receiver_open', () => {
+        if (this.#closed) receiver.close();
+        else receiver.add_credit(this.#credit);
+        resolve();
+      });
+      receiver.once('receiver_close', () => {
+        forget();
+        const error = receiver.error as { description?: string; condition?: string } | undefined;
+        reject(new Error(error?.description ?? error?.condition ?? 'the broker closed the receiver'));
+      });
+    });
+  }
+
+  #deliver(receiver: Receiver, type: string, context: EventContext): void {
+    if (this.#closed || !this.#receivers.has(receiver)) {
+      context.delivery?.release();
+      return;
+    }
+    const delivery = new Amqp10Delivery(this, receiver, context, type, this.#options.ackTimeoutMs);
+    this.#live.add(delivery);
+    if (!this.#sweeper) this.#sweepAt(delivery.deadline);
+    this.#deliveries.push(delivery);
+  }
+
+  #sweepAt(deadline: number): void {
+    this.#sweeper = setTimeout(() => this.#sweep(), Math.max(0, deadline - Date.now()));
+    this.#sweeper.unref();
+  }
+
+  #sweep(): void {
+    this.#sweeper = undefined;
+    const now = Date.now();
+    for (const delivery of this.#live) {
+      if (delivery.deadline > now) {
+        this.#sweepAt(delivery.deadline);
+        return;
+      }
+      delivery.expire();
+    }
+  }
+
+  /** Idempotent. Closing the receivers returns every unsettled delivery to its group at once. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#closed = true;
+      clearTimeout(this.#sweeper);
+      for (const unsubscribe of this.#unsubscribe) unsubscribe();
+      this.#deliveries.end();
+      this.#deliveries.drain();
+      // Returned now (counted as a failed delivery), rather than left to the detach: settled here, they free the
+      // session's window too.
+      const receivers = [...this.#receivers.keys()];
+      this.#receivers.clear();
+      for (const delivery of [...this.#live]) delivery.expire();
+      await Promise.all(receivers.map((receiver) => closeLink(receiver)));
+      for (const session of this.#sessions.keys()) {
+        try {
+          session.close();
+        } catch {}
+      }
+      this.#sessions.clear();
+      this.#onClose(this);
+    })();
+    return this.#closing;
+  }
+}
+
+function closeLink(receiver: Receiver): Promise<void> {
+  if (!receiver.is_open()) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, 2000);
+    receiver.once('receiver_close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    try {
+      receiver.close();
+    } catch {
+      clearTimeout(timer);
+      resolve();
+    }
+  });
+}

@@ -1,0 +1,102 @@
+/**
+ * The AMQP 1.0 transport's connection settings on the real Artemis: SASL PLAIN logs in, a wrong password and SASL
+ * ANONYMOUS (refused by a broker with security on) fail at connect with BUSBAR_ERR_AUTH, a dead first endpoint is
+ * skipped; the URL schemes and CORTX's `type: amqp10`; options that cannot work are refused before connecting.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { before, describe, it } from 'node:test';
+import { readConfigFile } from '../../src/config/index.ts';
+import { MessageBus } from '../../src/index.ts';
+import { transportNameFor } from '../../src/transport/registry.ts';
+import { amqp10Options } from '../../src/transports/amqp10/options.ts';
+import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
+import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
+
+const { host, port } = hostPort(BROKERS.amqp10, 5672);
+const at = `${host}:${port}`;
+
+describe('amqp10 transport: URLs, config and logins', () => {
+  let skip: string | undefined;
+  before(async () => {
+    skip = await brokerSkipReason('amqp10', () => tcpReachable(host, port));
+  });
+
+  it('amqp10:// and amqps10:// are AMQP 1.0; amqp:// stays RabbitMQ', () => {
+    assert.equal(transportNameFor('amqp10:'), 'amqp10');
+    assert.equal(transportNameFor('amqps10:'), 'amqp10');
+    assert.equal(transportNameFor('amqp:'), 'rabbitmq');
+  });
+
+  it('CORTX message_bus.conf with type amqp10 lists every node as a failover endpoint', (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'busbar-amqp10-'));
+    t.after(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'message_bus.conf');
+    writeFileSync(
+      file,
+      JSON.stringify({
+        message_broker: {
+          type: 'amqp10',
+          cluster: [
+            { server: 'h1', port: 5682 },
+            { server: 'h2', port: '5692' },
+          ],
+        },
+        message_bus: { socket_timeout: 3 },
+      }),
+    );
+    const options = readConfigFile(file);
+    assert.equal(options.broker, 'amqp10://h1:5682,h2:5692');
+    assert.deepEqual(options.options, { connectTimeoutMs: 3000 });
+  });
+
+  it('refuses settings that cannot work before connecting', () => {
+    const base = { url: 'amqp10://h:5672', endpoints: ['h:5672'], options: {} };
+    assert.throws(() => amqp10Options({ ...base, options: { sasl: 'EXTERNAL' } }), {
+      code: 'BUSBAR_ERR_INVALID_CONFIG',
+    });
+    assert.throws(() => amqp10Options({ ...base, options: { sasl: 'KERBEROS' } }), {
+      code: 'BUSBAR_ERR_INVALID_CONFIG',
+    });
+    assert.throws(() => amqp10Options({ ...base, options: { heartbeat: 3 } }), { code: 'BUSBAR_ERR_INVALID_CONFIG' });
+    assert.throws(() => amqp10Options({ ...base, username: 'u', options: { sasl: 'PLAIN' } }), {
+      code: 'BUSBAR_ERR_INVALID_CONFIG',
+    });
+    const tls = amqp10Options({ ...base, url: 'amqps10://h', endpoints: ['h'] });
+    assert.deepEqual([tls.tls, tls.endpoints[0]!.port, tls.sasl], [true, 5671, 'ANONYMOUS']);
+  });
+
+  it('a wrong password fails at connect with BUSBAR_ERR_AUTH', async (t) => {
+    if (skip) return t.skip(skip);
+    await assert.rejects(MessageBus.connect({ broker: `amqp10://busbar:wrong-password@${at}` }), {
+      code: 'BUSBAR_ERR_AUTH',
+    });
+  });
+
+  it('SASL ANONYMOUS is refused by a broker with security on, with BUSBAR_ERR_AUTH', async (t) => {
+    if (skip) return t.skip(skip);
+    await assert.rejects(MessageBus.connect({ broker: `amqp10://${at}` }), { code: 'BUSBAR_ERR_AUTH' });
+  });
+
+  it('SASL PLAIN logs in, skipping a dead first endpoint, and a message goes round', async (t) => {
+    if (skip) return t.skip(skip);
+    const bus = await MessageBus.connect({ broker: `amqp10://busbar:busbar@127.0.0.1:1,${at}` });
+    const type = uniqueType('login');
+    t.after(async () => {
+      await bus
+        .admin()
+        .deregisterMessageType(type)
+        .catch(() => {});
+      await bus.close();
+    });
+    const consumer = bus.consumer({ consumerGroup: uniqueGroup(), messageTypes: [type] });
+    await consumer.ready;
+    await bus.send(type, 'over PLAIN');
+    const got = await consumer.receive({ timeout: 30_000 });
+    assert.equal(got?.body, 'over PLAIN');
+    await got!.ack();
+    await consumer.close();
+  });
+});
