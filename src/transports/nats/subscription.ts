@@ -60,6 +60,7 @@ export function parseAckSubject(reply: string): AckInfo | undefined {
 class NatsDelivery implements Delivery {
   readonly message: TransportMessage;
   readonly attempt: number;
+  readonly leaseUntil: number;
   readonly #nc: NatsConnection;
   readonly #reply: string;
   readonly #timeoutMs: number;
@@ -73,6 +74,7 @@ class NatsDelivery implements Delivery {
     reply: string,
     message: TransportMessage,
     attempt: number,
+    leaseUntil: number,
     timeoutMs: number,
     release: (d: NatsDelivery) => void,
   ) {
@@ -80,6 +82,7 @@ class NatsDelivery implements Delivery {
     this.#reply = reply;
     this.message = message;
     this.attempt = attempt;
+    this.leaseUntil = leaseUntil;
     this.#timeoutMs = timeoutMs;
     this.#release = release;
   }
@@ -116,6 +119,11 @@ class NatsDelivery implements Delivery {
     } catch {
       // Connection gone: the server returns the message after the ack timeout instead.
     }
+  }
+
+  /** The lease ended unsettled: the server redelivers it after AckWait, so its slot is free (contract rule 3). */
+  expire(): void {
+    this.#markReleased();
   }
 
   #markReleased(): void {
@@ -251,16 +259,19 @@ class Puller {
       this.#drop(reply, '+TERM');
       return;
     }
-    if (decoded.parts) void this.#assemble(reply, info, decoded.message, decoded.parts);
-    else this.#deliver(reply, info, decoded.message);
+    // The server's AckWait started when it sent the message: the lease runs from here, not after assembly.
+    const leaseUntil = Date.now() + this.#sub.options.ackTimeoutMs;
+    if (decoded.parts) void this.#assemble(reply, info, decoded.message, decoded.parts, leaseUntil);
+    else this.#deliver(reply, info, decoded.message, leaseUntil);
   }
 
-  #deliver(reply: string, info: AckInfo, message: TransportMessage): void {
+  #deliver(reply: string, info: AckInfo, message: TransportMessage, leaseUntil: number): void {
     const delivery = new NatsDelivery(
       this.#sub.host.nc,
       reply,
       message,
       info.deliveryCount,
+      leaseUntil,
       this.#sub.host.requestTimeoutMs,
       (d) => this.#sub.released(this, d),
     );
@@ -282,7 +293,13 @@ class Puller {
     }
   }
 
-  async #assemble(reply: string, info: AckInfo, head: TransportMessage, seqs: number[]): Promise<void> {
+  async #assemble(
+    reply: string,
+    info: AckInfo,
+    head: TransportMessage,
+    seqs: number[],
+    leaseUntil: number,
+  ): Promise<void> {
     let parts: Uint8Array[] | undefined;
     try {
       parts = await this.#sub.host.readParts(this.#type, seqs);
@@ -294,7 +311,7 @@ class Puller {
     if (this.#stopped) this.#drop(reply, '-NAK');
     // Parts removed by retention or a purge: the message is gone and cannot be delivered whole.
     else if (!parts) this.#drop(reply, '+TERM');
-    else this.#deliver(reply, info, { ...head, body: joinBody(head.body, parts) });
+    else this.#deliver(reply, info, { ...head, body: joinBody(head.body, parts) }, leaseUntil);
   }
 
   #onStatus(msg: Msg): void {
@@ -335,9 +352,11 @@ export class NatsSubscription implements Subscription {
   readonly host: SubscriptionHost;
   readonly options: ConsumeOptions;
   readonly ready: Promise<void>;
-  readonly #queue = new DeliveryQueue();
+  readonly #queue = new DeliveryQueue({ onLeave: () => this.close() });
+  /** In lease order: every delivery has the same ack timeout and leases start in arrival order. */
   readonly #unsettled = new Set<NatsDelivery>();
   readonly #all: Puller[];
+  #expiry: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(host: SubscriptionHost, options: ConsumeOptions) {
@@ -360,6 +379,25 @@ export class NatsSubscription implements Subscription {
   deliver(delivery: NatsDelivery): void {
     this.#unsettled.add(delivery);
     this.#queue.push(delivery);
+    if (!this.#expiry) this.#expireAt(delivery.leaseUntil);
+  }
+
+  /** One timer for the earliest lease: expired, unsettled deliveries free their prefetch slots (rule 3). */
+  #expireAt(at: number): void {
+    this.#expiry = setTimeout(
+      () => {
+        this.#expiry = undefined;
+        const now = Date.now();
+        for (const delivery of this.#unsettled) {
+          if (delivery.leaseUntil > now) {
+            this.#expireAt(delivery.leaseUntil);
+            return;
+          }
+          delivery.expire();
+        }
+      },
+      Math.max(0, at - Date.now() + 1),
+    );
   }
 
   released(puller: Puller, delivery: NatsDelivery): void {
@@ -388,6 +426,7 @@ export class NatsSubscription implements Subscription {
 
   async #close(): Promise<void> {
     for (const puller of this.#all) puller.stop();
+    clearTimeout(this.#expiry);
     this.#queue.end();
     this.#queue.drain();
     for (const delivery of [...this.#unsettled]) delivery.returnToGroup();
