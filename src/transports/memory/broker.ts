@@ -148,14 +148,17 @@ export class MemoryBroker {
       const members = [...group.members].filter((m) => m.outstanding < m.prefetch);
       if (members.length === 0) continue;
       // Round-robin between members with capacity, one delivery at a time, until nothing more can be delivered.
+      // The turn moves on only past a member that got one or is full: the next message goes to the next member.
       for (let idle = 0; idle < members.length; ) {
-        const member = members[group.roundRobin++ % members.length]!;
+        const member = members[group.roundRobin % members.length]!;
         if (member.outstanding >= member.prefetch) {
+          group.roundRobin++;
           idle++;
           continue;
         }
         const entry = this.#claim(topic, group, now);
         if (!entry) break;
+        group.roundRobin++;
         idle = 0;
         this.#lease(topic, group, entry, member, now);
       }
