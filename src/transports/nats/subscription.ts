@@ -18,7 +18,7 @@ import { joinBody } from './large.ts';
 import { durableName, PARTS_PREFIX, streamName } from './names.ts';
 
 /** How long one pull request waits on the server, and how often an idle one proves it is alive. */
-export const PULL_EXPIRES_MS = 10_000;
+export const PULL_EXPIRES_MS = 5_000;
 export const PULL_HEARTBEAT_MS = 2_000;
 const MS = 1_000_000;
 const REPAIR_BACKOFF_MS = [100, 250, 500, 1_000, 2_000];
@@ -105,17 +105,16 @@ class NatsDelivery implements Delivery {
 
   nack(options?: NackOptions): Promise<void> {
     if (this.#returned) return Promise.resolve();
-    const delayMs = Math.max(0, Math.round(options?.delayMs ?? 0));
-    return this.#settle(delayMs > 0 ? `-NAK ${JSON.stringify({ delay: delayMs * MS })}` : '-NAK', 'nack');
+    return this.#settle(nakCommand(options?.delayMs ?? 0), 'nack');
   }
 
   /** On close: NAK without waiting for the server's reply; the caller flushes once for all. */
-  returnToGroup(): void {
+  returnToGroup(delayMs: number): void {
     if (this.#released) return;
     this.#returned = true;
     this.#markReleased();
     try {
-      this.#nc.publish(this.#reply, '-NAK');
+      this.#nc.publish(this.#reply, nakCommand(delayMs));
     } catch {
       // Connection gone: the server returns the message after the ack timeout instead.
     }
@@ -152,7 +151,16 @@ class NatsDelivery implements Delivery {
   }
 }
 
-/** Pulls one type for one subscription. */
+function nakCommand(delayMs: number): string {
+  const delay = Math.max(0, Math.round(delayMs));
+  return delay > 0 ? `-NAK ${JSON.stringify({ delay: delay * MS })}` : '-NAK';
+}
+
+/**
+ * Pulls one type for one subscription. The server (2.9) keeps serving a pull request after its subscriber went away,
+ * so a message returned by a closing puller could land in that dead request and wait out AckWait: a stopped puller
+ * listens until its requests expire and returns what still comes, each timed to come back once they are gone.
+ */
 class Puller {
   readonly #sub: NatsSubscription;
   readonly #type: string;
@@ -161,6 +169,8 @@ class Puller {
   readonly #nextSubject: string;
   #natsSub: NatsSub | undefined;
   #requested = 0;
+  /** When the pull requests sent so far expire on the server. */
+  #requestsEndBy = 0;
   #outstanding = 0;
   #lastSeen = Date.now();
   #watchdog: ReturnType<typeof setInterval> | undefined;
@@ -181,11 +191,19 @@ class Puller {
     this.pump();
   }
 
+  /** Until when a message returned now could still be served to this puller's own pull requests (0: none open). */
+  get openUntil(): number {
+    return this.#requested > 0 ? this.#requestsEndBy : 0;
+  }
+
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#watchdog);
-    this.#natsSub?.unsubscribe();
+    const sub = this.#natsSub;
+    const wait = this.openUntil - Date.now();
+    if (wait <= 0) sub?.unsubscribe();
+    else setTimeout(() => sub?.unsubscribe(), wait + 100).unref();
   }
 
   released(): void {
@@ -213,6 +231,7 @@ class Puller {
         { reply: this.#inbox },
       );
       this.#requested += want;
+      this.#requestsEndBy = Date.now() + PULL_EXPIRES_MS;
     } catch {
       // Closed connection: the subscription is ending anyway.
     }
@@ -225,7 +244,7 @@ class Puller {
 
   #onMessage(error: Error | null, msg: Msg): void {
     if (this.#stopped) {
-      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#send(msg.reply, '-NAK');
+      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#send(msg.reply, nakCommand(this.openUntil - Date.now()));
       return;
     }
     this.#lastSeen = Date.now();
@@ -425,11 +444,13 @@ export class NatsSubscription implements Subscription {
   }
 
   async #close(): Promise<void> {
+    // Returned messages come back once this consumer's own pull requests are gone, not into them (see Puller).
+    const openUntil = Math.max(0, ...this.#all.map((puller) => puller.openUntil));
     for (const puller of this.#all) puller.stop();
     clearTimeout(this.#expiry);
     this.#queue.end();
     this.#queue.drain();
-    for (const delivery of [...this.#unsettled]) delivery.returnToGroup();
+    for (const delivery of [...this.#unsettled]) delivery.returnToGroup(openUntil - Date.now());
     this.host.forget(this);
     if (!this.host.nc.isClosed()) await this.host.nc.flush().catch(() => {});
   }

@@ -40,10 +40,13 @@ export class Inbox implements AsyncIterable<Delivery> {
     else this.#items.push(delivery);
   }
 
+  /** Ends iteration: what is still queued is never handed out (the subscription releases it as it closes). */
   end(error?: unknown): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
+    this.#items = [];
+    this.#head = 0;
     for (const waiter of this.#waiters.splice(0)) {
       if (error === undefined) waiter.resolve(DONE);
       else waiter.reject(error);
