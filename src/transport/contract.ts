@@ -4,7 +4,8 @@
  *
  * Rules every Subscription follows (test/conformance/ checks each; src/transport/queue.ts implements 1 and 3):
  * 1. Leaving a `for await` loop early (break, return, throw) closes the subscription exactly as close() does: its
- *    unacked deliveries return to the group at once and later iteration ends at once. Only iterate once.
+ *    unacked deliveries return to the group at once (NATS: once its pull requests expire, see there), and a later
+ *    iteration ends at once.
  * 2. The bus validates ConsumeOptions before consume() (see there); a transport trusts them and does not check
  *    again, so every caller sees the bus's one error (BUSBAR_ERR_INVALID_ARGUMENT) for a bad value.
  * 3. The transport never hands out a delivery whose lease has ended (Date.now() >= leaseUntil): it drops it
