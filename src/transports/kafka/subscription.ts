@@ -284,7 +284,11 @@ export class KafkaSubscription implements Subscription {
     this.#queue.push({
       message: entry.message,
       attempt: entry.attempt,
-      leaseUntil,
+      // The lease ends early when this member loses it: ack timeout, or its partition revoked in a rebalance (the
+      // new owner reads the message again from the committed offset), so a waiting delivery is then dropped.
+      get leaseUntil() {
+        return entry.state === 'out' && entry.lease === lease ? leaseUntil : 0;
+      },
       ack: () => {
         settled ??= this.#ack(entry);
         return settled;
