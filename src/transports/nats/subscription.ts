@@ -20,6 +20,8 @@ import { durableName, PARTS_PREFIX, streamName } from './names.ts';
 /** How long one pull request waits on the server, and how often an idle one proves it is alive. */
 export const PULL_EXPIRES_MS = 5_000;
 export const PULL_HEARTBEAT_MS = 2_000;
+/** How long after a pull request's expiry the server may still serve it (clocks, queued work). */
+const REQUEST_EXPIRY_MARGIN_MS = 500;
 const MS = 1_000_000;
 const REPAIR_BACKOFF_MS = [100, 250, 500, 1_000, 2_000];
 
@@ -109,12 +111,12 @@ class NatsDelivery implements Delivery {
   }
 
   /** On close: NAK without waiting for the server's reply; the caller flushes once for all. */
-  returnToGroup(delayMs: number): void {
+  returnToGroup(): void {
     if (this.#released) return;
     this.#returned = true;
     this.#markReleased();
     try {
-      this.#nc.publish(this.#reply, nakCommand(delayMs));
+      this.#nc.publish(this.#reply, '-NAK');
     } catch {
       // Connection gone: the server returns the message after the ack timeout instead.
     }
@@ -157,9 +159,10 @@ function nakCommand(delayMs: number): string {
 }
 
 /**
- * Pulls one type for one subscription. The server (2.9) keeps serving a pull request after its subscriber went away,
- * so a message returned by a closing puller could land in that dead request and wait out AckWait: a stopped puller
- * listens until its requests expire and returns what still comes, each timed to come back once they are gone.
+ * Pulls one type for one subscription. The server (2.9) may serve a pull request after its subscriber went away, so
+ * a message a closing puller returns (or a new one) can land in that dead request and would wait out AckWait: a
+ * stopped puller listens until its requests expire, keeps what still comes, and returns it once they are gone
+ * (returning it at once would bounce it straight back into them).
  */
 class Puller {
   readonly #sub: NatsSubscription;
@@ -175,6 +178,8 @@ class Puller {
   #lastSeen = Date.now();
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
+  /** Ack subjects of messages that reached this puller after it stopped: returned once its requests expire. */
+  readonly #late: string[] = [];
   #repairing = false;
 
   constructor(sub: NatsSubscription, type: string, group: string, limit: number) {
@@ -200,10 +205,14 @@ class Puller {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#watchdog);
-    const sub = this.#natsSub;
     const wait = this.openUntil - Date.now();
-    if (wait <= 0) sub?.unsubscribe();
-    else setTimeout(() => sub?.unsubscribe(), wait + 100).unref();
+    if (wait <= 0) this.#finish();
+    else setTimeout(() => this.#finish(), wait + REQUEST_EXPIRY_MARGIN_MS).unref();
+  }
+
+  #finish(): void {
+    this.#natsSub?.unsubscribe();
+    for (const reply of this.#late.splice(0)) this.#send(reply, '-NAK');
   }
 
   released(): void {
@@ -244,7 +253,7 @@ class Puller {
 
   #onMessage(error: Error | null, msg: Msg): void {
     if (this.#stopped) {
-      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#send(msg.reply, nakCommand(this.openUntil - Date.now()));
+      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#late.push(msg.reply);
       return;
     }
     this.#lastSeen = Date.now();
@@ -444,13 +453,11 @@ export class NatsSubscription implements Subscription {
   }
 
   async #close(): Promise<void> {
-    // Returned messages come back once this consumer's own pull requests are gone, not into them (see Puller).
-    const openUntil = Math.max(0, ...this.#all.map((puller) => puller.openUntil));
     for (const puller of this.#all) puller.stop();
     clearTimeout(this.#expiry);
     this.#queue.end();
     this.#queue.drain();
-    for (const delivery of [...this.#unsettled]) delivery.returnToGroup(openUntil - Date.now());
+    for (const delivery of [...this.#unsettled]) delivery.returnToGroup();
     this.host.forget(this);
     if (!this.host.nc.isClosed()) await this.host.nc.flush().catch(() => {});
   }
