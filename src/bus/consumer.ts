@@ -1,5 +1,11 @@
 import { BusError, checkTypeName } from '../errors.ts';
-import type { Delivery, Offset, Subscription, Transport } from '../transport/contract.ts';
+import {
+  type Delivery,
+  MAX_ACK_TIMEOUT_MS,
+  type Offset,
+  type Subscription,
+  type Transport,
+} from '../transport/contract.ts';
 import { deadLetter } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_PREFETCH, deadLetterTypeOf } from './options.ts';
@@ -14,7 +20,7 @@ export interface ConsumerOptions {
   /** Where a group that has never read a type starts. Default 'earliest'. */
   offset?: Offset;
   ackTimeoutMs?: number;
-  /** Unacked messages the broker may hand this consumer ahead of receive(). */
+  /** Unacked messages the broker may hand this consumer ahead of receive() (a whole number >= 1). */
   prefetch?: number;
   /** A message delivered more often than this goes to its dead-letter type. Default: no limit. */
   maxAttempts?: number;
@@ -43,7 +49,12 @@ interface Waiter {
   signal?: AbortSignal | undefined;
 }
 
-/** CORTX's MessageConsumer: receive one message at a time, ack them, or iterate with for await. */
+/**
+ * CORTX's MessageConsumer: receive one message at a time, ack them, or iterate with for await.
+ * It pulls from its subscription only while a receive() waits, so deliveries wait in the transport, which drops
+ * those whose lease ends first (contract rule 3). A delivery that arrives after its receive() gave up is kept for
+ * the next receive(), and dropped there if its lease has ended: another member may hold the message by then.
+ */
 export class Consumer implements AsyncIterable<Message> {
   readonly consumerId: string;
   readonly consumerGroup: string;
@@ -53,13 +64,17 @@ export class Consumer implements AsyncIterable<Message> {
   readonly ready: Promise<void>;
   readonly #transport: Transport;
   readonly #subscription: Subscription;
-  readonly #buffer: Message[] = [];
+  readonly #deliveries: AsyncIterator<Delivery>;
+  /** Pulled after the receive() that wanted them gave up: at most one per give-up, handed out only while leased. */
+  readonly #ahead: Delivery[] = [];
   readonly #waiters: Waiter[] = [];
   readonly #unacked = new Set<Message>();
   readonly #maxAttempts: number;
   readonly #deadLetterType: (type: string) => string;
   readonly #receiveTimeoutMs: number;
-  readonly #pump: Promise<void>;
+  #pulling: Promise<void> | undefined;
+  /** The subscription's iteration ended (closed, or failed: see #failure). */
+  #ended = false;
   readonly #onAbort = () => void this.close();
   readonly #forget = (message: Message) => this.#unacked.delete(message);
   /**
@@ -99,36 +114,59 @@ export class Consumer implements AsyncIterable<Message> {
       group: this.consumerGroup,
       consumerId: this.consumerId,
       offset,
-      prefetch: positive(options.prefetch ?? DEFAULT_PREFETCH, 'prefetch'),
-      ackTimeoutMs: positive(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs'),
+      prefetch: wholeNumber(options.prefetch ?? DEFAULT_PREFETCH, 'prefetch'),
+      ackTimeoutMs: ackTimeout(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS),
       signal: options.signal,
     });
+    this.#deliveries = this.#subscription[Symbol.asyncIterator]();
     this.ready = this.#subscription.ready;
     this.ready.catch(() => {});
-    this.#pump = this.#run();
     if (options.signal) {
       if (options.signal.aborted) void this.close();
       else options.signal.addEventListener('abort', this.#onAbort, { once: true });
     }
   }
 
-  async #run(): Promise<void> {
+  /** Starts pulling unless a pull runs; it runs while receive() calls wait, and starts again if one came late. */
+  #pull(): void {
+    if (this.#pulling) return;
+    this.#pulling = this.#pullWhileWanted().finally(() => {
+      this.#pulling = undefined;
+      if (this.#waiters.length > 0 && !this.#closed && !this.#ended) this.#pull();
+    });
+  }
+
+  async #pullWhileWanted(): Promise<void> {
     try {
-      for await (const delivery of this.#subscription) {
+      while (this.#waiters.length > 0 && !this.#closed) {
+        const next = await this.#deliveries.next();
+        if (next.done) {
+          this.#ended = true;
+          break;
+        }
+        const delivery = next.value;
         if (delivery.attempt > this.#maxAttempts) {
           await this.#deadLetter(delivery);
           continue;
         }
-        const message = new Message(delivery, this.#forget);
         const waiter = this.#waiters.shift();
-        if (waiter) this.#hand(waiter, message);
-        else this.#buffer.push(message);
+        if (waiter) this.#hand(waiter, delivery);
+        else this.#ahead.push(delivery);
       }
     } catch (error) {
+      this.#ended = true;
       if (!this.#closed) this.#failure = error;
-    } finally {
-      for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
     }
+    if (this.#ended) for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
+  }
+
+  /** The next delivery pulled ahead whose lease still runs; expired ones are the group's again and are dropped. */
+  #takeAhead(): Delivery | undefined {
+    const now = Date.now();
+    for (let delivery = this.#ahead.shift(); delivery; delivery = this.#ahead.shift()) {
+      if (delivery.leaseUntil > now) return delivery;
+    }
+    return undefined;
   }
 
   async #deadLetter(delivery: Delivery): Promise<void> {
@@ -146,15 +184,16 @@ export class Consumer implements AsyncIterable<Message> {
       );
     }
     if (options.signal?.aborted) return Promise.resolve(null);
-    const buffered = this.#buffer.shift();
-    if (buffered) return this.#take(buffered);
+    const ahead = this.#takeAhead();
+    if (ahead) return this.#take(ahead);
     if (this.#failure) return Promise.reject(this.#failure);
-    if (this.#closed) return Promise.resolve(null);
+    if (this.#closed || this.#ended) return Promise.resolve(null);
     if (options.signal !== undefined && options.signal !== this.#watched) this.#watch(options.signal);
     return new Promise<Message | null>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, signal: options.signal };
       if (timeout > 0) waiter.timer = setTimeout(() => this.#giveUp(waiter), timeout);
       this.#waiters.push(waiter);
+      this.#pull();
     });
   }
 
@@ -171,9 +210,9 @@ export class Consumer implements AsyncIterable<Message> {
     waiter.resolve(null);
   }
 
-  #hand(waiter: Waiter, message: Message): void {
+  #hand(waiter: Waiter, delivery: Delivery): void {
     clearTimeout(waiter.timer);
-    this.#take(message).then(waiter.resolve, waiter.reject);
+    this.#take(delivery).then(waiter.resolve, waiter.reject);
   }
 
   #finish(waiter: Waiter): void {
@@ -182,7 +221,8 @@ export class Consumer implements AsyncIterable<Message> {
     else waiter.resolve(null);
   }
 
-  async #take(message: Message): Promise<Message> {
+  async #take(delivery: Delivery): Promise<Message> {
+    const message = new Message(delivery, this.#forget);
     if (this.autoAck) await message.ack();
     else this.#unacked.add(message);
     return message;
@@ -194,11 +234,16 @@ export class Consumer implements AsyncIterable<Message> {
     await Promise.all(pending.map((m) => m.ack()));
   }
 
+  /** Leaving the loop early (break, return, throw) closes the consumer, as with a transport's Subscription. */
   async *[Symbol.asyncIterator](): AsyncIterator<Message> {
-    for (;;) {
-      const message = await this.receive({ timeout: 0 });
-      if (message === null) return;
-      yield message;
+    try {
+      for (;;) {
+        const message = await this.receive({ timeout: 0 });
+        if (message === null) return;
+        yield message;
+      }
+    } finally {
+      await this.close();
     }
   }
 
@@ -208,9 +253,9 @@ export class Consumer implements AsyncIterable<Message> {
       this.#closed = true;
       this.#watch(undefined);
       for (const waiter of this.#waiters.splice(0)) this.#finish(waiter);
-      this.#buffer.length = 0;
+      this.#ahead.length = 0;
       await this.#subscription.close();
-      await this.#pump;
+      await this.#pulling;
     })();
     return this.#closing;
   }
@@ -218,6 +263,25 @@ export class Consumer implements AsyncIterable<Message> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/**
+ * The bus checks consume options before the transport sees them (contract rule 2): prefetch a whole number >= 1,
+ * the ack timeout a whole number of ms from 1 to MAX_ACK_TIMEOUT_MS.
+ */
+export function wholeNumber(value: number, name: string, max = Number.MAX_SAFE_INTEGER): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? '>= 1' : `from 1 to ${max}`;
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `${name} must be a whole number ${range}, not ${JSON.stringify(value)}`,
+    );
+  }
+  return value;
+}
+
+export function ackTimeout(value: number): number {
+  return wholeNumber(value, 'ackTimeoutMs', MAX_ACK_TIMEOUT_MS);
 }
 
 export function positive(value: number, name: string): number {

@@ -1,6 +1,6 @@
 import { BusError, checkTypeName } from '../errors.ts';
 import type { Delivery, Offset, Transport } from '../transport/contract.ts';
-import { positive } from './consumer.ts';
+import { ackTimeout, positive, wholeNumber } from './consumer.ts';
 import { deadLetter, describeFailure } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { compose, type HandlerFn, type Middleware } from './middleware.ts';
@@ -58,7 +58,7 @@ export function startHandler(
   }
   const typeList = (typeof types === 'string' ? [types] : [...types]).map((t) => checkTypeName(t));
   const group = checkTypeName(options?.group, 'consumer group');
-  const concurrency = positive(options.concurrency ?? 1, 'concurrency');
+  const concurrency = wholeNumber(options.concurrency ?? 1, 'concurrency');
   const maxAttempts = positive(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts');
   const retry = { ...DEFAULT_RETRY, ...options.retry };
   const deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
@@ -70,7 +70,7 @@ export function startHandler(
     consumerId: options.consumerId ?? `handler-${Math.random().toString(36).slice(2, 10)}`,
     offset: options.offset ?? 'earliest',
     prefetch: concurrency * 2,
-    ackTimeoutMs: positive(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS, 'ackTimeoutMs'),
+    ackTimeoutMs: ackTimeout(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS),
     signal: options.signal,
   });
 

@@ -1,6 +1,18 @@
 /**
  * The transport contract: the one interface every broker adapter implements.
  * The bus layer (src/bus/) is written only against this file, never against a broker.
+ *
+ * Rules every Subscription follows (test/conformance/ checks each; src/transport/queue.ts implements 1 and 3):
+ * 1. Leaving a `for await` loop early (break, return, throw) closes the subscription exactly as close() does: its
+ *    unacked deliveries return to the group at once (NATS: once its pull requests expire, see there), and a later
+ *    iteration ends at once.
+ * 2. The bus validates ConsumeOptions before consume() (see there); a transport trusts them and does not check
+ *    again, so every caller sees the bus's one error (BUSBAR_ERR_INVALID_ARGUMENT) for a bad value.
+ * 3. The transport never hands out a delivery whose lease has ended (Date.now() >= leaseUntil): it drops it
+ *    without a word to the broker (the group has it back) and counts its prefetch slot free. The same holds for
+ *    deliveries already handed out and left unsettled past leaseUntil: they no longer count against `prefetch`,
+ *    so a consumer that holds `prefetch` expired deliveries is given messages again (its expired ones included).
+ * The bus keeps to 3 as well: it reads ahead of the application only within leases and drops what expired.
  */
 
 /** CloudEvents 1.0 attributes plus busbar's extensions, as they travel beside the body. */
@@ -36,6 +48,12 @@ export interface Delivery {
   readonly message: TransportMessage;
   /** 1 on first delivery to this group; increments on every redelivery (nack, ack timeout, consumer death). */
   readonly attempt: number;
+  /**
+   * When this consumer's lease ends (Date.now() ms): the time the broker handed the message to this consumer plus
+   * ackTimeoutMs. From then on the group may give the message to another member; see rule 3. An ack after it is
+   * still accepted where the broker can (at-least-once), but the message may have been processed twice.
+   */
+  readonly leaseUntil: number;
   /** Idempotent. Resolves once the broker recorded the ack. */
   ack(): Promise<void>;
   /** Idempotent. Returns the message to its group, after `delayMs` where given. */
@@ -44,22 +62,32 @@ export interface Delivery {
 
 export type Offset = 'earliest' | 'latest';
 
+/** The longest ack timeout: 2^31 - 1 ms (about 24.8 days), the longest delay setTimeout keeps. */
+export const MAX_ACK_TIMEOUT_MS = 2_147_483_647;
+
 export interface ConsumeOptions {
   readonly types: readonly string[];
   readonly group: string;
   readonly consumerId: string;
   /** Where a group that has never read a type starts. Ignored for a group that already exists. */
   readonly offset: Offset;
-  /** At most this many unacked deliveries outstanding to this consumer. */
+  /**
+   * At most this many unacked deliveries outstanding to this consumer, whether handed out or waiting in the
+   * transport (expired ones excepted, rule 3). A whole number >= 1; a broker limit below it (AMQP's 65535) caps it.
+   */
   readonly prefetch: number;
-  /** A delivered message that is neither acked nor nacked within this time returns to its group. */
+  /**
+   * A delivered message that is neither acked nor nacked within this time returns to its group. A whole number of
+   * milliseconds, 1 to MAX_ACK_TIMEOUT_MS (the longest timer Node.js can set).
+   */
   readonly ackTimeoutMs: number;
   readonly signal?: AbortSignal | undefined;
 }
 
 /**
- * A live consumer. Iterating yields deliveries until `close()`, the abort signal, or the transport's close;
- * then iteration ends normally. Closing returns every unacked delivery to its group at once.
+ * A live consumer. Iterating yields deliveries until `close()`, the abort signal, the transport's close, or the
+ * loop is left early (rule 1); then iteration ends normally. Closing returns every unacked delivery to its group at
+ * once. Deliveries wait in the transport (up to `prefetch`) until iterated, and expire there (rule 3).
  */
 export interface Subscription extends AsyncIterable<Delivery> {
   /**
@@ -130,8 +158,12 @@ export interface Capabilities {
   /** A new group can start at `earliest` and read what was published before it existed. */
   readonly replay: boolean;
   readonly ordering: 'none' | 'per-key' | 'total';
+  /** `none`: nack({ delayMs }) returns the message at once (the conformance suite skips the delay checks). */
   readonly nackDelay: Support;
-  /** Unacked deliveries come back after `ackTimeoutMs`. */
+  /**
+   * Unacked deliveries come back after `ackTimeoutMs`. `none`: they come back only when their consumer closes, and
+   * every delivery's leaseUntil is Infinity (the suite skips the ack-timeout scenarios).
+   */
   readonly ackTimeout: Support;
   readonly partitions: boolean;
   readonly retention: { readonly age: boolean; readonly bytes: boolean };

@@ -39,11 +39,20 @@ test('an AbortSignal ends iteration; break cleans up', async (t) => {
   }
   assert.deepEqual(seen, [1, 2, 3]);
   await bus.send('it', 4);
-  for await (const m of bus.consumer({ consumerGroup: 'g', messageTypes: 'it' })) {
+  const leaving = bus.consumer({ consumerGroup: 'g', messageTypes: 'it', ackTimeoutMs: 600_000 });
+  for await (const m of leaving) {
     assert.equal(m.body, 4);
-    await m.ack();
-    break;
+    break; // unacked
   }
+  // Cleaned up: the consumer is closed (receive() answers null at once, not after a wait) and its lease is gone,
+  // so the group has the message again now, not after the 10-minute ack timeout.
+  const next = bus.consumer({ consumerGroup: 'g', messageTypes: 'it', ackTimeoutMs: 600_000 });
+  const again = await next.receive({ timeout: 5000 });
+  assert.equal(again?.body, 4, 'the message left by break is still leased');
+  assert.equal(await leaving.receive({ timeout: 0 }), null);
+  assert.equal(again.attempt, 2);
+  await again.ack();
+  await next.close();
 });
 
 test('a consumer dead-letters a message delivered more than maxAttempts times', async (t) => {

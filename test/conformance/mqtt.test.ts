@@ -24,7 +24,8 @@ runConformance({
 
 let broker: PrivateMosquitto | undefined;
 runConformance({
-  name: 'mqtt (private mosquitto, restarted)',
+  name: 'mqtt',
+  variant: 'private mosquitto, restarted',
   connect: () => broker!.url,
   check: async () => PrivateMosquitto.check(),
   before: async () => {

@@ -19,6 +19,7 @@ let server: PersistentRedis | undefined;
 
 runConformance({
   name: 'redis',
+  variant: 'private redis-server, appendonly, restarted',
   connect: () => server!.url,
   check: async () => checkRedisServerBinary(),
   before: async () => {

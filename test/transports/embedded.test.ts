@@ -513,19 +513,6 @@ test('leaving a for-await loop early closes the subscription and returns its lea
   assert.equal(rest[0]!.attempt, 2, 'second was prefetched by the first subscription, then returned');
 });
 
-test('consume rejects a prefetch or ack timeout that is not > 0', async (t) => {
-  const transport = await open(t);
-  const base = { types: [type()], group: 'g', consumerId: 'c', offset: 'earliest' as const };
-  assert.throws(
-    () => transport.consume({ ...base, prefetch: 0, ackTimeoutMs: 1000 }),
-    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_ARGUMENT'),
-  );
-  assert.throws(
-    () => transport.consume({ ...base, prefetch: 1, ackTimeoutMs: -1 }),
-    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_ARGUMENT'),
-  );
-});
-
 test('a key blocked behind a row another program deleted without promoting the next is repaired', async (t) => {
   const path = freshPath();
   const transport = await open(t, path, '?retentionIntervalMs=100');

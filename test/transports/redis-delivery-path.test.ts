@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
 import { isBusError } from '../../src/errors.ts';
 import type { ConsumeOptions, Delivery } from '../../src/transport/contract.ts';
-import { Inbox, type Leased } from '../../src/transports/redis/inbox.ts';
+import { Inbox } from '../../src/transports/redis/inbox.ts';
 import { FORGET_CONSUMER, RELEASE } from '../../src/transports/redis/scripts.ts';
 import { RedisSubscription, type SubscriptionHost } from '../../src/transports/redis/subscription.ts';
 import { decodeEntry, encodeFields, Keys } from '../../src/transports/redis/wire.ts';
@@ -245,12 +245,15 @@ describe('redis delivery path (scripted connections)', () => {
 });
 
 describe('redis inbox', () => {
-  const lease = (n: number): Leased =>
-    ({ deadline: Number.POSITIVE_INFINITY, n, attempt: 1 }) as unknown as Leased & { n: number };
+  const lease = (n: number): Delivery =>
+    ({ leaseUntil: Number.POSITIVE_INFINITY, n, attempt: 1 }) as unknown as Delivery & { n: number };
 
   it('hands out deliveries in order through a queue that never quite empties, and says when it is empty', async () => {
     let empties = 0;
-    const inbox = new Inbox(() => empties++);
+    const inbox = new Inbox(
+      () => empties++,
+      () => undefined,
+    );
     const iterator = inbox[Symbol.asyncIterator]();
     let pushed = 0;
     let taken = 0;
@@ -272,9 +275,12 @@ describe('redis inbox', () => {
   });
 
   it('skips deliveries whose lease ran out while they waited', async () => {
-    const inbox = new Inbox(() => undefined);
-    inbox.push({ deadline: Date.now() - 1 } as Leased);
-    const live = { deadline: Date.now() + 60_000 } as Leased;
+    const inbox = new Inbox(
+      () => undefined,
+      () => undefined,
+    );
+    inbox.push({ leaseUntil: Date.now() - 1 } as Delivery);
+    const live = { leaseUntil: Date.now() + 60_000 } as Delivery;
     inbox.push(live);
     assert.strictEqual((await inbox[Symbol.asyncIterator]().next()).value, live);
   });

@@ -1,5 +1,5 @@
 /**
- * A consumer: one receiver per (endpoint, type) on the group's queue `<type>::<type>.<group>`, created first
+ * A consumer: one receiver per (endpoint, type) on the group's queue `<type>::<type>:<group>`, created first
  * through management (createQueue, idempotent) so that it exists before any send reaches the type. A consumer
  * reads every endpoint of the URL, each over its own connection that reconnects on its own, so that messages stored
  * on a broker that was down are delivered once it is back (docs/wire/amqp10.md, "Failover").
@@ -66,6 +66,11 @@ class Amqp10Delivery implements Delivery {
     this.deadline = Date.now() + ackTimeoutMs;
   }
 
+  /** The lease ends at the deadline, or at once once the delivery is no longer held (contract rule 3). */
+  get leaseUntil(): number {
+    return this.#state === 'open' ? this.deadline : 0;
+  }
+
   async ack(): Promise<void> {
     if (this.#state === 'acked' || this.#state === 'expired') return;
     if (this.#state !== 'open') throw this.#notHeld('ack');
@@ -127,7 +132,10 @@ export class Amqp10Subscription implements Subscription {
   readonly #options: ConsumeOptions;
   readonly #sites: readonly Site[];
   readonly #onClose: (s: Amqp10Subscription) => void;
-  readonly #deliveries = new DeliveryQueue();
+  readonly #deliveries = new DeliveryQueue<Amqp10Delivery>({
+    onLeave: () => this.close(),
+    onExpired: (delivery) => delivery.expire(),
+  });
   readonly #live = new Set<Amqp10Delivery>();
   /** Open receivers and sessions, with the connection each lives on. */
   readonly #receivers = new Map<Receiver, Connection>();

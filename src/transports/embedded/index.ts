@@ -68,14 +68,6 @@ class EmbeddedTransport implements Transport {
     }
     for (const type of options.types) checkTypeName(type);
     checkTypeName(options.group, 'consumer group');
-    for (const name of ['prefetch', 'ackTimeoutMs'] as const) {
-      if (!(options[name] > 0)) {
-        throw new BusError(
-          'BUSBAR_ERR_INVALID_ARGUMENT',
-          `${name} must be a number > 0, not ${JSON.stringify(options[name])}`,
-        );
-      }
-    }
     const subscription = new EmbeddedSubscription(this.#engine, options, (s) => this.#subscriptions.delete(s));
     this.#subscriptions.add(subscription);
     return subscription;

@@ -32,10 +32,6 @@ class EmbeddedDelivery implements Delivery {
     this.#subscription = subscription;
   }
 
-  get settled(): boolean {
-    return this.#settled !== undefined;
-  }
-
   ack(): Promise<void> {
     this.#settled ??= this.#subscription.settle(this, undefined);
     return this.#settled;
@@ -48,7 +44,9 @@ class EmbeddedDelivery implements Delivery {
 
   /** Dropped without a word to the broker: its lease ran out before anyone took it, the group has it back. */
   forget(): void {
-    this.#settled ??= Promise.resolve();
+    if (this.#settled) return;
+    this.#settled = Promise.resolve();
+    this.#subscription.forget(this);
   }
 }
 
@@ -58,9 +56,13 @@ export class EmbeddedSubscription implements Subscription, Claimer {
   readonly #options: ConsumeOptions;
   /** Identifies this subscription's leases in the file (a consumer id may be shared by several). */
   readonly #owner: string;
-  readonly #queue = new DeliveryQueue();
+  readonly #queue = new DeliveryQueue<EmbeddedDelivery>({
+    onLeave: () => this.close(),
+    onExpired: (delivery) => delivery.forget(),
+  });
   readonly #onClose: (subscription: EmbeddedSubscription) => void;
-  #outstanding = 0;
+  /** Claimed, not settled, lease maybe running, handed out or not: the live ones count against prefetch. */
+  readonly #unsettled = new Set<EmbeddedDelivery>();
   #claimed: Claimed[] = [];
   #claimedLeaseUntil = 0;
   #deadline: number | null = null;
@@ -97,7 +99,7 @@ export class EmbeddedSubscription implements Subscription, Claimer {
 
   claim(store: Store, now: number): void {
     const { types, group, prefetch, ackTimeoutMs } = this.#options;
-    const budget = prefetch - this.#outstanding;
+    const budget = prefetch - this.#liveCount(now);
     this.#claimed = [];
     this.#deadline = null;
     if (budget <= 0 || this.#queue.ended) return;
@@ -120,12 +122,36 @@ export class EmbeddedSubscription implements Subscription, Claimer {
   claimed(): void {
     const claimed = this.#claimed;
     this.#claimed = [];
-    for (const c of claimed) this.#queue.push(new EmbeddedDelivery(this, c, this.#claimedLeaseUntil));
-    this.#outstanding += claimed.length;
+    for (const c of claimed) {
+      const delivery = new EmbeddedDelivery(this, c, this.#claimedLeaseUntil);
+      this.#unsettled.add(delivery);
+      this.#queue.push(delivery);
+    }
     if (this.#queue.ended) return;
-    if (this.#outstanding >= this.#options.prefetch) return;
+    if (this.#liveCount(Date.now()) >= this.#options.prefetch) {
+      // At the limit: the earliest lease to end frees a slot (rule 3), so claim again then.
+      this.#wakeAt(this.#earliestLease() + 1);
+      return;
+    }
     this.#engine.wait(this);
     if (this.#deadline !== null) this.#wakeAt(this.#deadline);
+  }
+
+  /** Unsettled deliveries whose lease still runs. Expired ones are the group's again: they take no slot and go. */
+  #liveCount(now: number): number {
+    for (const delivery of this.#unsettled) if (delivery.leaseUntil <= now) this.#unsettled.delete(delivery);
+    return this.#unsettled.size;
+  }
+
+  #earliestLease(): number {
+    let earliest = Number.POSITIVE_INFINITY;
+    for (const delivery of this.#unsettled) earliest = Math.min(earliest, delivery.leaseUntil);
+    return earliest;
+  }
+
+  forget(delivery: EmbeddedDelivery): void {
+    this.#unsettled.delete(delivery);
+    if (!this.#queue.ended && this.#attached) this.#engine.want(this);
   }
 
   claimFailed(error: unknown): void {
@@ -153,7 +179,7 @@ export class EmbeddedSubscription implements Subscription, Claimer {
   /** Acks (delayMs undefined) or nacks one delivery; the engine batches it with everything else this tick. */
   settle(delivery: EmbeddedDelivery, delayMs: number | undefined): Promise<void> {
     if (this.#engine.closed) return Promise.reject(closedError());
-    this.#outstanding--;
+    this.#unsettled.delete(delivery);
     const { group } = this.#options;
     const { type } = delivery.message;
     const { seq, attempt } = delivery;
@@ -167,30 +193,15 @@ export class EmbeddedSubscription implements Subscription, Claimer {
             'nack',
           );
     // Claim again once half the prefetch is free (or nothing is buffered): claims come in bulk, not one per ack.
-    const free = this.#options.prefetch - this.#outstanding;
+    const free = this.#options.prefetch - this.#liveCount(Date.now());
     if (this.#attached && !this.#queue.ended && (free * 2 >= this.#options.prefetch || this.#queue.length === 0)) {
       this.#engine.want(this);
     }
     return done;
   }
 
-  /** Leaving a `for await` loop early (break, throw) closes the subscription, as in nats.js. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Delivery> {
-    try {
-      for await (const delivery of this.#queue) {
-        const d = delivery as EmbeddedDelivery;
-        if (d.leaseUntil <= Date.now() && !d.settled) {
-          // Held here past its ack timeout: the group may already have given it to another consumer.
-          d.forget();
-          this.#outstanding--;
-          if (!this.#queue.ended) this.#engine.want(this);
-          continue;
-        }
-        yield d;
-      }
-    } finally {
-      await this.close();
-    }
+  [Symbol.asyncIterator](): AsyncIterator<Delivery> {
+    return this.#queue[Symbol.asyncIterator]();
   }
 
   /** Ends iteration and returns every unsettled lease to the group at once. Idempotent. */

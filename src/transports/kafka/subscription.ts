@@ -80,7 +80,7 @@ export class KafkaSubscription implements Subscription {
   readonly ready: Promise<void>;
   readonly #host: SubscriptionHost;
   readonly #options: ConsumeOptions;
-  readonly #queue = new DeliveryQueue();
+  readonly #queue = new DeliveryQueue({ onLeave: () => this.close() });
   readonly #topics: string[];
   readonly #bufferLimit: number;
   readonly #live = new Set<Entry>();
@@ -277,13 +277,19 @@ export class KafkaSubscription implements Subscription {
     entry.state = 'out';
     const lease = ++entry.lease;
     this.#outstanding++;
-    this.#deadlines.push({ entry, lease, at: Date.now() + this.#options.ackTimeoutMs });
+    const leaseUntil = Date.now() + this.#options.ackTimeoutMs;
+    this.#deadlines.push({ entry, lease, at: leaseUntil });
     if (this.#deadlines.length - this.#deadlineHead > Math.max(1024, this.#options.prefetch * 4)) this.#compact();
     this.#watchDeadlines();
     let settled: Promise<void> | undefined;
     this.#queue.push({
       message: entry.message,
       attempt: entry.attempt,
+      // The lease ends early when this member loses it: ack timeout, or its partition revoked in a rebalance (the
+      // new owner reads the message again from the committed offset), so a waiting delivery is then dropped.
+      get leaseUntil() {
+        return entry.state === 'out' && entry.lease === lease ? leaseUntil : 0;
+      },
       ack: () => {
         settled ??= this.#ack(entry);
         return settled;

@@ -29,6 +29,8 @@ interface Pending {
   notBefore: number;
   holder: Member | undefined;
   token: number;
+  /** Frees the prefetch slot the current lease holds (once). */
+  freeSlot?: (() => void) | undefined;
 }
 
 interface Group {
@@ -146,14 +148,17 @@ export class MemoryBroker {
       const members = [...group.members].filter((m) => m.outstanding < m.prefetch);
       if (members.length === 0) continue;
       // Round-robin between members with capacity, one delivery at a time, until nothing more can be delivered.
+      // The turn moves on only past a member that got one or is full: the next message goes to the next member.
       for (let idle = 0; idle < members.length; ) {
-        const member = members[group.roundRobin++ % members.length]!;
+        const member = members[group.roundRobin % members.length]!;
         if (member.outstanding >= member.prefetch) {
+          group.roundRobin++;
           idle++;
           continue;
         }
         const entry = this.#claim(topic, group, now);
         if (!entry) break;
+        group.roundRobin++;
         idle = 0;
         this.#lease(topic, group, entry, member, now);
       }
@@ -200,12 +205,20 @@ export class MemoryBroker {
     entry.token = token;
     member.outstanding++;
     this.#schedule(entry.leaseUntil);
+    // The lease holds one of the member's prefetch slots until it is settled or expires, whichever comes first.
+    let holdsSlot = true;
+    const freeSlot = () => {
+      if (!holdsSlot) return;
+      holdsSlot = false;
+      member.outstanding--;
+    };
+    entry.freeSlot = freeSlot;
     let settled = false;
     const settle = (ack: boolean, delayMs = 0) => {
       if (settled) return;
       settled = true;
       if (entry.holder === member && entry.token === token) entry.holder = undefined;
-      member.outstanding--;
+      freeSlot();
       const current = group.pending.get(entry.stored.seq);
       // A lease that expired and went to another member is no longer ours to nack; an ack still completes it.
       if (current === entry && (ack || entry.token === token)) {
@@ -223,6 +236,7 @@ export class MemoryBroker {
     member.deliver({
       message: entry.stored.message,
       attempt: entry.attempt,
+      leaseUntil: entry.leaseUntil,
       ack: async () => settle(true),
       nack: async (options) => settle(false, Math.max(0, options?.delayMs ?? 0)),
     });
@@ -260,6 +274,9 @@ export class MemoryBroker {
         for (const entry of group.pending.values()) {
           if (entry.leaseUntil > now) next = Math.min(next, entry.leaseUntil);
           else if (entry.leaseUntil > 0) {
+            // Expired: the group has it back and its holder has the slot back (contract rule 3).
+            entry.freeSlot?.();
+            entry.holder = undefined;
             entry.leaseUntil = 0;
             group.ready.add(entry);
           } else if (entry.notBefore > now) next = Math.min(next, entry.notBefore);

@@ -67,7 +67,7 @@ class MemoryTransport implements Transport {
   consume(options: ConsumeOptions): Subscription {
     this.#checkOpen();
     const broker = this.#broker;
-    const queue = new DeliveryQueue();
+    const queue = new DeliveryQueue({ onLeave: () => close() });
     const members = options.types.map((type) => {
       const member: Member = {
         prefetch: options.prefetch,

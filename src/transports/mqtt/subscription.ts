@@ -35,6 +35,8 @@ class MqttDelivery implements Delivery {
   readonly connection: number;
   timer: NodeJS.Timeout | undefined;
   settled = false;
+  /** Set when the delivery is queued for the application: its ack timer starts then. */
+  leaseUntil = Number.POSITIVE_INFINITY;
   readonly #owner: MqttSubscription;
 
   constructor(
@@ -71,7 +73,7 @@ export class MqttSubscription implements Subscription {
   readonly #options: ConsumeOptions;
   readonly #session: string;
   readonly #client: MqttClient;
-  readonly #queue = new DeliveryQueue();
+  readonly #queue = new DeliveryQueue({ onLeave: () => this.close() });
   /** Deliveries of the current connection not yet settled (queued, handed out, or waiting for a not-before time). */
   readonly #open = new Set<MqttDelivery>();
   readonly #waiting = new Set<NodeJS.Timeout>();
@@ -193,6 +195,7 @@ export class MqttSubscription implements Subscription {
   }
 
   #hand(delivery: MqttDelivery): void {
+    delivery.leaseUntil = Date.now() + this.#options.ackTimeoutMs;
     delivery.timer = setTimeout(() => {
       if (this.settle(delivery)) void this.handBack(delivery);
     }, this.#options.ackTimeoutMs);

@@ -18,8 +18,10 @@ import { joinBody } from './large.ts';
 import { durableName, PARTS_PREFIX, streamName } from './names.ts';
 
 /** How long one pull request waits on the server, and how often an idle one proves it is alive. */
-export const PULL_EXPIRES_MS = 10_000;
+export const PULL_EXPIRES_MS = 5_000;
 export const PULL_HEARTBEAT_MS = 2_000;
+/** How long after a pull request's expiry the server may still serve it (clocks, queued work). */
+const REQUEST_EXPIRY_MARGIN_MS = 500;
 const MS = 1_000_000;
 const REPAIR_BACKOFF_MS = [100, 250, 500, 1_000, 2_000];
 
@@ -60,6 +62,7 @@ export function parseAckSubject(reply: string): AckInfo | undefined {
 class NatsDelivery implements Delivery {
   readonly message: TransportMessage;
   readonly attempt: number;
+  readonly leaseUntil: number;
   readonly #nc: NatsConnection;
   readonly #reply: string;
   readonly #timeoutMs: number;
@@ -73,6 +76,7 @@ class NatsDelivery implements Delivery {
     reply: string,
     message: TransportMessage,
     attempt: number,
+    leaseUntil: number,
     timeoutMs: number,
     release: (d: NatsDelivery) => void,
   ) {
@@ -80,6 +84,7 @@ class NatsDelivery implements Delivery {
     this.#reply = reply;
     this.message = message;
     this.attempt = attempt;
+    this.leaseUntil = leaseUntil;
     this.#timeoutMs = timeoutMs;
     this.#release = release;
   }
@@ -102,8 +107,7 @@ class NatsDelivery implements Delivery {
 
   nack(options?: NackOptions): Promise<void> {
     if (this.#returned) return Promise.resolve();
-    const delayMs = Math.max(0, Math.round(options?.delayMs ?? 0));
-    return this.#settle(delayMs > 0 ? `-NAK ${JSON.stringify({ delay: delayMs * MS })}` : '-NAK', 'nack');
+    return this.#settle(nakCommand(options?.delayMs ?? 0), 'nack');
   }
 
   /** On close: NAK without waiting for the server's reply; the caller flushes once for all. */
@@ -116,6 +120,11 @@ class NatsDelivery implements Delivery {
     } catch {
       // Connection gone: the server returns the message after the ack timeout instead.
     }
+  }
+
+  /** The lease ended unsettled: the server redelivers it after AckWait, so its slot is free (contract rule 3). */
+  expire(): void {
+    this.#markReleased();
   }
 
   #markReleased(): void {
@@ -144,7 +153,17 @@ class NatsDelivery implements Delivery {
   }
 }
 
-/** Pulls one type for one subscription. */
+function nakCommand(delayMs: number): string {
+  const delay = Math.max(0, Math.round(delayMs));
+  return delay > 0 ? `-NAK ${JSON.stringify({ delay: delay * MS })}` : '-NAK';
+}
+
+/**
+ * Pulls one type for one subscription. The server (2.9) may serve a pull request after its subscriber went away, so
+ * a message a closing puller returns (or a new one) can land in that dead request and would wait out AckWait: a
+ * stopped puller listens until its requests expire, keeps what still comes, and returns it once they are gone
+ * (returning it at once would bounce it straight back into them).
+ */
 class Puller {
   readonly #sub: NatsSubscription;
   readonly #type: string;
@@ -153,10 +172,14 @@ class Puller {
   readonly #nextSubject: string;
   #natsSub: NatsSub | undefined;
   #requested = 0;
+  /** When the pull requests sent so far expire on the server. */
+  #requestsEndBy = 0;
   #outstanding = 0;
   #lastSeen = Date.now();
   #watchdog: ReturnType<typeof setInterval> | undefined;
   #stopped = false;
+  /** Ack subjects of messages that reached this puller after it stopped: returned once its requests expire. */
+  readonly #late: string[] = [];
   #repairing = false;
 
   constructor(sub: NatsSubscription, type: string, group: string, limit: number) {
@@ -173,11 +196,23 @@ class Puller {
     this.pump();
   }
 
+  /** Until when a message returned now could still be served to this puller's own pull requests (0: none open). */
+  get openUntil(): number {
+    return this.#requested > 0 ? this.#requestsEndBy : 0;
+  }
+
   stop(): void {
     if (this.#stopped) return;
     this.#stopped = true;
     clearInterval(this.#watchdog);
+    const wait = this.openUntil - Date.now();
+    if (wait <= 0) this.#finish();
+    else setTimeout(() => this.#finish(), wait + REQUEST_EXPIRY_MARGIN_MS).unref();
+  }
+
+  #finish(): void {
     this.#natsSub?.unsubscribe();
+    for (const reply of this.#late.splice(0)) this.#send(reply, '-NAK');
   }
 
   released(): void {
@@ -205,6 +240,7 @@ class Puller {
         { reply: this.#inbox },
       );
       this.#requested += want;
+      this.#requestsEndBy = Date.now() + PULL_EXPIRES_MS;
     } catch {
       // Closed connection: the subscription is ending anyway.
     }
@@ -217,7 +253,7 @@ class Puller {
 
   #onMessage(error: Error | null, msg: Msg): void {
     if (this.#stopped) {
-      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#send(msg.reply, '-NAK');
+      if (!error && msg.reply?.startsWith('$JS.ACK.')) this.#late.push(msg.reply);
       return;
     }
     this.#lastSeen = Date.now();
@@ -251,16 +287,19 @@ class Puller {
       this.#drop(reply, '+TERM');
       return;
     }
-    if (decoded.parts) void this.#assemble(reply, info, decoded.message, decoded.parts);
-    else this.#deliver(reply, info, decoded.message);
+    // The server's AckWait started when it sent the message: the lease runs from here, not after assembly.
+    const leaseUntil = Date.now() + this.#sub.options.ackTimeoutMs;
+    if (decoded.parts) void this.#assemble(reply, info, decoded.message, decoded.parts, leaseUntil);
+    else this.#deliver(reply, info, decoded.message, leaseUntil);
   }
 
-  #deliver(reply: string, info: AckInfo, message: TransportMessage): void {
+  #deliver(reply: string, info: AckInfo, message: TransportMessage, leaseUntil: number): void {
     const delivery = new NatsDelivery(
       this.#sub.host.nc,
       reply,
       message,
       info.deliveryCount,
+      leaseUntil,
       this.#sub.host.requestTimeoutMs,
       (d) => this.#sub.released(this, d),
     );
@@ -282,7 +321,13 @@ class Puller {
     }
   }
 
-  async #assemble(reply: string, info: AckInfo, head: TransportMessage, seqs: number[]): Promise<void> {
+  async #assemble(
+    reply: string,
+    info: AckInfo,
+    head: TransportMessage,
+    seqs: number[],
+    leaseUntil: number,
+  ): Promise<void> {
     let parts: Uint8Array[] | undefined;
     try {
       parts = await this.#sub.host.readParts(this.#type, seqs);
@@ -294,7 +339,7 @@ class Puller {
     if (this.#stopped) this.#drop(reply, '-NAK');
     // Parts removed by retention or a purge: the message is gone and cannot be delivered whole.
     else if (!parts) this.#drop(reply, '+TERM');
-    else this.#deliver(reply, info, { ...head, body: joinBody(head.body, parts) });
+    else this.#deliver(reply, info, { ...head, body: joinBody(head.body, parts) }, leaseUntil);
   }
 
   #onStatus(msg: Msg): void {
@@ -335,9 +380,11 @@ export class NatsSubscription implements Subscription {
   readonly host: SubscriptionHost;
   readonly options: ConsumeOptions;
   readonly ready: Promise<void>;
-  readonly #queue = new DeliveryQueue();
+  readonly #queue = new DeliveryQueue({ onLeave: () => this.close() });
+  /** In lease order: every delivery has the same ack timeout and leases start in arrival order. */
   readonly #unsettled = new Set<NatsDelivery>();
   readonly #all: Puller[];
+  #expiry: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(host: SubscriptionHost, options: ConsumeOptions) {
@@ -360,6 +407,25 @@ export class NatsSubscription implements Subscription {
   deliver(delivery: NatsDelivery): void {
     this.#unsettled.add(delivery);
     this.#queue.push(delivery);
+    if (!this.#expiry) this.#expireAt(delivery.leaseUntil);
+  }
+
+  /** One timer for the earliest lease: expired, unsettled deliveries free their prefetch slots (rule 3). */
+  #expireAt(at: number): void {
+    this.#expiry = setTimeout(
+      () => {
+        this.#expiry = undefined;
+        const now = Date.now();
+        for (const delivery of this.#unsettled) {
+          if (delivery.leaseUntil > now) {
+            this.#expireAt(delivery.leaseUntil);
+            return;
+          }
+          delivery.expire();
+        }
+      },
+      Math.max(0, at - Date.now() + 1),
+    );
   }
 
   released(puller: Puller, delivery: NatsDelivery): void {
@@ -388,6 +454,7 @@ export class NatsSubscription implements Subscription {
 
   async #close(): Promise<void> {
     for (const puller of this.#all) puller.stop();
+    clearTimeout(this.#expiry);
     this.#queue.end();
     this.#queue.drain();
     for (const delivery of [...this.#unsettled]) delivery.returnToGroup();

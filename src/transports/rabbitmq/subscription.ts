@@ -46,7 +46,7 @@ class RabbitDelivery implements Delivery {
   readonly #raw: ConsumeMessage;
   readonly queue: string;
   /** When the ack timeout returns it to its group (epoch ms). */
-  readonly deadline: number;
+  readonly leaseUntil: number;
   #state: Settlement = 'open';
   #acked: Promise<void> | undefined;
 
@@ -67,7 +67,7 @@ class RabbitDelivery implements Delivery {
     this.queue = queue;
     this.message = fromAmqp(raw, type);
     this.attempt = attemptOf(raw);
-    this.deadline = Date.now() + ackTimeoutMs;
+    this.leaseUntil = Date.now() + ackTimeoutMs;
   }
 
   get channel(): Channel {
@@ -150,7 +150,7 @@ export class RabbitSubscription implements Subscription {
   readonly #options: ConsumeOptions;
   readonly #inflight: InflightCounter;
   readonly #onClose: (subscription: RabbitSubscription) => void;
-  readonly #deliveries = new DeliveryQueue();
+  readonly #deliveries = new DeliveryQueue({ onLeave: () => this.close() });
   /** Open deliveries in arrival order, which is also deadline order (one ackTimeoutMs per subscription). */
   readonly #live = new Set<RabbitDelivery>();
   /** One timer for the oldest open delivery, rather than one per delivery. */
@@ -226,7 +226,7 @@ export class RabbitSubscription implements Subscription {
     const delivery = new RabbitDelivery(this, channel, acker, raw, type, queue, this.#options.ackTimeoutMs);
     this.#live.add(delivery);
     this.#inflight.add(queue, 1);
-    if (!this.#sweeper) this.#sweepAt(delivery.deadline);
+    if (!this.#sweeper) this.#sweepAt(delivery.leaseUntil);
     this.#deliveries.push(delivery);
   }
 
@@ -239,8 +239,8 @@ export class RabbitSubscription implements Subscription {
     this.#sweeper = undefined;
     const now = Date.now();
     for (const delivery of this.#live) {
-      if (delivery.deadline > now) {
-        this.#sweepAt(delivery.deadline);
+      if (delivery.leaseUntil > now) {
+        this.#sweepAt(delivery.leaseUntil);
         return;
       }
       delivery.expire();

@@ -1,6 +1,5 @@
 /** One delivery of a stream entry to a subscription; ack and nack are idempotent and may be retried on failure. */
-import type { NackOptions, TransportMessage } from '../../transport/contract.ts';
-import type { Leased } from './inbox.ts';
+import type { Delivery, NackOptions, TransportMessage } from '../../transport/contract.ts';
 
 export interface Deferred {
   readonly promise: Promise<void>;
@@ -25,14 +24,14 @@ export interface Settler {
   nack(delivery: RedisDelivery, options?: NackOptions): Promise<void>;
 }
 
-export class RedisDelivery implements Leased {
+export class RedisDelivery implements Delivery {
   readonly message: TransportMessage;
   readonly attempt: number;
   readonly type: string;
   /** The stream's key: the subscription's own string for it, so per-ack lookups hash nothing new. */
   readonly stream: string;
   readonly entryId: string;
-  readonly deadline: number;
+  readonly leaseUntil: number;
   readonly #subscription: Settler;
   #settling: Promise<void> | undefined;
 
@@ -43,7 +42,7 @@ export class RedisDelivery implements Leased {
     entryId: string,
     message: TransportMessage,
     attempt: number,
-    deadline: number,
+    leaseUntil: number,
   ) {
     this.#subscription = subscription;
     this.type = type;
@@ -51,7 +50,7 @@ export class RedisDelivery implements Leased {
     this.entryId = entryId;
     this.message = message;
     this.attempt = attempt;
-    this.deadline = deadline;
+    this.leaseUntil = leaseUntil;
   }
 
   /** The subscription shares one promise among the acks it sends together, and reports a failure via failed(). */

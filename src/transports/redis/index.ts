@@ -144,12 +144,6 @@ class RedisTransport implements Transport {
     }
     for (const type of options.types) checkTypeName(type);
     checkTypeName(options.group, 'consumer group');
-    if (!Number.isInteger(options.prefetch) || options.prefetch < 1) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_ARGUMENT',
-        `invalid prefetch ${options.prefetch}: use a whole number >= 1`,
-      );
-    }
     const subscription = new RedisSubscription(
       {
         connection: this.connection,

@@ -47,7 +47,10 @@ export class RedisSubscription implements Subscription {
   readonly ready: Promise<void>;
   readonly options: ConsumeOptions;
   readonly #host: SubscriptionHost;
-  readonly #queue = new Inbox(() => this.#capacityFreed());
+  readonly #queue = new Inbox(
+    () => this.#capacityFreed(),
+    () => this.close(),
+  );
   readonly #consumer: string;
   readonly #streams: string[];
   readonly #indexOfStream = new Map<string, number>();
@@ -173,7 +176,7 @@ export class RedisSubscription implements Subscription {
     const now = Date.now();
     let live = 0;
     for (const delivery of this.#unsettled) {
-      if (delivery.deadline > now) live++;
+      if (delivery.leaseUntil > now) live++;
       else this.#unsettled.delete(delivery);
     }
     return live;
@@ -185,7 +188,7 @@ export class RedisSubscription implements Subscription {
    */
   #waitForCapacity(): Promise<void> {
     let earliest = Number.POSITIVE_INFINITY;
-    for (const delivery of this.#unsettled) earliest = Math.min(earliest, delivery.deadline);
+    for (const delivery of this.#unsettled) earliest = Math.min(earliest, delivery.leaseUntil);
     return new Promise<void>((resolve) => {
       const done = () => {
         clearTimeout(timer);

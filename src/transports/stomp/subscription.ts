@@ -53,6 +53,11 @@ class StompDelivery implements Delivery {
     return this.#state === 'open';
   }
 
+  /** The lease ends at the deadline, or at once once the delivery is no longer held (contract rule 3). */
+  get leaseUntil(): number {
+    return this.#state === 'open' ? this.deadline : 0;
+  }
+
   ack(): Promise<void> {
     if (this.#acked) return this.#acked;
     // The ack timeout already sent it back to its group: it will be delivered again (at-least-once).
@@ -111,7 +116,10 @@ export class StompSubscription implements Subscription {
   readonly #settings: StompOptions;
   readonly #link: StompLink;
   readonly #onClose: (subscription: StompSubscription) => void;
-  readonly #deliveries = new DeliveryQueue();
+  readonly #deliveries = new DeliveryQueue<StompDelivery>({
+    onLeave: () => this.close(),
+    onExpired: (delivery) => delivery.expire(),
+  });
   /** Open deliveries, oldest deadline first (one ackTimeoutMs per subscription; retries go to the end). */
   readonly #live = new Set<StompDelivery>();
   #sweeper: NodeJS.Timeout | undefined;
