@@ -1,6 +1,6 @@
 /**
  * `amqp10://` and `amqps10://`: AMQP 1.0 with rhea, proven on Apache ActiveMQ Artemis. An address per message type
- * (multicast), a durable queue per consumer group `<type>.<group>`, read by its fully qualified name; admin and stats
+ * (multicast), a durable queue per consumer group `<type>:<group>`, read by its fully qualified name; admin and stats
  * through Artemis's management address. Several endpoints fail over (connection.ts). See docs/wire/amqp10.md.
  */
 import type { Connection } from 'rhea';
@@ -25,7 +25,7 @@ import { Management } from './management.ts';
 import { type Amqp10Options, amqp10Options } from './options.ts';
 import { Publisher } from './publisher.ts';
 import { Amqp10Subscription, createGroupQueue, type Site } from './subscription.ts';
-import { toAmqp } from './wire.ts';
+import { GROUP_SEPARATOR, toAmqp } from './wire.ts';
 
 export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
   // A group is a queue: it holds what was sent after it was created, nothing older (a multicast address keeps no log).
@@ -110,7 +110,7 @@ class GroupCarrier {
   async #read(type: string): Promise<void> {
     const names = asList(await this.#management.call(`address.${type}`, 'getQueueNames'));
     const known = this.#known.get(type) ?? new Set<string>();
-    for (const name of names) if (name.startsWith(`${type}.`)) known.add(name);
+    for (const name of names) if (name.startsWith(`${type}${GROUP_SEPARATOR}`)) known.add(name);
     this.#known.set(type, known);
   }
 }
@@ -131,7 +131,7 @@ class Amqp10Admin implements TransportAdmin {
 
   async #queues(type: string): Promise<string[]> {
     const names = asList(await this.#management.call(`address.${type}`, 'getQueueNames'));
-    return names.filter((name) => name.startsWith(`${type}.`)).sort();
+    return names.filter((name) => name.startsWith(`${type}${GROUP_SEPARATOR}`)).sort();
   }
 
   async ensureType(type: string, options?: TypeOptions): Promise<void> {

@@ -1,7 +1,7 @@
 /**
  * The wire mapping (docs/wire/amqp10.md): Artemis names, and the CloudEvents AMQP binding. A message type is a
- * multicast address; a consumer group is a durable queue `<type>.<group>` on it (Artemis queue names are unique across
- * the broker, so the queue carries its type), reached by its fully qualified name `<type>::<type>.<group>`.
+ * multicast address; a consumer group is a durable queue `<type>:<group>` on it (Artemis queue names are unique across
+ * the broker, so the queue carries its type), reached by its fully qualified name `<type>::<type>:<group>`.
  * Attributes travel as application properties `cloudEvents:<name>` (extension-named headers too, see
  * src/message/cloudevents.ts), other headers as application properties of their own names, datacontenttype in the
  * `content-type` property, the body as one Data section, untouched.
@@ -11,7 +11,13 @@ import { isExtensionName } from '../../message/cloudevents.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
 
-export const groupQueue = (type: string, group: string): string => `${type}.${group}`;
+/**
+ * A group's durable queue: Artemis queue names are unique across the broker, so the name carries the type. ':' never
+ * occurs in type or group names, so `a.b` + `c` and `a` + `b.c` cannot collide; the STOMP transport names its
+ * queues the same way, so both protocols share a group on one Artemis.
+ */
+export const GROUP_SEPARATOR = ':';
+export const groupQueue = (type: string, group: string): string => `${type}${GROUP_SEPARATOR}${group}`;
 export const fqqn = (type: string, group: string): string => `${type}::${groupQueue(type, group)}`;
 export const MANAGEMENT_ADDRESS = 'activemq.management';
 
