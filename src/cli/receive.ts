@@ -80,7 +80,7 @@ export async function receive(argv: string[], ctx: CommandContext): Promise<void
       messageTypes: [type],
       offset: values.offset as 'earliest' | 'latest' | undefined,
       ackTimeoutMs,
-      // --no-ack never frees a prefetch slot, so the prefetch is what it can print.
+      // --no-ack settles nothing, so until leases run out the prefetch is what it can print.
       prefetch: noAck ? (count ?? NO_ACK_HOLD) : Math.min(count ?? PREFETCH, PREFETCH),
     });
     const printer = new Printer(ctx.out);

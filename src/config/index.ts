@@ -73,7 +73,7 @@ const KEYS: Record<string, string> = {
   password: 'a string',
   tls: 'an object with ca, cert, key (paths to PEM files) and rejectUnauthorized (boolean)',
   options: 'an object of string, number or boolean values',
-  ackTimeoutMs: 'a number of milliseconds > 0',
+  ackTimeoutMs: `a whole number of milliseconds from 1 to ${MAX_TIMER_MS}`,
   receiveTimeoutMs: `a number of milliseconds from 0 (waits for a message) to ${MAX_TIMER_MS}`,
   sendTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
   adminTimeoutMs: `a number of milliseconds from 1 to ${MAX_TIMER_MS}`,
@@ -131,7 +131,8 @@ export function validateOptions(input: unknown, where: string): BusOptions {
         if (typeof value !== 'string' || value === '') throw bad();
         break;
       case 'ackTimeoutMs':
-        if (typeof value !== 'number' || !(value > 0)) throw bad();
+        // The same bound the bus checks on every consumer (contract rule 2): a whole number of ms a timer can hold.
+        if (!isTimeout(value, 1) || !Number.isInteger(value)) throw bad();
         break;
       case 'receiveTimeoutMs':
       case 'sendTimeoutMs':

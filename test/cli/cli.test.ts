@@ -58,7 +58,7 @@ test('a wrong URL, an unknown option, a missing file and a malformed config: one
   writeFileSync(wrongKey, '{"broker": "memory:", "ackTimeoutMs": "soon"}');
   assertUsageError(
     run(['stats', '--config', wrongKey]),
-    /ackTimeoutMs: expected a number of milliseconds > 0; got string "soon"/,
+    /ackTimeoutMs: expected a whole number of milliseconds from 1 to 2147483647; got string "soon"/,
   );
   assertUsageError(run(['receive', 't']), /missing --group/);
   assertUsageError(run(['receive', 't', '--group', 'g', '--count', 'many']), /--count must be a whole number/);

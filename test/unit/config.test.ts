@@ -77,7 +77,8 @@ test('bad config names the key by path and what is accepted', () => {
     ['{"brokr": "memory:"}', /brokr: unknown key; expected one of broker/],
     ['{"tls": {"ca": 5}}', /tls\.ca: expected a path to a PEM file; got number 5/],
     ['{"endpoints": ["h:1", "nope"]}', /endpoints\[1\]: expected "host:port"/],
-    ['{"ackTimeoutMs": -1}', /ackTimeoutMs: expected a number of milliseconds > 0/],
+    ['{"ackTimeoutMs": -1}', /ackTimeoutMs: expected a whole number of milliseconds from 1 to 2147483647/],
+    ['{"ackTimeoutMs": 1.5}', /ackTimeoutMs: expected a whole number of milliseconds/],
     ['{"message_broker": {"type": "zeromq", "cluster": []}}', /message_broker\.type: unknown broker type "zeromq"/],
     [
       '{"message_broker": {"type": "kafka", "cluster": [{"server": "h", "port": "x"}]}}',
