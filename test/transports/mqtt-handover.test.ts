@@ -79,7 +79,9 @@ describe('mqtt handler handover', { skip }, () => {
       if (deliveries.size === BACKLOG) allSeen();
     });
     t.after(() => last.close());
+    const repeatedOnes = () => [...deliveries].filter(([, n]) => n > 1).length;
     await everything;
+    assert.equal(repeatedOnes(), 0, `${repeatedOnes()} of ${BACKLOG} messages were handled more than once`);
     records.on('message', (topic, payload) => {
       const session = topic.slice(topic.lastIndexOf('/') + 1);
       const state = payload.length ? (JSON.parse(payload.toString()) as { state: string }).state : 'gone';
@@ -90,8 +92,8 @@ describe('mqtt handler handover', { skip }, () => {
     await records.subscribeAsync(`busbar/_members/${group}/+`, { qos: 1 });
     await noneDeparted;
 
-    const repeated = [...deliveries].filter(([, n]) => n > 1);
-    assert.equal(repeated.length, 0, `${repeated.length} of ${BACKLOG} messages were handled more than once`);
+    // Adoptions still draining when every id had been seen may have handed back copies: none may be a repeat.
+    assert.equal(repeatedOnes(), 0, `${repeatedOnes()} of ${BACKLOG} messages were handled more than once`);
     assert.equal(deliveries.size, BACKLOG);
   });
 });
