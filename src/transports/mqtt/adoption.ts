@@ -5,6 +5,13 @@
  * subscriptions, hands everything it holds back to the group (republished on the group's redelivery topic, then
  * PUBACKed) and ends the session. A marker published to a private topic of that session tells when its queue is
  * empty: the broker delivers a session's messages in order.
+ *
+ * Only one adopter may hold a session at a time: a second one connecting with the same client id takes the session
+ * over, and the broker resends it what the first had received but not yet PUBACKed, so everything the first had just
+ * handed back would be handed back (and handled) twice. The adopter therefore claims the session first, replacing its
+ * member record with an `adopting` one that it refreshes while it drains, and leaves a Will that puts the `offline`
+ * record back if its connection is lost before it is done. Members adopt `offline` sessions only, and take over a
+ * claim only when it has not been refreshed for the fallback time (its adopter died with the broker, say).
  */
 import { randomUUID } from 'node:crypto';
 import type { IPublishPacket, MqttClient } from 'mqtt';
@@ -12,8 +19,11 @@ import { bufferOf, endClient, openClient, puback, publishConfirmed } from './con
 import type { MqttSettings } from './options.ts';
 import { fromPacket, publishProperties, type Topics } from './wire.ts';
 
+/** An adopter refreshes its claim this often; members take a claim over after 10-20 s without a refresh. */
+const CLAIM_REFRESH_MS = 3000;
+
 export interface MemberRecord {
-  readonly state: 'online' | 'offline';
+  readonly state: 'online' | 'offline' | 'adopting';
   readonly types: readonly string[];
   readonly consumerId: string;
   readonly at: string;
@@ -23,9 +33,7 @@ export function parseMemberRecord(payload: Buffer): MemberRecord | undefined {
   if (payload.length === 0) return undefined;
   try {
     const record = JSON.parse(payload.toString('utf8')) as MemberRecord;
-    return Array.isArray(record.types) && (record.state === 'online' || record.state === 'offline')
-      ? record
-      : undefined;
+    return Array.isArray(record.types) && ['online', 'offline', 'adopting'].includes(record.state) ? record : undefined;
   } catch {
     return undefined;
   }
@@ -73,6 +81,13 @@ export async function adoptSession(
       clean: false,
       reconnectPeriod: 0,
       properties: { sessionExpiryInterval: settings.sessionExpirySec, receiveMaximum: 100 },
+      will: {
+        topic: topics.member(group, session),
+        payload: Buffer.from(memberPayload('offline', record.types, record.consumerId)),
+        qos: 1,
+        retain: true,
+        properties: { willDelayInterval: 0, messageExpiryInterval: settings.sessionExpirySec },
+      },
     },
     (packet) => {
       if (packet.topic === topics.marker(session)) {
@@ -89,8 +104,19 @@ export async function adoptSession(
   );
   client = opened.client;
   const lost = new Promise<void>((resolve) => client.once('close', resolve));
+  const claim = () =>
+    publishConfirmed(
+      client,
+      topics.member(group, session),
+      memberPayload('adopting', record.types, record.consumerId),
+      { retain: true, properties: { messageExpiryInterval: settings.sessionExpirySec } },
+      settings.publishTimeoutMs,
+    );
+  let refresh: NodeJS.Timeout | undefined;
   try {
     await opened.connected;
+    await claim();
+    refresh = setInterval(() => void claim().catch(() => {}), CLAIM_REFRESH_MS);
     const filters = record.types.flatMap((type) => [
       topics.shared(group, topics.messages(type)),
       topics.shared(group, topics.redeliveries(group, type)),
@@ -100,6 +126,8 @@ export async function adoptSession(
     await publishConfirmed(client, topics.marker(session), marker, {}, settings.publishTimeoutMs);
     await Promise.race([drained, lost]);
     await Promise.all(pending);
+    // No refresh may land after the record is cleared below.
+    clearInterval(refresh);
     if (failed || !client.connected) return false;
     await publishConfirmed(client, topics.member(group, session), '', { retain: true }, settings.publishTimeoutMs);
     await endClient(client, { sessionExpiryInterval: 0 });
@@ -107,6 +135,8 @@ export async function adoptSession(
   } catch {
     return false;
   } finally {
+    clearInterval(refresh);
+    // A connection dropped here publishes the Will: the session is offline again, for a member to adopt.
     if (!client.disconnected) await client.endAsync(true).catch(() => {});
   }
 }

@@ -79,7 +79,7 @@ export class MqttSubscription implements Subscription {
   readonly #waiting = new Set<NodeJS.Timeout>();
   readonly #members = new Map<string, MemberRecord>();
   readonly #adopting = new Set<string>();
-  /** When this member first saw each departed session's offline record. */
+  /** When this member first saw each departed session's offline record, or last saw its adoption claim refreshed. */
   readonly #offlineSince = new Map<string, number>();
   /** Spread over members so that they do not all fall back at once. */
   readonly #fallbackMs = ADOPT_FALLBACK_MS + Math.floor(Math.random() * ADOPT_FALLBACK_MS);
@@ -262,6 +262,7 @@ export class MqttSubscription implements Subscription {
     if (record) this.#members.set(session, record);
     else this.#members.delete(session);
     if (record?.state === 'offline') this.#offlineSince.set(session, this.#offlineSince.get(session) ?? Date.now());
+    else if (record?.state === 'adopting') this.#offlineSince.set(session, Date.now());
     else this.#offlineSince.delete(session);
     this.#scheduleAdoption(ADOPT_SETTLE_MS);
   }
@@ -283,9 +284,10 @@ export class MqttSubscription implements Subscription {
     const leader = [...online, this.#session].sort()[0] === this.#session;
     let waiting = false;
     for (const [session, record] of this.#members) {
-      if (record.state !== 'offline' || session === this.#session || this.#adopting.has(session)) continue;
+      if (record.state === 'online' || session === this.#session || this.#adopting.has(session)) continue;
       const overdue = Date.now() - (this.#offlineSince.get(session) ?? Date.now()) >= this.#fallbackMs;
-      if (!leader && !overdue) {
+      // A session being adopted is left to its adopter while it keeps refreshing its claim.
+      if (record.state === 'adopting' ? !overdue : !leader && !overdue) {
         waiting = true;
         continue;
       }
