@@ -139,9 +139,10 @@ class StompAdmin implements TransportAdmin {
   async #groupStats(queue: string, group: string): Promise<GroupStats> {
     const resource = `queue.${queue}`;
     const unread = Number(await this.#management.read(resource, 'messageCount'));
-    const inflight = Number(await this.#management.read(resource, 'deliveringCount'));
     const age = await this.#management.read(resource, 'firstMessageAge').catch(() => null);
-    return { group, unread, inflight, oldestAgeMs: typeof age === 'number' && unread > 0 ? age : null };
+    // In flight is unknown (-1): STOMP flow control on Artemis is a byte window, so the queue's deliveringCount also
+    // counts messages pushed ahead into a member's buffer, which no lease holds yet; it would contradict prefetch.
+    return { group, unread, inflight: -1, oldestAgeMs: typeof age === 'number' && unread > 0 ? age : null };
   }
 
   #noPartitions(type: string, partitions: number): never {
