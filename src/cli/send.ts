@@ -4,6 +4,7 @@ import { buffer } from 'node:stream/consumers';
 import type { Producer } from '../bus/producer.ts';
 import { message as outgoing } from '../bus/producer.ts';
 import { BusError } from '../errors.ts';
+import { normaliseTime } from '../message/cloudevents.ts';
 import { BYTES_TYPE, isJsonType } from '../message/codec.ts';
 import { headers, parse } from './args.ts';
 import { type CommandContext, connect, requireArg } from './common.ts';
@@ -24,7 +25,9 @@ message.
   --key K              the partition key (ordering and partitioning)
   --header k=v         a user header; repeat for more
   --id ID              the message id (CloudEvents id; default a new UUIDv7), for exactly one message
-  --source S           the producer, sent as CloudEvents source (default busbar://<host>/<pid>)`;
+  --source S           the producer, sent as CloudEvents source (default busbar://<host>/<pid>)
+  --time T             the CloudEvents time of every message sent, RFC 3339 (default: now); an offset such as
+                       +01:00 is written in UTC`;
 
 const SEND_BATCH = 500;
 /** The longest id or source every broker carries (AMQP 0-9-1 keeps them in 255-byte short strings). */
@@ -38,6 +41,7 @@ export async function send(argv: string[], ctx: CommandContext): Promise<void> {
     file: { type: 'string' },
     id: { type: 'string' },
     source: { type: 'string' },
+    time: { type: 'string' },
   });
   const type = requireArg(positionals[0], 'message type', 'send');
   const bodies = positionals.slice(1);
@@ -51,7 +55,14 @@ export async function send(argv: string[], ctx: CommandContext): Promise<void> {
   }
   const contentType = values['content-type'] ?? (file === undefined ? undefined : BYTES_TYPE);
   const json = contentType !== undefined && isJsonType(contentType);
-  const options = { key: values.key, headers: headers(values.header), contentType, id };
+  const time = values.time === undefined ? undefined : normaliseTime(values.time);
+  if (values.time !== undefined && time === undefined) {
+    throw new BusError(
+      'BUSBAR_ERR_USAGE',
+      `--time takes an RFC 3339 timestamp such as 2026-01-02T03:04:05Z, not '${values.time}'`,
+    );
+  }
+  const options = { key: values.key, headers: headers(values.header), contentType, id, time };
   const producerId = attribute(values.source, 'source');
   // A file or argument body is read and checked before connecting, so a bad one sends nothing (lines: see sendLines).
   const fileBody = file === undefined ? undefined : await readBody(file, ctx);

@@ -39,6 +39,8 @@ test('send --file PATH and --file - send one message byte for byte, with --id an
     'blob-1',
     '--source',
     'app://scanner/7',
+    '--time',
+    '2026-01-02T04:04:05.5+01:00',
     '--broker',
     url,
   ]);
@@ -56,7 +58,7 @@ test('send --file PATH and --file - send one message byte for byte, with --id an
     assert.equal(m.encoding, 'base64');
     assert.deepEqual(Buffer.from(m.body, 'base64'), bytes);
   }
-  assert.deepEqual([first.id, first.source], ['blob-1', 'app://scanner/7']);
+  assert.deepEqual([first.id, first.source, first.time], ['blob-1', 'app://scanner/7', '2026-01-02T03:04:05.5Z']);
   assert.equal(second.key, 'k');
   assert.deepEqual([third.body, third.encoding], ['', 'base64']);
 });
@@ -84,5 +86,6 @@ test('send checks --id, --source and --file and says what to do', async (t) => {
   assertUsage(await busbar(['send', 't', 'a', '--id', 'x'.repeat(256), ...to]), /--id must be 1 to 255 bytes/);
   assertUsage(await busbar(['send', 't', 'a', '--file', '-', ...to]), /either body arguments or --file/);
   assertUsage(await busbar(['send', 't', '--file', '/nonexistent/busbar', ...to]), /cannot read --file .*no such file/);
+  assertUsage(await busbar(['send', 't', 'a', '--time', 'yesterday', ...to]), /--time takes an RFC 3339 timestamp/);
   assert.deepEqual(await stored(url, 't'), [], 'a refused send sent something');
 });
