@@ -168,9 +168,11 @@ test('a nack inside a run redelivers only that message; an expired run is taken 
   const taker = reader(consume(t, transport, { types: [other], prefetch: 2 }));
   const part = await taker(2);
   assert.deepEqual(part.map(text), ['e1', 'e2']);
-  assert.deepEqual(
-    part.map((d) => d.attempt),
-    [2, 2],
+  // At least 2: the stalled member keeps its subscription, so (contract rule 3) its expired slots are free again and
+  // it may take a run back and let it expire once more before the taker gets it, on a busy machine.
+  assert.ok(
+    part.every((d) => d.attempt >= 2),
+    `attempts ${part.map((d) => d.attempt)}`,
   );
   const runs = file(path, other).runs;
   assert.equal(runs.length, 2, 'the part taken is a run of its own; the rest of the run stays ready');
@@ -180,7 +182,10 @@ test('a nack inside a run redelivers only that message; an expired run is taken 
   rest.push(...(await taker(1)));
   await rest[2]!.ack();
   assert.deepEqual(rest.map(text), ['e3', 'e4', 'e5']);
-  assert.ok(rest.every((d) => d.attempt === 2));
+  assert.ok(
+    rest.every((d) => d.attempt >= 2),
+    `attempts ${rest.map((d) => d.attempt)}`,
+  );
   assert.deepEqual(file(path, other).runs, []);
 });
 
