@@ -14,7 +14,9 @@ import { drill } from './drive.ts';
 
 const run = promisify(execFile);
 const SCRIPT = new URL('../../scripts/brokers/nats-cluster', import.meta.url).pathname;
-const cluster = (...args: string[]) => run('bash', [SCRIPT, ...args], { timeout: 120_000 });
+const cluster = async (...args: string[]): Promise<void> => {
+  await run('bash', [SCRIPT, ...args], { timeout: 120_000 });
+};
 const NODES = [1, 2, 3];
 const clientPort = (n: number) => 4300 + n;
 const monitor = async (n: number, path: string) => {
