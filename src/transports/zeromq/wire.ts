@@ -1,0 +1,204 @@
+/**
+ * fedmsg's wire (docs/wire/zeromq.md): a two-frame message `[topic, JSON]`, the JSON being fedmsg's message dict
+ * (fedmsg/core.py, FedMsgContext.publish). busbar's CloudEvents attributes travel in one extra key of the dict,
+ * `cloudevents`, an object of strings; the body is the dict's `msg`. Every field a fedmsg producer set (`i`,
+ * `username`, `crypto`, `signature`, `certificate`, `seq_id`, ...) is kept in the `fedmsg` header and written back
+ * when the message is published to a ZeroMQ bus again.
+ */
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import type { TransportMessage } from '../../transport/contract.ts';
+
+/** The dict key that holds busbar's CloudEvents attributes. */
+export const CLOUDEVENTS_KEY = 'cloudevents';
+/** The header that keeps a received dict's fedmsg fields (as one JSON object) for publishing it on unchanged. */
+export const FEDMSG_HEADER = 'fedmsg';
+/** Attribute set to `base64` when `msg` is the body in base64 (bytes that are neither JSON nor UTF-8 text). */
+export const BODY_ENCODING_ATTRIBUTE = 'busbarbody';
+/** Fields busbar writes itself; any other field of a dict travels in the `fedmsg` header. */
+const STANDARD_FIELDS = new Set(['topic', 'msg', CLOUDEVENTS_KEY]);
+/** Fields a busbar publisher sets on every dict: not kept in the `fedmsg` header of a message that has attributes. */
+const PUBLISHER_FIELDS = new Set(['timestamp', 'msg_id', 'i', 'username']);
+
+/** Topics `<prefix>.<environment>.<type>`: fedmsg's `<topic_prefix>.<environment>.<modname>.<topic>`. */
+export class Topics {
+  readonly base: string;
+  constructor(prefix: string, environment: string) {
+    this.base = `${prefix}.${environment}.`;
+  }
+  topic(type: string): string {
+    return this.base + type;
+  }
+  /** The type a topic carries, or undefined when it is not under this bus's prefix. */
+  typeOf(topic: string): string | undefined {
+    return topic.startsWith(this.base) ? topic.slice(this.base.length) : undefined;
+  }
+  /** Readiness probes (see subscriber.ts): `_` starts no type name, so a probe topic is never a type's. */
+  probe(id: string): string {
+    return `${this.base}_busbar.probe.${id}`;
+  }
+}
+
+const JSON_CONTENT = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
+const TEXT_CONTENT = /^text\//i;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+const encoder = new TextEncoder();
+
+/** The body as a JSON value for `msg`, or undefined when it must travel in base64. */
+function bodyJson(message: TransportMessage): string | undefined {
+  const { body, contentType } = message;
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    return undefined;
+  }
+  if (JSON_CONTENT.test(contentType)) {
+    try {
+      JSON.parse(text);
+      return text;
+    } catch {
+      return undefined;
+    }
+  }
+  if (TEXT_CONTENT.test(contentType)) return JSON.stringify(text);
+  return undefined;
+}
+
+function parseFields(value: string | undefined): Record<string, unknown> | undefined {
+  if (value === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(value);
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+  } catch {}
+  return undefined;
+}
+
+export interface Publisher {
+  /** fedmsg's per-context counter `i`: 1 for the first message this process publishes. */
+  nextI(): number;
+  readonly username: string;
+}
+
+/** The dict's JSON text for one message. */
+export function encodeDict(message: TransportMessage, topic: string, publisher: Publisher): string {
+  const fields = parseFields(message.headers[FEDMSG_HEADER]);
+  let msg = bodyJson(message);
+  const attributes: Record<string, string> = {
+    [CE.specversion]: SPEC_VERSION,
+    [CE.id]: message.id,
+    [CE.source]: message.source,
+    [CE.type]: message.type,
+    [CE.time]: message.time,
+    [CE.contentType]: message.contentType,
+  };
+  if (msg === undefined) {
+    msg = JSON.stringify(Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength).toString('base64'));
+    attributes[BODY_ENCODING_ATTRIBUTE] = 'base64';
+  }
+  if (message.key !== undefined) attributes[CE.key] = message.key;
+  let other: Record<string, string> | undefined;
+  for (const name in message.headers) {
+    if (name === FEDMSG_HEADER) continue;
+    const value = message.headers[name]!;
+    if (isExtensionName(name)) attributes[name] = value;
+    else (other ??= {})[name] = value;
+  }
+  if (other) attributes[HEADERS_EXTENSION] = packHeaders(other);
+  const timeMs = Date.parse(message.time);
+  const out: Record<string, unknown> = {
+    timestamp: Math.floor(timeMs / 1000),
+    msg_id: `${new Date(timeMs).getUTCFullYear()}-${message.id}`,
+    username: publisher.username,
+  };
+  if (fields) Object.assign(out, fields);
+  if (out.i === undefined) out.i = publisher.nextI();
+  // A signed message goes out with exactly the fields it was signed with, or its signature would no longer verify.
+  const signed = fields !== undefined && 'signature' in fields;
+  let json = `{"topic":${JSON.stringify(topic)},"msg":${msg}`;
+  for (const name in out) {
+    if (STANDARD_FIELDS.has(name)) continue;
+    json += `,${JSON.stringify(name)}:${JSON.stringify(out[name])}`;
+  }
+  if (!signed) json += `,"${CLOUDEVENTS_KEY}":${JSON.stringify(attributes)}`;
+  return `${json}}`;
+}
+
+function stringAttribute(attributes: Record<string, unknown> | undefined, name: string): string | undefined {
+  const value = attributes?.[name];
+  return typeof value === 'string' ? value : undefined;
+}
+
+/**
+ * The message a `[topic, JSON]` pair carries, for `type` (the subscriber matched the topic to it). A second frame
+ * that is not a JSON object is still delivered: its bytes as the body (application/octet-stream), with the reason
+ * in the `busbar-fedmsg-invalid` header.
+ */
+export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
+  let dict: Record<string, unknown> | undefined;
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) dict = parsed as Record<string, unknown>;
+  } catch {}
+  if (!dict) {
+    return completeEnvelope(
+      {
+        body: frame,
+        contentType: 'application/octet-stream',
+        headers: { 'busbar-fedmsg-invalid': 'the second frame is not a JSON object (a fedmsg message dict)' },
+      },
+      type,
+    );
+  }
+  const raw = dict[CLOUDEVENTS_KEY];
+  const attributes =
+    raw !== null && typeof raw === 'object' && !Array.isArray(raw) ? (raw as Record<string, unknown>) : undefined;
+  const headers: Record<string, string> = {};
+  if (attributes) {
+    for (const name in attributes) {
+      const value = attributes[name];
+      if (typeof value !== 'string') continue;
+      if (name === HEADERS_EXTENSION) unpackHeaders(value, headers);
+      else if (isExtensionName(name)) headers[name] = value;
+    }
+  }
+  let fields: Record<string, unknown> | undefined;
+  for (const name in dict) {
+    if (STANDARD_FIELDS.has(name) || (attributes && PUBLISHER_FIELDS.has(name))) continue;
+    (fields ??= {})[name] = dict[name];
+  }
+  if (fields) headers[FEDMSG_HEADER] = JSON.stringify(fields);
+  const msg = dict.msg;
+  let contentType = stringAttribute(attributes, CE.contentType);
+  let body: Uint8Array;
+  if (stringAttribute(attributes, BODY_ENCODING_ATTRIBUTE) === 'base64' && typeof msg === 'string') {
+    body = Buffer.from(msg, 'base64');
+  } else if (typeof msg === 'string' && contentType !== undefined && !JSON_CONTENT.test(contentType)) {
+    body = encoder.encode(msg);
+  } else {
+    body = msg === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(msg));
+    if (msg !== undefined && (contentType === undefined || !JSON_CONTENT.test(contentType))) {
+      contentType = 'application/json';
+    }
+  }
+  const timestamp = dict.timestamp;
+  const msgId = dict.msg_id;
+  return completeEnvelope(
+    {
+      id: stringAttribute(attributes, CE.id) ?? (typeof msgId === 'string' ? msgId : undefined),
+      source: stringAttribute(attributes, CE.source) ?? type.split('.', 1)[0],
+      type,
+      time:
+        stringAttribute(attributes, CE.time) ??
+        (typeof timestamp === 'number' && Number.isFinite(timestamp)
+          ? new Date(timestamp * 1000).toISOString()
+          : undefined),
+      contentType,
+      key: stringAttribute(attributes, CE.key),
+      specversion: stringAttribute(attributes, CE.specversion),
+      headers,
+      body,
+    },
+    type,
+  );
+}
