@@ -98,8 +98,7 @@ class ZeromqTransport implements Transport {
     this.admin = {
       ensureType: async (type) => void this.#type(type),
       deleteType: async (type) => this.#deleteType(type),
-      listTypes: async () =>
-        [...this.#types.keys()].map((type): TypeInfo => ({ type, partitions: 1, retention: {} })),
+      listTypes: async () => [...this.#types.keys()].map((type): TypeInfo => ({ type, partitions: 1, retention: {} })),
       setPartitions: async () => {
         throw unsupported('add partitions');
       },

@@ -69,7 +69,8 @@ function parseFields(value: string | undefined): Record<string, unknown> | undef
   if (value === undefined) return undefined;
   try {
     const parsed: unknown = JSON.parse(value);
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed))
+      return parsed as Record<string, unknown>;
   } catch {}
   return undefined;
 }
@@ -93,7 +94,9 @@ export function encodeDict(message: TransportMessage, topic: string, publisher: 
     [CE.contentType]: message.contentType,
   };
   if (msg === undefined) {
-    msg = JSON.stringify(Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength).toString('base64'));
+    msg = JSON.stringify(
+      Buffer.from(message.body.buffer, message.body.byteOffset, message.body.byteLength).toString('base64'),
+    );
     attributes[BODY_ENCODING_ATTRIBUTE] = 'base64';
   }
   if (message.key !== undefined) attributes[CE.key] = message.key;
@@ -102,7 +105,10 @@ export function encodeDict(message: TransportMessage, topic: string, publisher: 
     if (name === FEDMSG_HEADER) continue;
     const value = message.headers[name]!;
     if (isExtensionName(name)) attributes[name] = value;
-    else (other ??= {})[name] = value;
+    else {
+      other ??= {};
+      other[name] = value;
+    }
   }
   if (other) attributes[HEADERS_EXTENSION] = packHeaders(other);
   const timeMs = Date.parse(message.time);
@@ -138,7 +144,8 @@ export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
   let dict: Record<string, unknown> | undefined;
   try {
     const parsed: unknown = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) dict = parsed as Record<string, unknown>;
+    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed))
+      dict = parsed as Record<string, unknown>;
   } catch {}
   if (!dict) {
     return completeEnvelope(
@@ -165,7 +172,8 @@ export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
   let fields: Record<string, unknown> | undefined;
   for (const name in dict) {
     if (STANDARD_FIELDS.has(name) || (attributes && PUBLISHER_FIELDS.has(name))) continue;
-    (fields ??= {})[name] = dict[name];
+    fields ??= {};
+    fields[name] = dict[name];
   }
   if (fields) headers[FEDMSG_HEADER] = JSON.stringify(fields);
   const msg = dict.msg;
