@@ -17,6 +17,51 @@ export interface Member {
   deliver(delivery: Delivery): void;
 }
 
+/**
+ * A FIFO whose shift() is O(1): Array#shift moves every element once the array is large, which made a group with a
+ * backlog quadratic. Returned messages go to the front (rare: nack, close, lease end).
+ */
+class Fifo<T> {
+  #items: T[] = [];
+  #head = 0;
+
+  get length(): number {
+    return this.#items.length - this.#head;
+  }
+
+  push(item: T): void {
+    this.#items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.#head >= this.#items.length) return undefined;
+    const item = this.#items[this.#head]!;
+    this.#items[this.#head++] = undefined as T;
+    if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head);
+      this.#head = 0;
+    }
+    return item;
+  }
+
+  unshift(...items: T[]): void {
+    if (items.length === 0) return;
+    if (this.#head >= items.length) {
+      this.#head -= items.length;
+      for (let i = 0; i < items.length; i++) this.#items[this.#head + i] = items[i]!;
+    } else this.#items.splice(this.#head, 0, ...items);
+  }
+
+  *[Symbol.iterator](): Iterator<T> {
+    for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i]!;
+  }
+
+  clear(): void {
+    this.#items = [];
+    this.#head = 0;
+  }
+}
+
 /** The longest delay setTimeout keeps; a later deadline is checked again when this timer fires. */
 const MAX_TIMER_MS = 2_147_483_647;
 
@@ -36,7 +81,7 @@ export class LocalGroup {
   readonly name: string;
   readonly #limit: number;
   /** Waiting to be delivered, oldest first; returned messages go to the front. */
-  #ready: Entry[] = [];
+  readonly #ready = new Fifo<Entry>();
   readonly #leased = new Set<Entry>();
   /** Nacked with a delay: back in #ready when the delay ends. */
   readonly #delayed = new Map<Entry, NodeJS.Timeout>();
@@ -225,7 +270,7 @@ export class LocalGroup {
     clearTimeout(this.#timer);
     for (const timer of this.#delayed.values()) clearTimeout(timer);
     this.#delayed.clear();
-    this.#ready = [];
+    this.#ready.clear();
     this.#leased.clear();
   }
 }

@@ -47,7 +47,7 @@ export class PublisherSocket {
 
   async #sendOne(frames: readonly [string, string]): Promise<void> {
     let deadline = 0;
-    for (let pause = 1; ; pause = Math.min(pause * 2, 50)) {
+    for (let pause = 0; ; pause = Math.min(pause * 2 || 1, 50)) {
       try {
         await this.#socket.send(frames as [string, string]);
         return;
@@ -62,7 +62,8 @@ export class PublisherSocket {
               'the message was not sent; retry later, raise highWaterMark or sendTimeoutMs, or find the slow subscriber',
           );
         }
-        await sleep(pause);
+        // The first retry only lets the event loop run (a subscriber in this process may be the one to read).
+        await (pause === 0 ? new Promise((resolve) => setImmediate(resolve)) : sleep(pause));
       }
     }
   }
@@ -79,6 +80,8 @@ function newSocket(options: ZeromqOptions): zmq.Publisher {
   return new zmq.Publisher({
     noDrop: true,
     sendHighWaterMark: options.highWaterMark,
+    // A full queue fails the send at once (EAGAIN); PublisherSocket waits for room itself, for sendTimeoutMs at most.
+    sendTimeout: 0,
     linger: options.lingerMs,
   });
 }

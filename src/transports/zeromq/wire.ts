@@ -5,6 +5,7 @@
  * `username`, `crypto`, `signature`, `certificate`, `seq_id`, ...) is kept in the `fedmsg` header and written back
  * when the message is published to a ZeroMQ bus again.
  */
+import { isUtf8 } from 'node:buffer';
 import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
 import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
@@ -41,18 +42,12 @@ export class Topics {
 
 const JSON_CONTENT = /^application\/([\w.+-]+\+)?json\s*(;|$)/i;
 const TEXT_CONTENT = /^text\//i;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
-const encoder = new TextEncoder();
 
 /** The body as a JSON value for `msg`, or undefined when it must travel in base64. */
 function bodyJson(message: TransportMessage): string | undefined {
   const { body, contentType } = message;
-  let text: string;
-  try {
-    text = utf8.decode(body);
-  } catch {
-    return undefined;
-  }
+  if (!isUtf8(body)) return undefined;
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
   if (JSON_CONTENT.test(contentType)) {
     try {
       JSON.parse(text);
@@ -143,7 +138,10 @@ function stringAttribute(attributes: Record<string, unknown> | undefined, name: 
 export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
   let dict: Record<string, unknown> | undefined;
   try {
-    const parsed: unknown = JSON.parse(Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8'));
+    const text = Buffer.isBuffer(frame)
+      ? frame.toString('utf8')
+      : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength).toString('utf8');
+    const parsed: unknown = JSON.parse(text);
     if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed))
       dict = parsed as Record<string, unknown>;
   } catch {}
@@ -182,9 +180,10 @@ export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
   if (stringAttribute(attributes, BODY_ENCODING_ATTRIBUTE) === 'base64' && typeof msg === 'string') {
     body = Buffer.from(msg, 'base64');
   } else if (typeof msg === 'string' && contentType !== undefined && !JSON_CONTENT.test(contentType)) {
-    body = encoder.encode(msg);
+    body = Buffer.from(msg, 'utf8');
   } else {
-    body = msg === undefined ? new Uint8Array(0) : encoder.encode(JSON.stringify(msg));
+    // Buffer.from, not TextEncoder: several times faster on short strings, which most bodies are.
+    body = msg === undefined ? new Uint8Array(0) : Buffer.from(JSON.stringify(msg), 'utf8');
     if (msg !== undefined && (contentType === undefined || !JSON_CONTENT.test(contentType))) {
       contentType = 'application/json';
     }
