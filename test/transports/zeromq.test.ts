@@ -1,0 +1,158 @@
+/**
+ * The zeromq transport beyond the conformance suite: its options, what it refuses (purge, retention, partitions),
+ * publishing through a fedmsg-relay (a relay written here with raw zeromq sockets, as fedmsg-relay binds them),
+ * a slow subscriber (the publisher fails within sendTimeoutMs instead of blocking or queueing without bound), and a
+ * group's bounded buffer (it drops its oldest and counts them in stats).
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, describe, it } from 'node:test';
+import * as zmq from 'zeromq';
+import { MessageBus } from '../../src/index.ts';
+import { freePort, loopbackUrl } from '../helpers/zeromq.ts';
+
+const type = () => `t-${randomUUID().slice(0, 8)}`;
+const group = () => `g-${randomUUID().slice(0, 8)}`;
+
+describe('zeromq transport', { timeout: 120_000 }, () => {
+  const buses: MessageBus[] = [];
+  const sockets: zmq.Socket[] = [];
+  after(async () => {
+    await Promise.allSettled(buses.map((b) => b.close()));
+    for (const socket of sockets) socket.close();
+  });
+  const connect = async (url: string) => {
+    const bus = await MessageBus.connect(url);
+    buses.push(bus);
+    return bus;
+  };
+
+  it('refuses bad options, credentials, and a URL with nothing to do', async () => {
+    const invalid = { code: 'BUSBAR_ERR_INVALID_CONFIG' };
+    await assert.rejects(MessageBus.connect('zeromq://127.0.0.1:3000?nope=1'), invalid);
+    await assert.rejects(MessageBus.connect('zeromq://127.0.0.1:3000?highWaterMark=0'), invalid);
+    await assert.rejects(MessageBus.connect('zeromq://127.0.0.1:3000?bind=http://x'), invalid);
+    await assert.rejects(MessageBus.connect('zeromq://127.0.0.1:3000?topicPrefix=a..b'), invalid);
+    await assert.rejects(MessageBus.connect('zeromq://user:pw@127.0.0.1:3000'), invalid);
+    await assert.rejects(MessageBus.connect('zeromq://127.0.0.1'), /ZeroMQ has no default port/);
+    await assert.rejects(
+      MessageBus.connect('zeromq://127.0.0.1:3000?bind=tcp://127.0.0.1:3001&relay=tcp://127.0.0.1:3002'),
+      /mutually exclusive/,
+    );
+    const readOnly = await connect(`zmq+tcp://127.0.0.1:${await freePort()}`);
+    await assert.rejects(readOnly.send(type(), 'x'), /cannot publish: add \?bind=/);
+  });
+
+  it('fails loudly where ZeroMQ cannot: purge, retention, partitions', async () => {
+    const bus = await connect(loopbackUrl(await freePort()));
+    const admin = bus.admin();
+    const t = type();
+    await admin.registerMessageType(t);
+    const unsupported = { code: 'BUSBAR_ERR_UNSUPPORTED' };
+    await assert.rejects(admin.purge(t), unsupported);
+    await assert.rejects(admin.setExpiry(t, { expireTimeMs: 1000 }), unsupported);
+    await assert.rejects(admin.addConcurrency(t, 2), /partition/i);
+    assert.equal(bus.capabilities.persistence, false);
+    assert.equal(bus.capabilities.replay, false);
+  });
+
+  it('publishes through a fedmsg-relay (active mode) and reads its outbound endpoint', async () => {
+    const [inbound, outbound] = [await freePort(), await freePort()];
+    // fedmsg-relay: a SUB socket bound on relay_inbound, a PUB socket bound on relay_outbound, every message passed on.
+    const relayIn = new zmq.Subscriber({ linger: 0 });
+    const relayOut = new zmq.Publisher({ linger: 0 });
+    sockets.push(relayIn, relayOut);
+    await relayIn.bind(`tcp://127.0.0.1:${inbound}`);
+    await relayOut.bind(`tcp://127.0.0.1:${outbound}`);
+    relayIn.subscribe();
+    const relaying = (async () => {
+      for await (const frames of relayIn) await relayOut.send(frames);
+    })();
+    const bus = await connect(`zeromq://127.0.0.1:${outbound}?relay=tcp://127.0.0.1:${inbound}`);
+    const t = type();
+    const consumer = bus.consumer({ consumerGroup: group(), messageTypes: [t] });
+    // ready waits for a probe to come back through the relay: what is published next arrives.
+    await consumer.ready;
+    await bus.send(t, { through: 'relay' });
+    const got = await consumer.receive({ timeout: 15_000 });
+    assert.deepEqual(got?.body, { through: 'relay' });
+    await got!.ack();
+    await consumer.close();
+    relayIn.close();
+    await relaying;
+  });
+
+  it('a slow subscriber makes publish fail within sendTimeoutMs, never block or queue without bound', async () => {
+    const port = await freePort();
+    const bus = await connect(`zeromq:?bind=tcp://127.0.0.1:${port}&highWaterMark=5&sendTimeoutMs=300`);
+    const t = type();
+    // A subscriber that never reads, with a tiny queue of its own.
+    const stuck = new zmq.Subscriber({ receiveHighWaterMark: 5, linger: 0 });
+    sockets.push(stuck);
+    stuck.connect(`tcp://127.0.0.1:${port}`);
+    stuck.subscribe();
+    const body = new Uint8Array(256 * 1024);
+    let failure: unknown;
+    // Kernel buffers absorb some messages first; 2,000 x 256 KiB (500 MiB) is far more than they hold.
+    for (let i = 0; i < 2000 && failure === undefined; i++) {
+      const started = Date.now();
+      await bus.send(t, body).catch((error: unknown) => {
+        failure = error;
+        assert.ok(Date.now() - started < 5000, `publish took ${Date.now() - started} ms to fail`);
+      });
+    }
+    assert.ok(failure, 'publishing never failed with a subscriber that does not read');
+    assert.equal((failure as { code?: string }).code, 'BUSBAR_ERR_TIMEOUT');
+    assert.equal((failure as { retryable?: boolean }).retryable, true);
+    assert.match((failure as Error).message, /high-water mark/);
+    stuck.close();
+  });
+
+  it('a group that cannot keep up drops its oldest beyond groupBuffer, and stats count them', async () => {
+    const bus = await connect(loopbackUrl(await freePort(), '&groupBuffer=5'));
+    const t = type();
+    const g = group();
+    const consumer = bus.consumer({ consumerGroup: g, messageTypes: [t], prefetch: 1 });
+    await consumer.ready;
+    await bus.producer({ messageType: t }).send([...Array(20)].map((_, i) => i));
+    // Decided by the counts: all 20 have arrived once unread + dropped = 20 (bounded wait).
+    const deadline = Date.now() + 15_000;
+    let stats = (await bus.admin().stats(t))[0]!.groups.find((x) => x.group === g)!;
+    while (stats.unread + (stats.dropped ?? 0) < 20 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      stats = (await bus.admin().stats(t))[0]!.groups.find((x) => x.group === g)!;
+    }
+    assert.equal(stats.unread, 5);
+    assert.equal(stats.dropped, 15);
+    assert.equal((await bus.admin().stats(t))[0]!.depth, -1);
+    // The oldest were dropped (the one leased to the member, 0, stays with it): the newest remain.
+    const bodies: unknown[] = [];
+    for (let i = 0; i < 5; i++) {
+      const m = await consumer.receive({ timeout: 5000 });
+      assert.ok(m);
+      bodies.push(m.body);
+      await m.ack();
+    }
+    assert.deepEqual(bodies, [0, 16, 17, 18, 19]);
+    await consumer.close();
+  });
+
+  it('two buses of one process bind the same endpoint once; each is its own group', async () => {
+    const url = loopbackUrl(await freePort());
+    const [a, b] = [await connect(url), await connect(url)];
+    const t = type();
+    const g = group();
+    const [ca, cb] = [
+      a.consumer({ consumerGroup: g, messageTypes: [t] }),
+      b.consumer({ consumerGroup: g, messageTypes: [t] }),
+    ];
+    await Promise.all([ca.ready, cb.ready]);
+    await a.send(t, 'to both');
+    for (const c of [ca, cb]) {
+      const m = await c.receive({ timeout: 15_000 });
+      assert.equal(m?.body, 'to both');
+      await m!.ack();
+    }
+    await Promise.all([ca.close(), cb.close()]);
+  });
+});
