@@ -1,7 +1,7 @@
 /**
  * The zeromq transport beyond the conformance suite: its options, what it refuses (purge, retention, partitions),
  * publishing through a fedmsg-relay (a relay written here with raw zeromq sockets, as fedmsg-relay binds them),
- * a slow subscriber (the publisher fails within sendTimeoutMs instead of blocking or queueing without bound), and a
+ * a slow subscriber (the publisher fails within sendWaitMs instead of blocking or queueing without bound), and a
  * group's bounded buffer (it drops its oldest and counts them in stats).
  */
 import assert from 'node:assert/strict';
@@ -82,9 +82,9 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     await relaying;
   });
 
-  it('a slow subscriber makes publish fail within sendTimeoutMs, never block or queue without bound', async () => {
+  it('a slow subscriber makes publish fail within sendWaitMs, never block or queue without bound', async () => {
     const port = await freePort();
-    const bus = await connect(`zeromq:?bind=tcp://127.0.0.1:${port}&highWaterMark=5&sendTimeoutMs=300`);
+    const bus = await connect(`zeromq:?bind=tcp://127.0.0.1:${port}&highWaterMark=5&sendWaitMs=300`);
     const t = type();
     // A subscriber that never reads, with a tiny queue of its own.
     const stuck = new zmq.Subscriber({ receiveHighWaterMark: 5, linger: 0 });

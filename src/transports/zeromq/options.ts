@@ -11,7 +11,7 @@ export const DEFAULT_TOPIC_PREFIX = 'com.example';
 export const DEFAULT_ENVIRONMENT = 'dev';
 /** fedmsg's default is 0 (no limit); busbar bounds every queue. */
 export const DEFAULT_HIGH_WATER_MARK = 10_000;
-export const DEFAULT_SEND_TIMEOUT_MS = 5_000;
+export const DEFAULT_SEND_WAIT_MS = 5_000;
 export const DEFAULT_GROUP_BUFFER = 10_000;
 export const DEFAULT_READY_TIMEOUT_MS = 5_000;
 /** fedmsg's `zmq_linger`. */
@@ -27,7 +27,7 @@ export interface ZeromqOptions {
   readonly topicPrefix: string;
   readonly environment: string;
   readonly highWaterMark: number;
-  readonly sendTimeoutMs: number;
+  readonly sendWaitMs: number;
   readonly groupBuffer: number;
   readonly readyTimeoutMs: number;
   readonly lingerMs: number;
@@ -39,7 +39,7 @@ const KNOWN = [
   'topicPrefix',
   'environment',
   'highWaterMark',
-  'sendTimeoutMs',
+  'sendWaitMs',
   'groupBuffer',
   'readyTimeoutMs',
   'lingerMs',
@@ -126,7 +126,7 @@ export function zeromqOptions(config: TransportConfig): ZeromqOptions {
     topicPrefix: topicPart(config.options, 'topicPrefix', DEFAULT_TOPIC_PREFIX),
     environment: topicPart(config.options, 'environment', DEFAULT_ENVIRONMENT),
     highWaterMark: integer(config.options, 'highWaterMark', DEFAULT_HIGH_WATER_MARK, 1),
-    sendTimeoutMs: integer(config.options, 'sendTimeoutMs', DEFAULT_SEND_TIMEOUT_MS, 0),
+    sendWaitMs: integer(config.options, 'sendWaitMs', DEFAULT_SEND_WAIT_MS, 0),
     groupBuffer: integer(config.options, 'groupBuffer', DEFAULT_GROUP_BUFFER, 1),
     readyTimeoutMs: integer(config.options, 'readyTimeoutMs', DEFAULT_READY_TIMEOUT_MS, 1),
     lingerMs: integer(config.options, 'lingerMs', DEFAULT_LINGER_MS, 0),

@@ -4,8 +4,8 @@
  *
  * Slow subscribers: the socket runs with ZMQ_XPUB_NODROP and a send high-water mark, so a subscriber that cannot keep
  * up makes a send fail with EAGAIN instead of losing the message silently (plain PUB behaviour). A send then waits
- * for room, retrying with a short backoff, for at most `sendTimeoutMs`; after that publish() fails with a retryable
- * BUSBAR_ERR_TIMEOUT, counted in `refused`. So the publisher neither blocks forever nor queues without bound.
+ * for room, retrying with a short backoff, for at most `sendWaitMs`; after that publish() fails with a retryable
+ * BUSBAR_ERR_TIMEOUT. So the publisher neither blocks forever nor queues without bound.
  */
 import * as zmq from 'zeromq';
 import { BusError } from '../../errors.ts';
@@ -15,16 +15,13 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class PublisherSocket {
   readonly #socket: zmq.Publisher;
-  readonly #sendTimeoutMs: number;
+  readonly #sendWaitMs: number;
   #tail: Promise<unknown> = Promise.resolve();
   #closed = false;
-  /** Messages that found no room within sendTimeoutMs: their publish() failed. */
-  refused = 0;
-  sent = 0;
 
-  constructor(socket: zmq.Publisher, sendTimeoutMs: number) {
+  constructor(socket: zmq.Publisher, sendWaitMs: number) {
     this.#socket = socket;
-    this.#sendTimeoutMs = sendTimeoutMs;
+    this.#sendWaitMs = sendWaitMs;
   }
 
   /**
@@ -41,7 +38,6 @@ export class PublisherSocket {
     for (const frames of messages) {
       if (this.#closed) throw new BusError('BUSBAR_ERR_CLOSED', 'the zeromq transport is closed');
       await this.#sendOne(frames);
-      this.sent++;
     }
   }
 
@@ -53,13 +49,12 @@ export class PublisherSocket {
         return;
       } catch (error) {
         if ((error as { code?: string }).code !== 'EAGAIN' || this.#closed) throw error;
-        deadline ||= Date.now() + this.#sendTimeoutMs;
+        deadline ||= Date.now() + this.#sendWaitMs;
         if (Date.now() >= deadline) {
-          this.refused++;
           throw new BusError(
             'BUSBAR_ERR_TIMEOUT',
-            `a zeromq subscriber has not read for ${this.#sendTimeoutMs} ms and its queue is at the high-water mark: ` +
-              'the message was not sent; retry later, raise highWaterMark or sendTimeoutMs, or find the slow subscriber',
+            `a zeromq subscriber has not read for ${this.#sendWaitMs} ms and its queue is at the high-water mark: ` +
+              'the message was not sent; retry later, raise highWaterMark or sendWaitMs, or find the slow subscriber',
           );
         }
         // The first retry only lets the event loop run (a subscriber in this process may be the one to read).
@@ -80,7 +75,7 @@ function newSocket(options: ZeromqOptions): zmq.Publisher {
   return new zmq.Publisher({
     noDrop: true,
     sendHighWaterMark: options.highWaterMark,
-    // A full queue fails the send at once (EAGAIN); PublisherSocket waits for room itself, for sendTimeoutMs at most.
+    // A full queue fails the send at once (EAGAIN); PublisherSocket waits for room itself, for sendWaitMs at most.
     sendTimeout: 0,
     linger: options.lingerMs,
   });
@@ -115,7 +110,7 @@ export async function openPublisher(options: ZeromqOptions): Promise<PublisherHa
   if (options.relay.length > 0) {
     const socket = newSocket(options);
     for (const endpoint of options.relay) socket.connect(endpoint);
-    const publisher = new PublisherSocket(socket, options.sendTimeoutMs);
+    const publisher = new PublisherSocket(socket, options.sendWaitMs);
     return { socket: publisher, release: () => publisher.close() };
   }
   if (options.bind.length === 0) return undefined;
@@ -135,7 +130,7 @@ export async function openPublisher(options: ZeromqOptions): Promise<PublisherHa
           { cause: error },
         );
       }
-      return new PublisherSocket(socket, options.sendTimeoutMs);
+      return new PublisherSocket(socket, options.sendWaitMs);
     })();
     entry = { socket: opening, users: 0 };
     bound.set(key, entry);

@@ -25,7 +25,6 @@ export class SubscriberSocket {
   readonly #subscribed = new Set<string>();
   readonly #loop: Promise<void>;
   #closed = false;
-  received = 0;
 
   constructor(
     endpoints: readonly string[],
@@ -52,7 +51,6 @@ export class SubscriberSocket {
           this.#probes.get(type.slice('_busbar.probe.'.length))?.();
           continue;
         }
-        this.received++;
         this.#onMessage(type, body);
       }
     } catch (error) {
