@@ -86,6 +86,8 @@ export class LocalGroup {
   /** Nacked with a delay: back in #ready when the delay ends. */
   readonly #delayed = new Map<Entry, NodeJS.Timeout>();
   readonly #members = new Set<Member>();
+  /** #members as an array for round-robin, rebuilt only on join and leave (dispatch runs for every message). */
+  #memberList: Member[] = [];
   #roundRobin = 0;
   #token = 0;
   #dropped = 0;
@@ -132,12 +134,14 @@ export class LocalGroup {
 
   join(member: Member): void {
     this.#members.add(member);
+    this.#memberList = [...this.#members];
     this.#dispatch();
   }
 
   /** Removes the member; its unsettled deliveries return to the group at once, ahead of newer messages. */
   leave(member: Member): void {
     this.#members.delete(member);
+    this.#memberList = [...this.#members];
     const back = [...this.#leased].filter((entry) => entry.holder === member);
     for (const entry of back) this.#return(entry);
     this.#ready.unshift(...back);
@@ -163,7 +167,7 @@ export class LocalGroup {
 
   #dispatch(): void {
     if (this.#ready.length === 0 || this.#members.size === 0) return;
-    const members = [...this.#members];
+    const members = this.#memberList;
     // Round-robin between members with capacity, one delivery at a time.
     for (let idle = 0; idle < members.length && this.#ready.length > 0; ) {
       const member = members[this.#roundRobin++ % members.length]!;

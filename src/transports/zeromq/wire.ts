@@ -70,6 +70,22 @@ function parseFields(value: string | undefined): Record<string, unknown> | undef
   return undefined;
 }
 
+let lastTime = '';
+let lastFedmsgTime = { seconds: 0, year: 0 };
+
+/**
+ * fedmsg's `timestamp` (whole seconds) and the year of `msg_id` for a CloudEvents time (busbar writes it in UTC).
+ * The messages of a batch mostly share their time, so the last one is remembered.
+ */
+function fedmsgTime(time: string): { seconds: number; year: number } {
+  if (time !== lastTime) {
+    const ms = Date.parse(time);
+    lastFedmsgTime = { seconds: Math.floor(ms / 1000), year: new Date(ms).getUTCFullYear() };
+    lastTime = time;
+  }
+  return lastFedmsgTime;
+}
+
 export interface Publisher {
   /** fedmsg's per-context counter `i`: 1 for the first message this process publishes. */
   nextI(): number;
@@ -106,10 +122,10 @@ export function encodeDict(message: TransportMessage, topic: string, publisher: 
     }
   }
   if (other) attributes[HEADERS_EXTENSION] = packHeaders(other);
-  const timeMs = Date.parse(message.time);
+  const { seconds, year } = fedmsgTime(message.time);
   const out: Record<string, unknown> = {
-    timestamp: Math.floor(timeMs / 1000),
-    msg_id: `${new Date(timeMs).getUTCFullYear()}-${message.id}`,
+    timestamp: seconds,
+    msg_id: `${year}-${message.id}`,
     username: publisher.username,
   };
   if (fields) Object.assign(out, fields);
