@@ -137,6 +137,32 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     await consumer.close();
   });
 
+  it('a second frame that is not a fedmsg dict is delivered as bytes, with the reason in a header', async () => {
+    const port = await freePort();
+    const foreign = new zmq.Publisher({ linger: 0 });
+    sockets.push(foreign);
+    await foreign.bind(`tcp://127.0.0.1:${port}`);
+    const bus = await connect(`zeromq://127.0.0.1:${port}?topicPrefix=org.fedoraproject&environment=prod`);
+    const t = type();
+    const consumer = bus.consumer({ consumerGroup: group(), messageTypes: [t] });
+    await consumer.ready;
+    // This bus publishes nothing, so its ready cannot probe: the foreign publisher repeats until one arrives.
+    let got: Awaited<ReturnType<typeof consumer.receive>> = null;
+    for (let i = 0; i < 300 && !got; i++) {
+      await foreign.send([`org.fedoraproject.prod.${t}`, 'not json {']);
+      await foreign.send(['org.fedoraproject.prod.other', '{}']);
+      await foreign.send([`org.fedoraproject.stg.${t}`, '{}']);
+      await foreign.send(`org.fedoraproject.prod.${t}`); // one frame: not fedmsg, ignored
+      got = await consumer.receive({ timeout: 50 });
+    }
+    assert.ok(got, 'nothing arrived from the foreign publisher');
+    assert.equal(Buffer.from(got.raw).toString(), 'not json {');
+    assert.equal(got.contentType, 'application/octet-stream');
+    assert.match(got.headers['busbar-fedmsg-invalid'] ?? '', /not a JSON object/);
+    await got.ack();
+    await consumer.close();
+  });
+
   it('two buses of one process bind the same endpoint once; each is its own group', async () => {
     const url = loopbackUrl(await freePort());
     const [a, b] = [await connect(url), await connect(url)];

@@ -76,7 +76,8 @@ class ZeromqTransport implements Transport {
   readonly #identity: Publisher;
   /** Types known to this transport (registered, published or consumed here), with their groups. */
   readonly #types = new Map<string, Map<string, LocalGroup>>();
-  readonly #subscriptions = new Set<Subscription>();
+  /** Open subscriptions, each with the function that ends it with an error (the SUB socket failed). */
+  readonly #subscriptions = new Map<Subscription, (error: unknown) => void>();
   #closed = false;
 
   constructor(options: ZeromqOptions, publisher: PublisherHandle | undefined) {
@@ -136,7 +137,7 @@ class ZeromqTransport implements Transport {
     const cause = new BusError('BUSBAR_ERR_CONNECTION', `the zeromq subscriber failed: ${(error as Error).message}`, {
       cause: error,
     });
-    for (const subscription of this.#subscriptions) (subscription as { fail?: (e: unknown) => void }).fail?.(cause);
+    for (const fail of [...this.#subscriptions.values()]) fail(cause);
   }
 
   async publish(type: string, batch: readonly TransportMessage[]): Promise<void> {
@@ -202,13 +203,12 @@ class ZeromqTransport implements Transport {
       subscriptions.delete(subscription);
     };
     const close = async () => end();
-    const subscription: Subscription & { fail: (error: unknown) => void } = {
+    const subscription: Subscription = {
       ready,
       close,
-      fail: end,
       [Symbol.asyncIterator]: () => queue[Symbol.asyncIterator](),
     };
-    subscriptions.add(subscription);
+    subscriptions.set(subscription, end);
     options.signal?.addEventListener('abort', () => void close(), { once: true });
     return subscription;
   }
@@ -235,7 +235,7 @@ class ZeromqTransport implements Transport {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await Promise.all([...this.#subscriptions].map((s) => s.close()));
+    await Promise.all([...this.#subscriptions.keys()].map((s) => s.close()));
     for (const groups of this.#types.values()) for (const group of groups.values()) group.close();
     await Promise.all([this.#subscriber?.close(), this.#publisher?.release()]);
   }
