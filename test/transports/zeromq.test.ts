@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { after, describe, it } from 'node:test';
 import * as zmq from 'zeromq';
 import { MessageBus } from '../../src/index.ts';
+import { startServer } from '../../src/server/index.ts';
 import { freePort, loopbackUrl } from '../helpers/zeromq.ts';
 
 const type = () => `t-${randomUUID().slice(0, 8)}`;
@@ -125,6 +126,18 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     assert.equal(stats.unread, 5);
     assert.equal(stats.dropped, 15);
     assert.equal((await bus.admin().stats(t))[0]!.depth, -1);
+    // The REST gateway shows the count too: in the stats JSON and as a Prometheus counter.
+    const server = await startServer({ bus, port: 0 });
+    try {
+      const body = (await (await fetch(`${server.url}/v1/types/${t}/stats`)).json()) as {
+        groups: { group: string; dropped?: number }[];
+      };
+      assert.equal(body.groups.find((x) => x.group === g)?.dropped, 15);
+      const metrics = await (await fetch(`${server.url}/metrics`)).text();
+      assert.match(metrics, new RegExp(`busbar_group_dropped_total\\{type="${t}",group="${g}"\\} 15`));
+    } finally {
+      await server.close();
+    }
     // The oldest were dropped (the one leased to the member, 0, stays with it): the newest remain.
     const bodies: unknown[] = [];
     for (let i = 0; i < 5; i++) {
