@@ -176,6 +176,22 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     await consumer.close();
   });
 
+  it('an ack after the lease ended still counts: the message is not delivered again', async () => {
+    const bus = await connect(loopbackUrl(await freePort()));
+    const t = type();
+    const g = group();
+    const first = bus.consumer({ consumerGroup: g, messageTypes: [t], ackTimeoutMs: 200 });
+    await first.ready;
+    await bus.send(t, 'late');
+    const held = await first.receive({ timeout: 15_000 });
+    assert.ok(held);
+    await first.close(); // the message is back in the group at once, waiting for a member
+    await held.ack(); // ... and this late ack settles it all the same
+    const second = bus.consumer({ consumerGroup: g, messageTypes: [t] });
+    assert.equal(await second.receive({ timeout: 500 }), null, 'a late-acked message was delivered again');
+    await second.close();
+  });
+
   it('two buses of one process bind the same endpoint once; each is its own group', async () => {
     const url = loopbackUrl(await freePort());
     const [a, b] = [await connect(url), await connect(url)];

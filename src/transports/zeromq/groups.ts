@@ -74,6 +74,8 @@ interface Entry {
   /** Changes on every lease and return: a settle from an older lease is recognised and ignored. */
   token: number;
   freeSlot: (() => void) | undefined;
+  /** Acked by a holder whose lease had ended: dropped instead of delivered again. */
+  acked: boolean;
 }
 
 export class LocalGroup {
@@ -123,6 +125,7 @@ export class LocalGroup {
       leaseUntil: 0,
       token: 0,
       freeSlot: undefined,
+      acked: false,
     });
     if (this.#held() > this.#limit) {
       // The oldest waiting message goes; leased ones stay with their holders.
@@ -175,8 +178,10 @@ export class LocalGroup {
         idle++;
         continue;
       }
+      const entry = this.#ready.shift()!;
+      if (entry.acked) continue; // acked late by an earlier holder, after its lease had ended
       idle = 0;
-      this.#lease(this.#ready.shift()!, member);
+      this.#lease(entry, member);
     }
   }
 
@@ -200,10 +205,15 @@ export class LocalGroup {
     const settle = (ack: boolean, delayMs: number) => {
       if (settled) return;
       settled = true;
-      // A lease that expired (and may have gone to another member) is no longer this delivery's to settle.
-      if (entry.token !== token || this.#closed) return;
+      if (this.#closed) return;
+      if (entry.token !== token) {
+        // The lease ended and the message is back in the group (or with another member). A late ack still counts
+        // (the group drops the message when it comes up again); a late nack is no longer this delivery's to make.
+        if (ack) entry.acked = true;
+        return;
+      }
       this.#return(entry);
-      if (!ack) {
+      if (!ack && !entry.acked) {
         if (delayMs > 0) {
           const timer = setTimeout(() => {
             this.#delayed.delete(entry);
