@@ -142,9 +142,10 @@ describe('zeromq wire mapping: a Python pyzmq program joins a fedmsg bus with bu
       message(binary, { key: 'k-bin', headers: { 'x-trace': 'abc', traceparent: '00-aa-bb-01' } }),
       message('grüße, 世界'),
       message({ nested: { list: [1, 2, 3] } }),
-      // The signed message as busbar received it: its fedmsg fields go back out as they came, with no cloudevents.
-      message(signed.body, { headers: signed.headers }),
     ]);
+    // The signed message as busbar received it, published again on its own topic: its fedmsg fields go back out as
+    // they came, with no cloudevents, so its signature would still verify.
+    await bus.producer({ messageType: inType }).send([message(signed.body, { headers: signed.headers })]);
     const received: Event[] = [];
     for (let i = 0; i < 4; i++) received.push(await python.next('received'));
     const [bin, text, json, resent] = received as [Event, Event, Event, Event];
@@ -163,7 +164,8 @@ describe('zeromq wire mapping: a Python pyzmq program joins a fedmsg bus with bu
     assert.equal(typeof dict.timestamp, 'number');
     assert.equal(typeof dict.i, 'number');
     assert.equal(resent.has_cloudevents, false);
-    assert.deepEqual(resent.dict, { ...signedFields, topic: `com.example.dev.${outType}`, msg: { signed: 1 } });
+    assert.equal(signedFields.topic, `com.example.dev.${inType}`);
+    assert.deepEqual(resent.dict, { ...signedFields, msg: { signed: 1 } });
 
     python.command('quit');
     await python.next('done');

@@ -10,6 +10,7 @@ import { after, describe, it } from 'node:test';
 import * as zmq from 'zeromq';
 import { MessageBus } from '../../src/index.ts';
 import { startServer } from '../../src/server/index.ts';
+import { decodeDict, encodeDict } from '../../src/transports/zeromq/wire.ts';
 import { freePort, loopbackUrl } from '../helpers/zeromq.ts';
 
 const type = () => `t-${randomUUID().slice(0, 8)}`;
@@ -190,6 +191,26 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     const second = bus.consumer({ consumerGroup: g, messageTypes: [t] });
     assert.equal(await second.receive({ timeout: 500 }), null, 'a late-acked message was delivered again');
     await second.close();
+  });
+
+  it('a signed fedmsg message goes out unchanged on its own topic only (a dead letter keeps its headers)', () => {
+    const topic = 'com.example.dev.bodhi.update';
+    const frame = JSON.stringify({ topic, msg: { a: 1 }, timestamp: 1, msg_id: '2026-x', i: 7, signature: 's' });
+    const received = decodeDict('bodhi.update', Buffer.from(frame));
+    assert.deepEqual(JSON.parse(received.headers.fedmsg!), {
+      timestamp: 1,
+      msg_id: '2026-x',
+      i: 7,
+      signature: 's',
+      topic,
+    });
+    const identity = { username: 'me', nextI: () => 1 };
+    assert.deepEqual(JSON.parse(encodeDict(received, topic, identity)), JSON.parse(frame));
+    const dead = { ...received, headers: { ...received.headers, 'busbar-dlq-reason': 'boom' } };
+    const deadDict = JSON.parse(encodeDict(dead, `${topic}.dlq`, identity));
+    assert.equal(deadDict.topic, `${topic}.dlq`);
+    assert.equal(deadDict.signature, 's');
+    assert.equal(JSON.parse(deadDict.cloudevents.busbarheaders)['busbar-dlq-reason'], 'boom');
   });
 
   it('two buses of one process bind the same endpoint once; each is its own group', async () => {

@@ -136,19 +136,18 @@ export function encodeDict(message: TransportMessage, topic: string, publisher: 
     json += `,"timestamp":${seconds},"msg_id":${JSON.stringify(`${year}-${message.id}`)},"i":${publisher.nextI()}`;
     json += `,"username":${JSON.stringify(publisher.username)}`;
   } else {
-    // A received fedmsg message's own fields win over busbar's.
-    const out: Record<string, unknown> = {
-      timestamp: seconds,
-      msg_id: `${year}-${message.id}`,
-      username: publisher.username,
-      ...fields,
-    };
-    if (out.i === undefined) out.i = publisher.nextI();
+    // A signed message published again on its own topic goes out with exactly the fields it was signed with, or its
+    // signature would not verify. On another topic (a dead-letter type, a rename) it cannot verify anyway.
+    const asSigned = 'signature' in fields && fields.topic === topic;
+    // Otherwise a received fedmsg message's own fields win over busbar's.
+    const out: Record<string, unknown> = asSigned
+      ? fields
+      : { timestamp: seconds, msg_id: `${year}-${message.id}`, username: publisher.username, ...fields };
+    if (!asSigned && out.i === undefined) out.i = publisher.nextI();
     for (const name in out) {
       if (!STANDARD_FIELDS.has(name)) json += `,${JSON.stringify(name)}:${JSON.stringify(out[name])}`;
     }
-    // A signed message goes out with exactly the fields it was signed with, or its signature would not verify.
-    if ('signature' in fields) return `${json}}`;
+    if (asSigned) return `${json}}`;
   }
   return `${json},"${CLOUDEVENTS_KEY}":${attributes}}}`;
 }
@@ -201,6 +200,8 @@ export function decodeDict(type: string, frame: Uint8Array): TransportMessage {
     fields ??= {};
     fields[name] = dict[name];
   }
+  // A signed dict's topic is kept too: only a message published again on that same topic can still verify.
+  if (fields && 'signature' in fields) fields.topic = dict.topic;
   if (fields) headers[FEDMSG_HEADER] = JSON.stringify(fields);
   const msg = dict.msg;
   let contentType = stringAttribute(attributes, CE.contentType);
