@@ -213,6 +213,32 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     assert.equal(JSON.parse(deadDict.cloudevents.busbarheaders)['busbar-dlq-reason'], 'boom');
   });
 
+  it('per-key order: a key waits while its earlier message is out, even through a delayed nack', async () => {
+    const bus = await connect(loopbackUrl(await freePort()));
+    const t = type();
+    const consumer = bus.consumer({ consumerGroup: group(), messageTypes: [t], prefetch: 10 });
+    await consumer.ready;
+    const { message } = await import('../../src/index.ts');
+    await bus
+      .producer({ messageType: t })
+      .send([message('a1', { key: 'a' }), message('a2', { key: 'a' }), message('b1', { key: 'b' })]);
+    const seen: string[] = [];
+    const take = async () => {
+      const m = await consumer.receive({ timeout: 15_000 });
+      assert.ok(m, `stalled after ${seen.join(',')}`);
+      seen.push(`${m.body}#${m.attempt}`);
+      return m;
+    };
+    const a1 = await take();
+    const b1 = await take();
+    await b1.ack();
+    await a1.nack({ delayMs: 300 });
+    await (await take()).ack(); // a1 again, not a2
+    await (await take()).ack();
+    assert.deepEqual(seen, ['a1#1', 'b1#1', 'a1#2', 'a2#1']);
+    await consumer.close();
+  });
+
   it('two buses of one process bind the same endpoint once; each is its own group', async () => {
     const url = loopbackUrl(await freePort());
     const [a, b] = [await connect(url), await connect(url)];

@@ -85,6 +85,13 @@ export class LocalGroup {
   /** Waiting to be delivered, oldest first; returned messages go to the front. */
   readonly #ready = new Fifo<Entry>();
   readonly #leased = new Set<Entry>();
+  /**
+   * Per-key order: the one entry of each key that is out (leased, delayed, or returned and waiting to go out again)
+   * owns its key until it is acked; later entries of the key wait in #waiting, in arrival order, until then.
+   */
+  readonly #owners = new Map<string, Entry>();
+  readonly #waiting = new Map<string, Entry[]>();
+  #waitingCount = 0;
   /** Nacked with a delay: back in #ready when the delay ends. */
   readonly #delayed = new Map<Entry, NodeJS.Timeout>();
   readonly #members = new Set<Member>();
@@ -129,7 +136,7 @@ export class LocalGroup {
     });
     if (this.#held() > this.#limit) {
       // The oldest waiting message goes; leased ones stay with their holders.
-      this.#ready.shift();
+      this.#release(this.#ready.shift()!);
       this.#dropped++;
     }
     this.#dispatch();
@@ -156,7 +163,7 @@ export class LocalGroup {
   }
 
   #held(): number {
-    return this.#ready.length + this.#leased.size + this.#delayed.size;
+    return this.#ready.length + this.#leased.size + this.#delayed.size + this.#waitingCount;
   }
 
   #return(entry: Entry): void {
@@ -179,7 +186,22 @@ export class LocalGroup {
         continue;
       }
       const entry = this.#ready.shift()!;
-      if (entry.acked) continue; // acked late by an earlier holder, after its lease had ended
+      if (entry.acked) {
+        this.#release(entry); // acked late by an earlier holder, after its lease had ended
+        continue;
+      }
+      const key = entry.message.key;
+      if (key !== undefined) {
+        const owner = this.#owners.get(key);
+        if (owner !== undefined && owner !== entry) {
+          const queue = this.#waiting.get(key);
+          if (queue) queue.push(entry);
+          else this.#waiting.set(key, [entry]);
+          this.#waitingCount++;
+          continue;
+        }
+        this.#owners.set(key, entry);
+      }
       idle = 0;
       this.#lease(entry, member);
     }
@@ -213,7 +235,8 @@ export class LocalGroup {
         return;
       }
       this.#return(entry);
-      if (!ack && !entry.acked) {
+      if (ack || entry.acked) this.#release(entry);
+      else {
         if (delayMs > 0) {
           const timer = setTimeout(() => {
             this.#delayed.delete(entry);
@@ -233,6 +256,19 @@ export class LocalGroup {
       ack: async () => settle(true, 0),
       nack: async (options) => settle(false, Math.max(0, options?.delayMs ?? 0)),
     });
+  }
+
+  /** A message leaves the group (acked or dropped): the next of its key, if any, may go out. */
+  #release(entry: Entry): void {
+    const key = entry.message.key;
+    if (key === undefined || this.#owners.get(key) !== entry) return;
+    this.#owners.delete(key);
+    const queue = this.#waiting.get(key);
+    if (!queue) return;
+    const next = queue.shift()!;
+    this.#waitingCount--;
+    if (queue.length === 0) this.#waiting.delete(key);
+    this.#ready.unshift(next);
   }
 
   /** One timer for the earliest lease end, set when a lease is made. */
@@ -267,6 +303,7 @@ export class LocalGroup {
     for (const entry of this.#ready) oldest = Math.min(oldest, entry.receivedMs);
     for (const entry of this.#leased) oldest = Math.min(oldest, entry.receivedMs);
     for (const entry of this.#delayed.keys()) oldest = Math.min(oldest, entry.receivedMs);
+    for (const queue of this.#waiting.values()) oldest = Math.min(oldest, queue[0]!.receivedMs);
     let inflight = 0;
     for (const entry of this.#leased) if (entry.leaseUntil > now) inflight++;
     return {
@@ -286,5 +323,8 @@ export class LocalGroup {
     this.#delayed.clear();
     this.#ready.clear();
     this.#leased.clear();
+    this.#owners.clear();
+    this.#waiting.clear();
+    this.#waitingCount = 0;
   }
 }

@@ -27,7 +27,7 @@ import { decodeDict, encodeDict, type Publisher, Topics } from './wire.ts';
 
 export const ZEROMQ_CAPABILITIES: Capabilities = Object.freeze({
   replay: false,
-  ordering: 'none',
+  ordering: 'per-key',
   nackDelay: 'emulated',
   ackTimeout: 'emulated',
   partitions: false,
