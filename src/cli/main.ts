@@ -11,7 +11,7 @@ import { version } from './version.ts';
 
 const COMMON = `Options for every command:
   --broker URL     broker URL (embedded:[path] | memory: | amqp:// | amqp10:// | kafka:// | nats:// | redis:// |
-                   mqtt:// | stomp://)
+                   mqtt:// | stomp:// | zeromq://)
   --config FILE    config file (JSON, YAML, or CORTX message_bus.conf)
   -h, --help       show help`;
 

@@ -95,6 +95,15 @@ export function renderMetrics(metrics: Metrics, gauges: Gauges, stats: readonly 
         .filter((g) => g.oldestAgeMs !== null)
         .map((g) => [{ type: g.type, group: g.group }, (g.oldestAgeMs ?? 0) / 1000]),
     );
+    const dropping = groups.filter((g) => g.dropped !== undefined);
+    if (dropping.length > 0) {
+      out.family(
+        'busbar_group_dropped_total',
+        'counter',
+        'Messages a group lost to its bounded buffer (transports without a broker: zeromq).',
+        dropping.map((g) => [{ type: g.type, group: g.group }, g.dropped ?? 0]),
+      );
+    }
   }
   return `${out.lines.join('\n')}\n`;
 }

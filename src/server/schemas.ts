@@ -256,6 +256,7 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
             unread: { type: 'integer' },
             inflight: { type: 'integer', description: '-1 where the broker cannot tell' },
             oldestAgeMs: { type: ['integer', 'null'] },
+            dropped: { type: 'integer', description: 'lost to a bounded buffer (zeromq only); absent elsewhere' },
             leased: { type: 'integer', description: 'messages leased by this gateway now' },
             deliveredPerSec: { type: 'number' },
             ackedPerSec: { type: 'number' },

@@ -124,6 +124,11 @@ export interface GroupStats {
   readonly inflight: number;
   /** Age of the oldest message the group has not acked; null when there is none or the broker cannot tell. */
   readonly oldestAgeMs: number | null;
+  /**
+   * Messages the group lost to a bounded buffer and will never see, counted since the transport opened. Only a
+   * transport without a broker to hold them sets it (zeromq: each group's buffer in the consuming process).
+   */
+  readonly dropped?: number;
 }
 
 export interface TypeStats {

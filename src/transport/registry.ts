@@ -24,6 +24,8 @@ const TRANSPORTS: Record<string, { name: string; load: Loader; library?: string 
   'stomp:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },
   'stomps:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },
   'stomp+ssl:': { name: 'stomp', load: () => import('../transports/stomp/index.ts'), library: '@stomp/stompjs' },
+  'zeromq:': { name: 'zeromq', load: () => import('../transports/zeromq/index.ts'), library: 'zeromq' },
+  'zmq+tcp:': { name: 'zeromq', load: () => import('../transports/zeromq/index.ts'), library: 'zeromq' },
 };
 
 export function transportNameFor(scheme: string): string | undefined {
