@@ -7,6 +7,8 @@
 import type { MessageBus } from '../../src/index.ts';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+/** Each phase of a drill on stderr: a drill that stalls says where. */
+export const say = (line: string) => process.stderr.write(`drill ${new Date().toISOString().slice(11, 23)}: ${line}\n`);
 
 export async function until(what: string, done: () => boolean, patienceMs: number): Promise<void> {
   const deadline = Date.now() + patienceMs;
@@ -90,8 +92,10 @@ export function drill(producerBus: MessageBus, consumerBus: MessageBus, type: st
     received,
     async fault(name, fault, patienceMs = 120_000) {
       await until('50 confirmed sends before the fault', () => confirmed.size >= 50, patienceMs);
+      say(`${name}: ${confirmed.size} confirmed, ${received.size} received`);
       const at = Date.now();
       await fault();
+      say(`${name}: done; waiting for both sides to resume`);
       // Sends numbered from here on began after the node was dead.
       const firstAfter = next;
       const lastError_ = () => (lastError ? ` (last error: ${(lastError as Error).message})` : '');
@@ -111,17 +115,21 @@ export function drill(producerBus: MessageBus, consumerBus: MessageBus, type: st
         },
         patienceMs,
       );
+      say(`${name}: producer resumed after ${producerMs} ms, consumer after ${consumerAt - at} ms`);
       return { fault: name, producerMs, consumerMs: consumerAt - at };
     },
     async finish(patienceMs = 120_000) {
       stopSending = true;
+      say(`finishing: ${confirmed.size} confirmed, ${received.size} received`);
       await writer;
+      say('the writer stopped');
       await until('every confirmed message', () => [...confirmed].every((i) => received.has(i)), patienceMs).catch(
         () => {},
       );
       stopReading = true;
       await reader;
       await consumer.close();
+      say(`finished: ${confirmed.size} confirmed, ${received.size} received`);
       const missing = [...confirmed].filter((i) => !received.has(i));
       return {
         confirmed: confirmed.size,
