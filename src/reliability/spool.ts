@@ -38,6 +38,8 @@ export const DEFAULT_SPOOL_FULL_WAIT_MS = 30_000;
 export const DEFAULT_SPOOL_PUBLISH_TIMEOUT_MS = 15_000;
 export const DEFAULT_SPOOL_DRAIN_ON_CLOSE_MS = 10_000;
 const MAX_RETRY_DELAY_MS = 2_000;
+/** Consecutive failures that are not BusErrors (so say nothing of retrying) before a batch is set aside. */
+const MAX_UNKNOWN_FAILURES = 20;
 
 export function defaultSpoolPath(producerId: string, env: NodeJS.ProcessEnv = process.env): string {
   const base =
@@ -391,8 +393,9 @@ export class SpoolSender {
         await withTimeout(this.#publish(batch[0]!.type, batch), this.#publishTimeoutMs, 'send');
         return;
       } catch (error) {
-        if (!isBusError(error) || !error.retryable) throw error;
-        this.#lastError = error.message;
+        // A BusError says whether retrying helps; anything else (a client library's own error) is spooled too.
+        if (isBusError(error) && !error.retryable) throw error;
+        this.#lastError = (error as Error).message;
         // Not confirmed: the broker may still store it, so the replay can deliver it twice, with the same ids.
       }
     }
@@ -454,7 +457,9 @@ export class SpoolSender {
           await withTimeout(this.#publish(batch[0]!.type, batch), this.#publishTimeoutMs, 'spool replay');
         } catch (error) {
           if (this.#closed) break;
-          const retryable = isBusError(error) ? error.retryable : false;
+          // A client library's own error (not a BusError) is retried a while before the rows are set aside.
+          failures++;
+          const retryable = isBusError(error) ? error.retryable : failures <= MAX_UNKNOWN_FAILURES;
           const reason = toBusError(error, 'BUSBAR_ERR_PUBLISH', 'spool replay').message;
           this.#lastError = reason;
           if (!retryable) {
@@ -468,9 +473,9 @@ export class SpoolSender {
                 { cause: error, retryable: false, details: { messages: batch } },
               ),
             );
+            failures = 0;
             continue;
           }
-          failures++;
           await this.#pause(Math.min(MAX_RETRY_DELAY_MS, 50 * 2 ** Math.min(failures, 6)));
           continue;
         }
