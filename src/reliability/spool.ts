@@ -128,6 +128,13 @@ export class SpoolFile {
   }
 
   #takeOwnership(): void {
+    if (ownedHere.has(this.path)) {
+      throw new BusError(
+        'BUSBAR_ERR_SPOOL',
+        `the spool file ${this.path} is already used by another producer of this process: give each producer its ` +
+          'own spool path',
+      );
+    }
     this.#db.exec('BEGIN IMMEDIATE');
     try {
       const owner = this.#db.prepare('SELECT pid, host FROM spool_owner WHERE one = 1').get() as
@@ -145,6 +152,7 @@ export class SpoolFile {
         .run(process.pid, hostname(), Date.now());
       this.#db.exec('COMMIT');
       this.#owned = true;
+      ownedHere.add(this.path);
     } catch (error) {
       this.#db.exec('ROLLBACK');
       throw error;
@@ -296,6 +304,7 @@ export class SpoolFile {
   close(): void {
     if (!this.#db.isOpen) return;
     if (this.#owned) {
+      ownedHere.delete(this.path);
       try {
         this.#db.prepare('DELETE FROM spool_owner WHERE one = 1 AND pid = ?').run(process.pid);
       } catch {
@@ -305,6 +314,9 @@ export class SpoolFile {
     this.#db.close();
   }
 }
+
+/** Spool files owned by this process (the owner row holds a pid, which cannot tell two producers apart). */
+const ownedHere = new Set<string>();
 
 function alive(pid: number): boolean {
   try {

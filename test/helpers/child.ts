@@ -4,6 +4,16 @@
  * killed by killAll() in its after hook.
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+/** Resolves once `condition()` holds, checking every `everyMs` (for states no event reports); bounded. */
+export async function until(condition: () => boolean, timeoutMs: number, what: string, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
 
 export interface Child {
   readonly proc: ChildProcessWithoutNullStreams;

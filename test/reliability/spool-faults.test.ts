@@ -13,23 +13,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Handler, MessageBus } from '../../src/index.ts';
 import { SpoolFile } from '../../src/reliability/spool.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
-import { type Child, killAll, startChild } from '../helpers/child.ts';
+import { type Child, killAll, startChild, until } from '../helpers/child.ts';
 import { FaultProxy } from '../helpers/fault-proxy.ts';
 
 const producerScript = new URL('./fixtures/spool-producer.ts', import.meta.url).pathname;
-
-/** Resolves once `condition()` holds, checking every `everyMs` (an event we cannot subscribe to); bounded. */
-export async function until(condition: () => boolean, timeoutMs: number, what: string, everyMs = 20): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(everyMs);
-  }
-}
 
 interface Counts {
   accepted: Map<string, number>;
