@@ -128,6 +128,13 @@ export class Producer extends EventEmitter<ProducerEvents> {
     if (options.spool !== undefined && options.spool !== false) {
       const spool: SpoolOptions =
         options.spool === true ? {} : typeof options.spool === 'string' ? { path: options.spool } : options.spool;
+      if (spool.path === undefined && this.producerId === DEFAULT_SOURCE) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          'a spool needs a name that survives a restart: give the producer a producerId (its default spool file is ' +
+            'named after it) or spool.path',
+        );
+      }
       this.#spool = new SpoolSender(spool.path ?? defaultSpoolPath(this.producerId), {
         ...spool,
         mode: method === 'async' ? 'through' : 'fallback',

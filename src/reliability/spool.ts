@@ -371,6 +371,8 @@ export class SpoolSender {
       publish: Publish;
       maxBatch: number;
       onFailure: (error: BusError) => void;
+      /** Put rows set aside as failed back in line before replaying (`busbar spool flush --retry-failed`). */
+      retryFailed?: boolean;
     },
   ) {
     this.#maxBytes = positiveOption(options.maxBytes, DEFAULT_SPOOL_MAX_BYTES, 'spool.maxBytes');
@@ -390,12 +392,13 @@ export class SpoolSender {
       throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `spool.sync must be 'normal' or 'full', not ${options.sync}`);
     }
     this.file = SpoolFile.open(path, { sync: options.sync, own: true });
+    if (options.retryFailed) this.file.retryFailed();
     this.#publish = options.publish;
     this.#mode = options.mode;
     this.#maxBatch = options.maxBatch;
     this.#onFailure = options.onFailure;
     // What a predecessor left (a crash, a close during an outage) goes out first.
-    if (this.file.bytes > 0 || this.file.counts().messages > 0) this.#kick();
+    if (this.file.counts().messages > 0) this.#kick();
   }
 
   /** Resolves once `batch` is confirmed by the broker or durable in the spool. */
