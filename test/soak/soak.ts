@@ -1,0 +1,152 @@
+/**
+ * The soak: N messages (default 1,000,000) through each named broker while consumer processes are killed -9 at
+ * random and replaced; ends when every accepted message was delivered, and fails (exit 1) if any is missing.
+ * Not part of `npm test` (it takes minutes): `npm run test:soak -- [--brokers embedded,redis] [--count N]`.
+ * Prints one JSON line per broker: accepted, delivered (distinct), deliveries, duplicates, kills, seconds.
+ */
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { MessageBus } from '../../src/index.ts';
+import { BROKERS } from '../helpers/brokers.ts';
+
+const { values } = parseArgs({
+  options: {
+    brokers: { type: 'string', default: 'embedded,redis' },
+    count: { type: 'string', default: '1000000' },
+    consumers: { type: 'string', default: '3' },
+    'kill-every-ms': { type: 'string', default: '3000' },
+    'ack-timeout-ms': { type: 'string', default: '5000' },
+    'max-minutes': { type: 'string', default: '30' },
+  },
+});
+const COUNT = Number(values.count);
+const CONSUMERS = Number(values.consumers);
+const KILL_EVERY_MS = Number(values['kill-every-ms']);
+const ACK_TIMEOUT_MS = values['ack-timeout-ms']!;
+const DEADLINE = Date.now() + Number(values['max-minutes']) * 60_000;
+const consumerScript = new URL('./consumer.ts', import.meta.url).pathname;
+
+interface Tally {
+  counts: Uint8Array;
+  distinct: number;
+  deliveries: number;
+}
+
+function startConsumer(url: string, type: string, group: string, tally: Tally): ChildProcessWithoutNullStreams {
+  const child = spawn(process.execPath, [consumerScript, url, type, group, ACK_TIMEOUT_MS], {
+    env: { ...process.env, BUSBAR_BROKER: '', BUSBAR_CONFIG: '' },
+  });
+  let partial = '';
+  child.stdout.on('data', (d: Buffer) => {
+    const parts = (partial + d.toString()).split('\n');
+    partial = parts.pop()!;
+    for (const line of parts) {
+      if (line === 'ready') continue;
+      const n = Number(line);
+      if (tally.counts[n] === 0) tally.distinct++;
+      if (tally.counts[n]! < 255) tally.counts[n]!++;
+      tally.deliveries++;
+    }
+  });
+  child.stderr.on('data', (d) => process.stderr.write(`[consumer ${child.pid}] ${d}`));
+  return child;
+}
+
+function kill9(child: ChildProcessWithoutNullStreams): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once('exit', () => resolve());
+    child.kill('SIGKILL');
+  });
+}
+
+async function soak(name: string, url: string): Promise<boolean> {
+  const type = `soak-${randomUUID().slice(0, 8)}`;
+  const group = 'soak';
+  const started = Date.now();
+  const bus = await MessageBus.connect(url);
+  await bus.admin().registerMessageType(type);
+  const tally: Tally = { counts: new Uint8Array(COUNT), distinct: 0, deliveries: 0 };
+  const consumers = Array.from({ length: CONSUMERS }, () => startConsumer(url, type, group, tally));
+  let kills = 0;
+  let stopKilling = false;
+  const killer = (async () => {
+    while (!stopKilling) {
+      await new Promise((resolve) => setTimeout(resolve, KILL_EVERY_MS / 2 + Math.random() * KILL_EVERY_MS));
+      if (stopKilling) break;
+      const i = Math.floor(Math.random() * consumers.length);
+      await kill9(consumers[i]!);
+      kills++;
+      consumers[i] = startConsumer(url, type, group, tally);
+    }
+  })();
+  let accepted = 0;
+  const BATCH = 500;
+  const SENDERS = 4;
+  let next = 0;
+  const progress = setInterval(() => {
+    process.stderr.write(
+      `[${name}] accepted ${accepted}, delivered ${tally.distinct}, deliveries ${tally.deliveries}, kills ${kills}, ` +
+        `${Math.round((Date.now() - started) / 1000)} s\n`,
+    );
+  }, 10_000);
+  try {
+    await Promise.all(
+      Array.from({ length: SENDERS }, async () => {
+        while (next < COUNT && Date.now() < DEADLINE) {
+          const from = next;
+          next = Math.min(COUNT, next + BATCH);
+          const bodies = [];
+          for (let n = from; n < next; n++) bodies.push({ n });
+          await bus.sendBatch(type, bodies);
+          accepted += bodies.length;
+        }
+      }),
+    );
+    // Keep killing a while after the last send, then let the last consumers finish.
+    while (tally.distinct < accepted * 0.98 && Date.now() < DEADLINE) await new Promise((r) => setTimeout(r, 200));
+    stopKilling = true;
+    await killer;
+    while (tally.distinct < accepted && Date.now() < DEADLINE) await new Promise((r) => setTimeout(r, 200));
+  } finally {
+    stopKilling = true;
+    clearInterval(progress);
+    await killer;
+    await Promise.all(consumers.map(kill9));
+    await bus
+      .admin()
+      .deregisterMessageType(type)
+      .catch(() => {});
+    await bus.close();
+  }
+  const result = {
+    broker: name,
+    accepted,
+    delivered: tally.distinct,
+    deliveries: tally.deliveries,
+    duplicates: tally.deliveries - tally.distinct,
+    kills,
+    consumers: CONSUMERS,
+    seconds: Math.round((Date.now() - started) / 1000),
+    ok: accepted === COUNT && tally.distinct === accepted,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  return result.ok;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'busbar-soak-'));
+let ok = true;
+try {
+  for (const name of values.brokers!.split(',')) {
+    const url = name === 'embedded' ? `embedded:${join(dir, 'soak.db')}` : (BROKERS as Record<string, string>)[name];
+    if (!url) throw new Error(`unknown broker '${name}': use embedded or one of ${Object.keys(BROKERS).join(', ')}`);
+    ok = (await soak(name, url)) && ok;
+  }
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
+process.exitCode = ok ? 0 : 1;
