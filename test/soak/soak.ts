@@ -6,7 +6,7 @@
  */
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -36,22 +36,50 @@ interface Tally {
   deliveries: number;
 }
 
-function startConsumer(url: string, type: string, group: string, tally: Tally): ChildProcessWithoutNullStreams {
-  const child = spawn(process.execPath, [consumerScript, url, type, group, ACK_TIMEOUT_MS], {
+interface Log {
+  path: string;
+  offset: number;
+  partial: string;
+}
+
+const logs: Log[] = [];
+
+/** Reads what the consumers appended to their logs since the last call into the tally. */
+function readLogs(tally: Tally): void {
+  for (const log of logs) {
+    let fd: number;
+    try {
+      fd = openSync(log.path, 'r');
+    } catch {
+      continue; // not created yet
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (size <= log.offset) continue;
+      const buffer = Buffer.alloc(size - log.offset);
+      readSync(fd, buffer, 0, buffer.length, log.offset);
+      log.offset = size;
+      const parts = (log.partial + buffer.toString()).split('\n');
+      log.partial = parts.pop()!;
+      for (const line of parts) {
+        const n = Number(line);
+        if (tally.counts[n] === 0) tally.distinct++;
+        if (tally.counts[n]! < 255) tally.counts[n]!++;
+        tally.deliveries++;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+function startConsumer(url: string, type: string, group: string, dir: string): ChildProcessWithoutNullStreams {
+  const path = join(dir, `consumer-${logs.length}.log`);
+  logs.push({ path, offset: 0, partial: '' });
+  const child = spawn(process.execPath, [consumerScript, url, type, group, ACK_TIMEOUT_MS, path], {
     env: { ...process.env, BUSBAR_BROKER: '', BUSBAR_CONFIG: '' },
   });
-  let partial = '';
-  child.stdout.on('data', (d: Buffer) => {
-    const parts = (partial + d.toString()).split('\n');
-    partial = parts.pop()!;
-    for (const line of parts) {
-      if (line === 'ready') continue;
-      const n = Number(line);
-      if (tally.counts[n] === 0) tally.distinct++;
-      if (tally.counts[n]! < 255) tally.counts[n]!++;
-      tally.deliveries++;
-    }
-  });
+  child.stdout.resume();
   child.stderr.on('data', (d) => process.stderr.write(`[consumer ${child.pid}] ${d}`));
   return child;
 }
@@ -64,14 +92,15 @@ function kill9(child: ChildProcessWithoutNullStreams): Promise<void> {
   });
 }
 
-async function soak(name: string, url: string): Promise<boolean> {
+async function soak(name: string, url: string, dir: string): Promise<boolean> {
+  logs.length = 0;
   const type = `soak-${randomUUID().slice(0, 8)}`;
   const group = 'soak';
   const started = Date.now();
   const bus = await MessageBus.connect(url);
   await bus.admin().registerMessageType(type);
   const tally: Tally = { counts: new Uint8Array(COUNT), distinct: 0, deliveries: 0 };
-  const consumers = Array.from({ length: CONSUMERS }, () => startConsumer(url, type, group, tally));
+  const consumers = Array.from({ length: CONSUMERS }, () => startConsumer(url, type, group, dir));
   let kills = 0;
   let stopKilling = false;
   const killer = (async () => {
@@ -81,7 +110,7 @@ async function soak(name: string, url: string): Promise<boolean> {
       const i = Math.floor(Math.random() * consumers.length);
       await kill9(consumers[i]!);
       kills++;
-      consumers[i] = startConsumer(url, type, group, tally);
+      consumers[i] = startConsumer(url, type, group, dir);
     }
   })();
   let accepted = 0;
@@ -89,6 +118,7 @@ async function soak(name: string, url: string): Promise<boolean> {
   const SENDERS = 4;
   let next = 0;
   const progress = setInterval(() => {
+    readLogs(tally);
     process.stderr.write(
       `[${name}] accepted ${accepted}, delivered ${tally.distinct}, deliveries ${tally.deliveries}, kills ${kills}, ` +
         `${Math.round((Date.now() - started) / 1000)} s\n`,
@@ -108,15 +138,21 @@ async function soak(name: string, url: string): Promise<boolean> {
       }),
     );
     // Keep killing a while after the last send, then let the last consumers finish.
-    while (tally.distinct < accepted * 0.98 && Date.now() < DEADLINE) await new Promise((r) => setTimeout(r, 200));
+    const waitFor = async (share: number) => {
+      for (readLogs(tally); tally.distinct < accepted * share && Date.now() < DEADLINE; readLogs(tally)) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    };
+    await waitFor(0.98);
     stopKilling = true;
     await killer;
-    while (tally.distinct < accepted && Date.now() < DEADLINE) await new Promise((r) => setTimeout(r, 200));
+    await waitFor(1);
   } finally {
     stopKilling = true;
     clearInterval(progress);
     await killer;
     await Promise.all(consumers.map(kill9));
+    readLogs(tally);
     await bus
       .admin()
       .deregisterMessageType(type)
@@ -144,7 +180,7 @@ try {
   for (const name of values.brokers!.split(',')) {
     const url = name === 'embedded' ? `embedded:${join(dir, 'soak.db')}` : (BROKERS as Record<string, string>)[name];
     if (!url) throw new Error(`unknown broker '${name}': use embedded or one of ${Object.keys(BROKERS).join(', ')}`);
-    ok = (await soak(name, url)) && ok;
+    ok = (await soak(name, url, dir)) && ok;
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
