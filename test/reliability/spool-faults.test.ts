@@ -9,7 +9,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -36,6 +36,11 @@ function acceptedLine(counts: Counts): (line: string) => void {
     const m = /^accepted (\d+) (\S+)$/.exec(line);
     if (m) counts.accepted.set(m[2]!, Number(m[1]));
   };
+}
+
+/** Every line the producers wrote to the accepted log (synchronously, so a kill -9 loses none). */
+function readAccepted(spoolPath: string, counts: Counts): void {
+  for (const line of readFileSync(`${spoolPath}.accepted`, 'utf8').split('\n')) acceptedLine(counts)(line);
 }
 
 function summary(counts: Counts): { accepted: number; delivered: number; deliveries: number; duplicates: number } {
@@ -117,6 +122,7 @@ for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', '
         acceptedLine(counts),
       );
       await child.waitFor(/^closed$/, 90_000);
+      readAccepted(join(dir, `${type}.db`), counts);
       await until(() => counts.delivered.size >= counts.accepted.size, 60_000, 'every accepted message delivered');
       checkPromise(counts, 0);
       const s = summary(counts);
@@ -168,6 +174,7 @@ for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', '
       // 4. kill -9 the producer with those messages in the spool.
       await first.kill9();
       const inSpoolAtKill = spooled();
+      readAccepted(spoolPath, counts);
       const acceptedByFirst = counts.accepted.size;
       assert.ok(inSpoolAtKill >= 3000, `spool holds ${inSpoolAtKill} at the kill`);
       // 5. The broker is back; a new process on the same spool replays it, then sends 5,000 more.

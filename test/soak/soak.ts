@@ -74,7 +74,7 @@ function readLogs(tally: Tally): void {
 }
 
 function startConsumer(url: string, type: string, group: string, dir: string): ChildProcessWithoutNullStreams {
-  const path = join(dir, `consumer-${logs.length}.log`);
+  const path = join(dir, `${type}-consumer-${logs.length}.log`);
   logs.push({ path, offset: 0, partial: '' });
   const child = spawn(process.execPath, [consumerScript, url, type, group, ACK_TIMEOUT_MS, path], {
     env: { ...process.env, BUSBAR_BROKER: '', BUSBAR_CONFIG: '' },
