@@ -9,6 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { closeSync, fstatSync, mkdtempSync, openSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { MessageBus } from '../../src/index.ts';
 import { BROKERS } from '../helpers/brokers.ts';
@@ -43,6 +44,7 @@ interface Log {
 }
 
 const logs: Log[] = [];
+const running = new Set<ChildProcessWithoutNullStreams>();
 
 /** Reads what the consumers appended to their logs since the last call into the tally. */
 function readLogs(tally: Tally): void {
@@ -79,6 +81,8 @@ function startConsumer(url: string, type: string, group: string, dir: string): C
   const child = spawn(process.execPath, [consumerScript, url, type, group, ACK_TIMEOUT_MS, path], {
     env: { ...process.env, BUSBAR_BROKER: '', BUSBAR_CONFIG: '' },
   });
+  running.add(child);
+  child.on('exit', () => running.delete(child));
   child.stdout.resume();
   child.stderr.on('data', (d) => process.stderr.write(`[consumer ${child.pid}] ${d}`));
   return child;
@@ -103,9 +107,11 @@ async function soak(name: string, url: string, dir: string): Promise<boolean> {
   const consumers = Array.from({ length: CONSUMERS }, () => startConsumer(url, type, group, dir));
   let kills = 0;
   let stopKilling = false;
+  const stopped = new AbortController();
   const killer = (async () => {
     while (!stopKilling) {
-      await new Promise((resolve) => setTimeout(resolve, KILL_EVERY_MS / 2 + Math.random() * KILL_EVERY_MS));
+      const pause = KILL_EVERY_MS / 2 + Math.random() * KILL_EVERY_MS;
+      await sleep(pause, undefined, { signal: stopped.signal }).catch(() => {});
       if (stopKilling) break;
       const i = Math.floor(Math.random() * consumers.length);
       await kill9(consumers[i]!);
@@ -115,8 +121,14 @@ async function soak(name: string, url: string, dir: string): Promise<boolean> {
   })();
   let accepted = 0;
   const BATCH = 500;
-  const SENDERS = 4;
-  let next = 0;
+  // Sent through an async producer with a spool: accepted = send() resolved (at the broker or in the spool), and a
+  // broker that is slow to answer on a loaded machine delays delivery, never loses or fails a send.
+  const producer = bus.producer({
+    messageType: type,
+    method: 'async',
+    maxBatch: BATCH,
+    spool: { path: join(dir, `${type}.spool.db`), fullWaitMs: 600_000 },
+  });
   const progress = setInterval(() => {
     readLogs(tally);
     process.stderr.write(
@@ -125,18 +137,13 @@ async function soak(name: string, url: string, dir: string): Promise<boolean> {
     );
   }, 10_000);
   try {
-    await Promise.all(
-      Array.from({ length: SENDERS }, async () => {
-        while (next < COUNT && Date.now() < DEADLINE) {
-          const from = next;
-          next = Math.min(COUNT, next + BATCH);
-          const bodies = [];
-          for (let n = from; n < next; n++) bodies.push({ n });
-          await bus.sendBatch(type, bodies);
-          accepted += bodies.length;
-        }
-      }),
-    );
+    for (let from = 0; from < COUNT && Date.now() < DEADLINE; from += BATCH) {
+      const bodies = [];
+      for (let n = from; n < Math.min(COUNT, from + BATCH); n++) bodies.push({ n });
+      await producer.send(bodies);
+      accepted += bodies.length;
+    }
+    await producer.flush();
     // Keep killing a while after the last send, then let the last consumers finish.
     const waitFor = async (share: number) => {
       for (readLogs(tally); tally.distinct < accepted * share && Date.now() < DEADLINE; readLogs(tally)) {
@@ -145,14 +152,17 @@ async function soak(name: string, url: string, dir: string): Promise<boolean> {
     };
     await waitFor(0.98);
     stopKilling = true;
+    stopped.abort();
     await killer;
     await waitFor(1);
   } finally {
     stopKilling = true;
+    stopped.abort();
     clearInterval(progress);
     await killer;
     await Promise.all(consumers.map(kill9));
     readLogs(tally);
+    await producer.close();
     await bus
       .admin()
       .deregisterMessageType(type)
@@ -175,6 +185,10 @@ async function soak(name: string, url: string, dir: string): Promise<boolean> {
 }
 
 const dir = mkdtempSync(join(tmpdir(), 'busbar-soak-'));
+// Whatever ends this process, no consumer outlives it.
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 let ok = true;
 try {
   for (const name of values.brokers!.split(',')) {
