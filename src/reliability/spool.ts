@@ -40,6 +40,8 @@ export const DEFAULT_SPOOL_DRAIN_ON_CLOSE_MS = 10_000;
 const MAX_RETRY_DELAY_MS = 2_000;
 /** Consecutive failures that are not BusErrors (so say nothing of retrying) before a batch is set aside. */
 const MAX_UNKNOWN_FAILURES = 20;
+/** send() into the spool lets the event loop run at least this often (ms). */
+const YIELD_EVERY_MS = 10;
 
 export function defaultSpoolPath(producerId: string, env: NodeJS.ProcessEnv = process.env): string {
   const base =
@@ -363,6 +365,7 @@ export class SpoolSender {
   #lastError: string | undefined;
   #closed = false;
   #retryTimer: { timer: NodeJS.Timeout; wake: () => void } | undefined;
+  #yieldedAt = performance.now();
 
   constructor(
     path: string,
@@ -453,6 +456,12 @@ export class SpoolSender {
     }
     this.file.append(batch);
     this.#kick();
+    // A local commit needs no I/O wait, so a caller looping over send() would never let the replay (or any timer)
+    // run: give the event loop a turn every few milliseconds.
+    if (performance.now() - this.#yieldedAt > YIELD_EVERY_MS) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      this.#yieldedAt = performance.now();
+    }
   }
 
   #kick(): void {
