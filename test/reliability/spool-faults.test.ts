@@ -118,7 +118,8 @@ for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', '
       await consume(type, counts);
       const child = startChild(
         producerScript,
-        [proxy!.url(url), type, join(dir, `${type}.db`), '0', '5000'],
+        // A publish timeout far above any confirm time, so nothing is resent without a fault even on a busy machine.
+        [proxy!.url(url), type, join(dir, `${type}.db`), '0', '5000', '60000'],
         acceptedLine(counts),
       );
       await child.waitFor(/^closed$/, 90_000);

@@ -121,7 +121,7 @@ describe('spool through a fault proxy (redis)', () => {
     const producer = bus.producer({
       messageType: type,
       producerId: 'sync-test',
-      spool: { path: join(dir, `${type}.db`), publishTimeoutMs: 300 },
+      spool: { path: join(dir, `${type}.db`), publishTimeoutMs: 2000 },
     });
     await producer.send(['direct']);
     assert.equal(producer.stats().spool!.replayed, 0);
