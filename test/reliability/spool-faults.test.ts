@@ -3,7 +3,7 @@
  * (test/helpers/fault-proxy.ts); the test cuts every connection, stalls traffic past the publish timeout, refuses
  * connections (the broker is "down") while the producer keeps accepting into its spool, kill -9s the producer with
  * messages in the spool, and starts it again on the same file. A consumer reads straight from the broker.
- * Counted: accepted (send() resolved, printed by the child), delivered (by id), duplicates (by id). Promised:
+ * Counted: accepted (send() resolved, logged by the child), delivered (by id), duplicates (by id). Promised:
  * every accepted message is delivered; a message with the same body never arrives under two ids (a duplicate is the
  * same message again); without faults, no duplicates.
  */
@@ -63,9 +63,9 @@ function checkPromise(counts: Counts, unprinted: number): void {
   for (const [n, ids] of counts.idsOfN) assert.equal(ids.size, 1, `body ${n} arrived under ${ids.size} ids`);
 }
 
-for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', 'redis']) as Array<
-  'rabbitmq' | 'redis'
->) {
+type Name = 'rabbitmq' | 'redis' | 'nats';
+// SPOOL_TEST_BROKERS=rabbitmq runs one broker's tests only (when working on one transport).
+for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', 'redis', 'nats']) as Name[]) {
   const url = BROKERS[name];
   describe(`spool under faults: ${name}`, () => {
     let skip: string | undefined;
@@ -76,7 +76,7 @@ for (const name of (process.env.SPOOL_TEST_BROKERS?.split(',') ?? ['rabbitmq', '
     const dir = mkdtempSync(join(tmpdir(), 'busbar-spool-'));
 
     before(async () => {
-      const { host, port } = hostPort(url, name === 'redis' ? 6379 : 5672);
+      const { host, port } = hostPort(url, { rabbitmq: 5672, redis: 6379, nats: 4222 }[name]);
       skip = await brokerSkipReason(name, () => tcpReachable(host, port));
       if (skip) return;
       proxy = await FaultProxy.start({ host, port });
