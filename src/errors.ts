@@ -36,6 +36,8 @@ export const ERROR_CODES = {
   BUSBAR_ERR_UNSUPPORTED_MEDIA_TYPE: { retryable: false, usage: false },
   BUSBAR_ERR_IDEMPOTENCY_KEY: { retryable: false, usage: false },
   BUSBAR_ERR_INTERNAL: { retryable: false, usage: false },
+  BUSBAR_ERR_SPOOL_FULL: { retryable: true, usage: false },
+  BUSBAR_ERR_SPOOL: { retryable: false, usage: false },
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

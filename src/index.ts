@@ -5,9 +5,19 @@ export { type HandleOptions, Handler } from './bus/handler.ts';
 export { Message } from './bus/message.ts';
 export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';
 export * from './bus/options.ts';
-export { message, Outgoing, Producer, type ProducerOptions } from './bus/producer.ts';
+export { message, Outgoing, Producer, type ProducerOptions, type ProducerStats } from './bus/producer.ts';
 export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/index.ts';
 export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
 export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';
 export { DEAD_LETTER_HEADERS, type OutgoingOptions } from './message/envelope.ts';
+export {
+  type Inbox,
+  type InboxOptions,
+  type InboxStats,
+  type PgClientLike,
+  type PgPoolLike,
+  pgInbox,
+  sqliteInbox,
+} from './reliability/inbox.ts';
+export { defaultSpoolPath, type SpoolOptions, type SpoolStats } from './reliability/spool.ts';
 export type * from './transport/contract.ts';

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { BusError, checkTypeName, isBusError, toBusError } from '../errors.ts';
 import type { Body } from '../message/codec.ts';
 import { buildMessage, DEFAULT_SOURCE, type OutgoingOptions } from '../message/envelope.ts';
+import { defaultSpoolPath, type SpoolOptions, SpoolSender, type SpoolStats } from '../reliability/spool.ts';
 import type { Transport, TransportMessage } from '../transport/contract.ts';
 import {
   backoffMs,
@@ -66,6 +67,21 @@ export interface ProducerOptions {
   maxPending?: number;
   /** async: retries of a retryable publish failure before it is reported. */
   retries?: number;
+  /**
+   * A local SQLite file for what the broker has not confirmed: `true` (the default path), a path, or options. Then
+   * send() resolves once its messages are durable at the broker or in the spool, and the spool is replayed in order
+   * when the broker is back (also by the next process that opens the same file after a crash). async: every batch
+   * goes through the file and send() never waits for the broker; sync: straight to the broker, into the file only
+   * when the broker fails or does not answer in time. See docs/reliability.md.
+   */
+  spool?: boolean | string | SpoolOptions;
+}
+
+export interface ProducerStats {
+  /** async without a spool: messages queued in memory, not yet sent. */
+  readonly queued: number;
+  /** The spool's counts, when the producer has one. */
+  readonly spool?: SpoolStats | undefined;
 }
 
 export interface ProducerEvents {
@@ -87,8 +103,10 @@ export class Producer extends EventEmitter<ProducerEvents> {
   readonly #unreported: BusError[] = [];
   readonly #idle: Array<() => void> = [];
   readonly #space: Array<() => void> = [];
+  readonly #spool: SpoolSender | undefined;
   #flushing = false;
   #closed = false;
+  #closing: Promise<void> | undefined;
 
   constructor(transport: Transport, options: ProducerOptions) {
     super();
@@ -107,6 +125,32 @@ export class Producer extends EventEmitter<ProducerEvents> {
     this.#maxBatch = options.maxBatch ?? DEFAULT_ASYNC_BATCH;
     this.#maxPending = options.maxPending ?? DEFAULT_ASYNC_MAX_PENDING;
     this.#retries = options.retries ?? DEFAULT_ASYNC_RETRIES;
+    if (options.spool !== undefined && options.spool !== false) {
+      const spool: SpoolOptions =
+        options.spool === true ? {} : typeof options.spool === 'string' ? { path: options.spool } : options.spool;
+      if (spool.path === undefined && this.producerId === DEFAULT_SOURCE) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          'a spool needs a name that survives a restart: give the producer a producerId (its default spool file is ' +
+            'named after it) or spool.path',
+        );
+      }
+      this.#spool = new SpoolSender(spool.path ?? defaultSpoolPath(this.producerId), {
+        ...spool,
+        mode: method === 'async' ? 'through' : 'fallback',
+        publish: (type, batch) => this.#transport.publish(type, batch),
+        maxBatch: this.#maxBatch,
+        onFailure: (failure) => {
+          if (this.listenerCount('error') > 0) this.emit('error', failure);
+          else this.#unreported.push(failure);
+        },
+      });
+    }
+  }
+
+  /** In-memory queue and spool counts (messages, bytes, oldest age, failed, last error). */
+  stats(): ProducerStats {
+    return { queued: this.#queue.length, spool: this.#spool?.stats() };
   }
 
   async send(messages: readonly unknown[]): Promise<void> {
@@ -118,6 +162,10 @@ export class Producer extends EventEmitter<ProducerEvents> {
     }
     const batch = buildBatch(this.messageType, this.producerId, messages, this.#defaults, 'producer.send');
     if (batch.length === 0) return;
+    if (this.#spool) {
+      await this.#spool.send(batch);
+      return;
+    }
     if (this.method === 'sync') {
       await this.#transport.publish(this.messageType, batch);
       return;
@@ -166,9 +214,13 @@ export class Producer extends EventEmitter<ProducerEvents> {
     }
   }
 
-  /** Waits until every queued message was published or reported; rejects with failures no listener took. */
+  /**
+   * Waits until every queued message was published or reported (with a spool: until the spool is empty, which
+   * waits for the broker however long it is away); rejects with failures no listener took.
+   */
   async flush(): Promise<void> {
     if (this.#flushing) await new Promise<void>((resolve) => this.#idle.push(resolve));
+    if (this.#spool && !this.#closed) await this.#spool.drained();
     const failures = this.#unreported.splice(0);
     if (failures.length === 1) throw failures[0];
     if (failures.length > 1) {
@@ -186,10 +238,16 @@ export class Producer extends EventEmitter<ProducerEvents> {
     await this.#transport.admin.purge(this.messageType);
   }
 
-  /** Idempotent; flushes queued async messages first. */
-  async close(): Promise<void> {
+  /**
+   * Idempotent; flushes queued async messages first. With a spool: drains it for up to spool.drainOnCloseMs, then
+   * leaves the rest in the file for the next producer that opens it (or `busbar spool flush`).
+   */
+  close(): Promise<void> {
     this.#closed = true;
-    await this.flush();
+    this.#closing ??= (async () => {
+      await this.#spool?.close();
+    })();
+    return this.#closing.then(() => this.flush());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

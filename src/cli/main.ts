@@ -6,6 +6,7 @@ import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
+import { SPOOL_HELP } from './spool.ts';
 import { STATS_HELP } from './stats.ts';
 import { version } from './version.ts';
 
@@ -27,6 +28,7 @@ Commands:
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
+  spool status|flush          what a producer's spool holds; send it to the broker now
   demo                        send and receive one message to check the setup
   version                     print busbar's version (also -v, --version)
 
@@ -55,6 +57,9 @@ ${COMMON}`,
   stats: `${STATS_HELP}
 
 ${COMMON}`,
+  spool: `${SPOOL_HELP}
+
+${COMMON}`,
   serve: `Usage: busbar serve [--host H] [--port P] [--insecure]
 
 Runs the REST gateway (default 127.0.0.1:8080) on the configured broker (embedded unless --broker / --config say
@@ -79,6 +84,10 @@ const COMMANDS: Record<string, Command> = {
   purge,
   stats,
   demo,
+  spool: async (argv, ctx) => {
+    const { spool } = await import('./spool.ts');
+    await spool(argv, ctx);
+  },
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');
     await serve(argv, ctx);
