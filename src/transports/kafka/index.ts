@@ -44,6 +44,15 @@ interface PendingSend {
   reject: (error: unknown) => void;
 }
 
+/**
+ * A produce against a broker that is gone: the client's own attempts before it gives up (250 ms apart), and how
+ * long busbar then keeps looking the leaders up again and resending (see #send).
+ */
+const CLIENT_SEND_RETRIES = 8;
+const FAILOVER_PATIENCE_MS = 60_000;
+const FAILOVER_PAUSE_MS = 250;
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Limits of one folded send (a Kafka request holds many batches; keep each well under the broker's limits). */
 const MAX_SEND_RECORDS = 5000;
 const MAX_SEND_BYTES = 8 * 1024 * 1024;
@@ -77,6 +86,7 @@ class KafkaTransport implements Transport, SubscriptionHost {
       acks: -1,
       // Same partition for a key as Java clients and librdkafka's murmur2_random partitioner.
       partitioner: compatibilityPartitioner,
+      retries: CLIENT_SEND_RETRIES,
       retryDelay: 250,
     });
     this.admin = new KafkaAdmin(this.#client, settings, (group, type) => this.#inflight(group, type));
@@ -134,13 +144,37 @@ class KafkaTransport implements Transport, SubscriptionHost {
         bytes += next.records.reduce((sum, r) => sum + (r.value?.byteLength ?? 0), 0);
       }
       try {
-        await this.#producer.send({ messages: taken.flatMap((t) => t.records) });
+        await this.#send(taken.flatMap((t) => t.records));
         for (const t of taken) t.resolve();
       } catch (error) {
         for (const t of taken) t.reject(error);
       }
     }
     this.#sendLoop = undefined;
+  }
+
+  /**
+   * One produce, through a failover. The client retries a produce against the leader it looked up first for as long
+   * as it has retries, also when that broker is dead and another replica has taken over (@platformatic/kafka 1.35 and
+   * 2.12; an idempotent producer's default is unlimited retries, so a send hung for ever). busbar gives the client a
+   * few retries, then drops its metadata and sends again, until the new leader takes the batch or the patience runs
+   * out. A resend of a batch the old leader did write is dropped by the broker: the idempotent producer's sequence
+   * numbers only move on success.
+   */
+  async #send(records: KafkaRecord[]): Promise<void> {
+    const giveUpAt = Date.now() + FAILOVER_PATIENCE_MS;
+    for (;;) {
+      try {
+        await this.#producer.send({ messages: records });
+        return;
+      } catch (error) {
+        if (this.#closing || Date.now() >= giveUpAt || kafkaError(error, 'BUSBAR_ERR_PUBLISH', '').retryable !== true) {
+          throw error;
+        }
+        this.#producer.clearMetadata();
+        await sleep(FAILOVER_PAUSE_MS);
+      }
+    }
   }
 
   closed(subscription: KafkaSubscription): void {
