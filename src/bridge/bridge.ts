@@ -85,6 +85,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   readonly #lagHistory: number[] = [];
   #lag: number | null = null;
   #behind = false;
+  /** The lag when it started to grow, while behind: caught up once the lag is back there. */
+  #behindFrom = 0;
   #discovering: Promise<void> | undefined;
   #failure: BusError | undefined;
   #closing: Promise<void> | undefined;
@@ -260,8 +262,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const growing = h.length === BEHIND_SAMPLES + 1 && h.every((v, i) => i === 0 || v > h[i - 1]!);
     if (growing && !this.#behind) {
       this.#behind = true;
+      this.#behindFrom = h[0]!;
       this.emit('behind', this.stats());
-    } else if (this.#behind && !growing && total <= h[0]!) {
+    } else if (this.#behind && !growing && total <= this.#behindFrom) {
       this.#behind = false;
       this.emit('caught-up', this.stats());
     }

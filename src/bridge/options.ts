@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import type { MessageBus } from '../bus/bus.ts';
 import { ackTimeout, wholeNumber } from '../bus/consumer.ts';
 import type { BusOptions } from '../config/index.ts';
@@ -47,7 +48,7 @@ export interface BridgeOptions {
   /** How often the source's unread count for the group is sampled (ms); 0: never (no lag, no "behind"). */
   lagIntervalMs?: number;
   drainTimeoutMs?: number;
-  /** Identifies the bridge's consumers at the source. Default `bridge-<group>`. */
+  /** Names the bridge's consumers at the source (logs, broker consumer names). Default `bridge-<host>-<pid>`. */
   consumerId?: string;
 }
 
@@ -104,7 +105,7 @@ export function resolveBridgeOptions(options: BridgeOptions): ResolvedBridgeOpti
   return Object.freeze({
     patterns,
     group,
-    consumerId: options.consumerId ?? `bridge-${group}`,
+    consumerId: options.consumerId ?? `bridge-${hostname()}-${process.pid}`,
     renames: pairs.map(([from, to]) => makeRename(from, to)),
     offset,
     ackTimeoutMs: ackTimeout(options.ackTimeoutMs ?? DEFAULT_BRIDGE_ACK_TIMEOUT_MS),

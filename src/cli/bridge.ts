@@ -38,8 +38,8 @@ samples in a row the bridge says that it is falling behind, and again when it ca
 signal (what was read is published and acked first, for up to 10 s), 1 when the target refuses a message (nothing
 of it is acked), 2 for usage errors.`;
 
-/** How often the status line is printed where stderr is not a terminal. */
-const LOG_EVERY_MS = 30_000;
+/** How often (in 1-s ticks) the status line is printed where stderr is not a terminal. */
+const LOG_EVERY_TICKS = 30;
 
 export async function bridgeCommand(argv: string[], ctx: CommandContext): Promise<void> {
   const { values } = parse('bridge', argv, {
@@ -111,25 +111,31 @@ export async function bridgeCommand(argv: string[], ctx: CommandContext): Promis
     recent.set(error.message, now);
     say(`warning: ${error.message} (${error.code}); retrying`);
   });
-  bridge.on('type', (lane) => say(`bridging '${lane.type}' -> '${lane.target}'`));
+  bridge.on('type', (lane) => say(`found type '${lane.type}': bridging it to '${lane.target}'`));
   bridge.on('behind', (s) =>
     say(
       `the bridge is falling behind: the source holds ${s.lag} unread message(s) for group '${s.group}', more at each of the last samples (${s.ratePerSec}/s forwarded)`,
     ),
   );
   bridge.on('caught-up', (s) => say(`the bridge caught up: lag ${s.lag}`));
+  let ticks = 0;
   const tick = setInterval(() => {
+    ticks++;
     const s = bridge.stats();
     if (values.json) ctx.out.write(`${JSON.stringify({ time: new Date().toISOString(), ...s })}\n`);
     if (process.stderr.isTTY) progress.show(statusLine(s));
-    else if (s.uptimeMs % LOG_EVERY_MS < 1000) say(statusLine(s));
+    else if (ticks % LOG_EVERY_TICKS === 0) say(statusLine(s));
   }, 1000);
   try {
     const stopped = new Promise((resolve) => stop.signal.addEventListener('abort', resolve));
     await Promise.race([bridge.ready(), stopped]);
     if (!stop.signal.aborted) {
       const s = bridge.stats();
-      say(`bridge ${s.from} -> ${s.to} running, group '${s.group}', ${s.types.length} type(s)`);
+      const names = s.types.slice(0, 10).map((l) => (l.type === l.target ? l.type : `${l.type} -> ${l.target}`));
+      const more = s.types.length > 10 ? `, and ${s.types.length - 10} more` : '';
+      say(
+        `bridge ${s.from} -> ${s.to} running, group '${s.group}', ${s.types.length} type(s): ${names.join(', ')}${more}`,
+      );
       await Promise.race([bridge.done, stopped]);
     }
   } finally {
