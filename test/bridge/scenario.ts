@@ -51,13 +51,20 @@ class BridgeProcess {
   readonly child: ChildProcessWithoutNullStreams;
   readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr = '';
+  /** The last stats line the bridge printed (--json). */
+  lastStats = '';
+  #partial = '';
   readonly #killOnExit = () => this.child.kill('SIGKILL');
 
   constructor(args: string[]) {
     this.child = spawn(process.execPath, [bin, 'bridge', ...args], {
       env: { ...process.env, BUSBAR_BROKER: '', BUSBAR_CONFIG: '' },
     });
-    this.child.stdout.resume();
+    this.child.stdout.on('data', (d) => {
+      const lines = (this.#partial + d).split('\n');
+      this.#partial = lines.pop()!;
+      if (lines.length > 0) this.lastStats = lines.at(-1)!;
+    });
     this.child.stderr.on('data', (d) => {
       this.stderr += d;
     });
@@ -265,6 +272,7 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
       '200',
       '--batch',
       '100',
+      '--json',
     ]);
     bridges.push(bridge);
     await bridge.running();
@@ -313,6 +321,11 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
   );
   const exit = await bridge.stop();
   log(t, `bridge stopped: ${bridge.stderr.trim().split('\n').at(-1)}`);
+  const { forwarded, publishRetries, ackFailures, consumerRestarts, types } = JSON.parse(bridge.lastStats);
+  log(
+    t,
+    `last bridge: ${JSON.stringify({ forwarded, publishRetries, ackFailures, consumerRestarts, joined: types[0].joined })}`,
+  );
   await r.stop();
 
   const unknown = [...r.seen.keys()].filter((id) => !p.attempted.has(id));
