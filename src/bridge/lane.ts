@@ -32,6 +32,7 @@ const PERMANENT = new Set([
 ]);
 
 const RETRY = { initialDelayMs: 100, maxDelayMs: 5000, factor: 2 } as const;
+const ACK_REPORT_MS = 10_000;
 
 export function isPermanent(error: unknown): boolean {
   return isBusError(error) && PERMANENT.has(error.code);
@@ -114,6 +115,8 @@ export class Lane {
   #consumerRestarts = 0;
   #lag: number | null = null;
   #lastError: string | null = null;
+  #ackReportedAt = 0;
+  #unreportedAckFailures = 0;
 
   constructor(host: LaneHost, type: string, target: string) {
     this.#host = host;
@@ -257,7 +260,7 @@ export class Lane {
     for (let attempt = 1; ; attempt++) {
       try {
         await this.#host.target.sendBatch(this.target, messages);
-        if (attempt > 1) this.#state = this.#stop.signal.aborted ? this.#state : 'running';
+        if (this.#state === 'retrying') this.#state = 'running';
         return true;
       } catch (error) {
         const failure = toBusError(error, 'BUSBAR_ERR_PUBLISH', `publishing to '${this.target}' at the target`);
@@ -288,14 +291,34 @@ export class Lane {
       for (const copy of entry.copies) {
         const ack: Promise<void> = copy
           .ack()
-          .catch((error) => {
-            this.#ackFailures++;
-            this.#problem(toBusError(error, 'BUSBAR_ERR_ACK', `acking '${this.type}' ${entry.id} at the source`), true);
-          })
+          .catch((error) => this.#ackFailed(toBusError(error, 'BUSBAR_ERR_ACK', 'ack')))
           .finally(() => this.#acks.delete(ack));
         this.#acks.add(ack);
       }
     }
+  }
+
+  /**
+   * A lost ack means the source sends the message again (same id). A source that goes away fails every ack in
+   * flight: they are reported together, at most once per ACK_REPORT_MS, not one warning each.
+   */
+  #ackFailed(error: BusError): void {
+    this.#ackFailures++;
+    this.#unreportedAckFailures++;
+    const now = Date.now();
+    if (now - this.#ackReportedAt < ACK_REPORT_MS) return;
+    this.#ackReportedAt = now;
+    const count = this.#unreportedAckFailures;
+    this.#unreportedAckFailures = 0;
+    this.#problem(
+      new BusError(
+        error.code,
+        `${count} ack(s) of '${this.type}' failed at the source (the target has those messages; the source will ` +
+          `send them again, with the same ids), latest: ${error.message}`,
+        { cause: error, retryable: true },
+      ),
+      true,
+    );
   }
 
   #problem(error: BusError, report: boolean): void {
