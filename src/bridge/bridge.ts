@@ -11,7 +11,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { MessageBus } from '../bus/bus.ts';
-import { type BusError, toBusError } from '../errors.ts';
+import { BusError, toBusError } from '../errors.ts';
 import { Lane, type LaneHost, type LaneStats } from './lane.ts';
 import {
   BEHIND_SAMPLES,
@@ -91,6 +91,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   #failure: BusError | undefined;
   #closing: Promise<void> | undefined;
   #settle: (() => void) | undefined;
+  /** Source and target are the same broker: a type may not be published to itself, nor to one the bridge reads. */
+  readonly #loopback: boolean;
 
   /** Connects to both brokers, starts moving the types named exactly and those the source lists now. */
   static async start(options: BridgeOptions): Promise<Bridge> {
@@ -103,7 +105,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       if (source.owned) await source.bus.close().catch(() => {});
       throw error;
     }
-    const bridge = new Bridge(resolved, source, target);
+    const bridge = new Bridge(resolved, source, target, sameBroker(options.from, options.to));
     try {
       await bridge.#begin();
     } catch (error) {
@@ -113,9 +115,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     return bridge;
   }
 
-  private constructor(options: ResolvedBridgeOptions, source: Side, target: Side) {
+  private constructor(options: ResolvedBridgeOptions, source: Side, target: Side, loopback: boolean) {
     super();
     this.options = options;
+    this.#loopback = loopback;
     this.#source = source;
     this.#target = target;
     this.done = new Promise((resolve, reject) => {
@@ -184,11 +187,28 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   #add(type: string, partitions: number): Lane | undefined {
     if (this.#lanes.has(type) || this.#closing) return undefined;
     const target = targetTypeOf(type, this.options.renames);
+    if (this.#loopback && this.#loops(type, target)) return undefined;
     const lane = new Lane(this.#host, type, target);
     this.#lanes.set(type, lane);
     void this.#prepareTarget(target, partitions);
     this.emit('type', lane.stats());
     return lane;
+  }
+
+  /**
+   * On one broker, moving a type onto itself, or reading a type this bridge writes (or writing one it reads), would
+   * send every message round for ever: an exact name that would is an error, a type a pattern found is skipped.
+   */
+  #loops(type: string, target: string): boolean {
+    const lanes = [...this.#lanes.values()];
+    const loops = target === type || lanes.some((l) => l.target === type || l.type === target);
+    if (!loops) return false;
+    const why = `'${type}' -> '${target}' on the same broker would send messages round in a loop`;
+    if (this.options.patterns.some((p) => p.exact && p.text === type)) {
+      throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${why}: rename it to a type the bridge does not read`);
+    }
+    this.emit('warning', new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${why}: skipped`));
+    return true;
   }
 
   /** A target type made before the first publish gets the source's partitions, so keys spread as at the source. */
@@ -323,6 +343,13 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** Both ends name the same broker (the same bus, URL, or options' broker URL). */
+function sameBroker(from: Endpoint, to: Endpoint): boolean {
+  if (from === to) return true;
+  const url = (e: Endpoint) => (typeof e === 'string' ? e : e instanceof MessageBus ? undefined : e.broker);
+  return url(from) !== undefined && url(from) === url(to);
 }
 
 /** True when `work` settled within `ms`. */

@@ -225,6 +225,23 @@ describe('bridge (library, embedded -> embedded)', { timeout: 120_000 }, () => {
     assert.equal(await a.bus.admin().unreadCount('big', 'busbar-bridge'), 1);
   });
 
+  it('on one broker, a type is never published to itself or to a type the bridge reads', async (t) => {
+    const a = await embedded(t, 'a');
+    await assert.rejects(
+      bridge({ from: a.bus, to: a.bus, types: 'orders' }),
+      (e: BusError) => e.code === 'BUSBAR_ERR_INVALID_ARGUMENT' && /loop/.test(e.message),
+    );
+    await a.bus.send('in.x', 'one');
+    await a.bus.send('out.x', 'old');
+    const running = await bridge({ from: a.bus, to: a.bus, types: ['in.*', 'out.*'], rename: { 'in.*': 'out.*' } });
+    t.after(() => running.close());
+    assert.deepEqual([...running.types], [['in.x', 'out.x']]);
+    assert.deepEqual(
+      (await take(a.bus, 'out.x', 2)).map((m) => m.body),
+      ['old', 'one'],
+    );
+  });
+
   it('checks its options: bad patterns, renames and missing ends are errors that say what to write', async () => {
     const bad = async (options: Record<string, unknown>, pattern: RegExp) =>
       assert.rejects(
