@@ -307,11 +307,13 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
     log(t, `source ${from.name} restarted`);
     await confirm(step, 'after the source restart');
     await arrive(step, 'after the source restart');
+    log(t, `after the source restart: ${state().split(';')[0]}`);
   }
   if (to.restart) {
     await to.restart();
     log(t, `target ${to.name} restarted`);
     await arrive(step, 'after the target restart');
+    log(t, `after the target restart: ${state().split(';')[0]}`);
   }
 
   await p.stop();
