@@ -160,6 +160,8 @@ class Reader {
   readonly seen = new Map<string, number>();
   arrivals = 0;
   restarts = 0;
+  /** The reader's own acks the target refused (a target restart): those come to it again, its own duplicates. */
+  ackFailures = 0;
   readonly problems: string[] = [];
   readonly #lastSeqOfKey = new Map<string, number>();
   readonly #orderPerKey: boolean;
@@ -195,7 +197,9 @@ class Reader {
           if (this.#stopped) break;
           if (!m) continue;
           this.#record(m);
-          await m.ack().catch(() => {});
+          await m.ack().catch(() => {
+            this.ackFailures++;
+          });
         }
       } catch (error) {
         if (first) {
