@@ -342,7 +342,7 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
   const duplicates = r.arrivals - r.unique;
   log(
     t,
-    `arrived ${r.unique} unique (${duplicates} duplicate deliveries, all with the same id), reader restarts ${r.restarts}`,
+    `arrived ${r.unique} unique (${duplicates} duplicate deliveries, all with the same id), reader restarts ${r.restarts}, its failed acks ${r.ackFailures}`,
   );
   assert.deepEqual(unknown, [], 'messages at the target that were never sent');
   assert.deepEqual(r.problems.slice(0, 10), [], 'messages that changed on the way');
