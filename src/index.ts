@@ -1,3 +1,12 @@
+export {
+  Bridge,
+  type BridgeEvents,
+  type BridgeOptions,
+  type BridgeStats,
+  bridge,
+  DEFAULT_BRIDGE_GROUP,
+  type LaneStats,
+} from './bridge/index.ts';
 export { Admin, type ExpiryOptions, type Registration } from './bus/admin.ts';
 export { MessageBus } from './bus/bus.ts';
 export { Consumer, type ConsumerOptions, type ReceiveOptions } from './bus/consumer.ts';

@@ -3,6 +3,7 @@
  * configuration errors, 1 otherwise.
  */
 import { BusError, isBusError } from '../errors.ts';
+import { BRIDGE_HELP } from './bridge.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
@@ -29,6 +30,7 @@ Commands:
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
   spool status|flush          what a producer's spool holds; send it to the broker now
+  bridge --from URL --to URL  move messages from one broker to another
   demo                        send and receive one message to check the setup
   version                     print busbar's version (also -v, --version)
 
@@ -68,6 +70,12 @@ tokens in the config's server section, or --insecure. Stops cleanly on SIGINT / 
 npx or npm start and npm is stopped); a second signal exits at once. See docs/rest.md.
 
 ${COMMON}`,
+  bridge: `${BRIDGE_HELP}
+
+Other options:
+  --config FILE    config file (JSON, YAML, or CORTX message_bus.conf) for both sides' settings other than the
+                   broker (timeouts, TLS); --from and --to name the brokers
+  -h, --help       show help`,
   demo: `Usage: busbar demo
 
 Sends one message and receives it back, to check that the broker works.
@@ -87,6 +95,10 @@ const COMMANDS: Record<string, Command> = {
   spool: async (argv, ctx) => {
     const { spool } = await import('./spool.ts');
     await spool(argv, ctx);
+  },
+  bridge: async (argv, ctx) => {
+    const { bridgeCommand } = await import('./bridge.ts');
+    await bridgeCommand(argv, ctx);
   },
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');

@@ -11,17 +11,29 @@ export class Progress {
   }
 
   update(done: number, total?: number): void {
-    if (!this.#enabled) return;
-    const now = Date.now();
-    if (now - this.#last < 100) return;
-    this.#last = now;
-    this.#shown = true;
     const width = 30;
     const bar =
       total && total > 0
         ? `[${'#'.repeat(Math.round((done / total) * width)).padEnd(width, '.')}] ${done}/${total}`
         : `${done} sent`;
-    process.stderr.write(`\r${this.#label} ${bar}`);
+    this.show(bar);
+  }
+
+  /** Redraws the line as `<label> <text>` (padded over a longer previous one). */
+  show(text: string): void {
+    if (!this.#enabled) return;
+    const now = Date.now();
+    if (now - this.#last < 100) return;
+    this.#last = now;
+    this.#shown = true;
+    process.stderr.write(`\r${`${this.#label} ${text}`.padEnd(70)}`);
+  }
+
+  /** Clears the line, so a message can be printed; the next show() draws it again. */
+  clear(): void {
+    if (this.#enabled && this.#shown) process.stderr.write(`\r${' '.repeat(70)}\r`);
+    this.#shown = false;
+    this.#last = 0;
   }
 
   done(summary: string): void {
