@@ -10,4 +10,14 @@ export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/in
 export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
 export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';
 export { DEAD_LETTER_HEADERS, type OutgoingOptions } from './message/envelope.ts';
+export {
+  PgOutbox,
+  type PgOutboxOptions,
+  type Queryable,
+  Relay,
+  type RelayEvents,
+  type RelayOptions,
+  SqliteOutbox,
+  type SqliteOutboxOptions,
+} from './reliability/outbox/index.ts';
 export type * from './transport/contract.ts';

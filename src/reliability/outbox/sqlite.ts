@@ -1,0 +1,197 @@
+/**
+ * The SQLite outbox, for apps that keep their data in a file (node:sqlite): `outbox.send(db, type, body)` inside the
+ * application's transaction on its own DatabaseSync, and a relay with a connection of its own to the same file. A
+ * batch is claimed under BEGIN IMMEDIATE (SQLite's write lock), so several relays, in one process or many, take
+ * turns and every message leaves in the order it was written.
+ */
+import type { DatabaseSync } from 'node:sqlite';
+import { BusError } from '../../errors.ts';
+import type { Body } from '../../message/codec.ts';
+import type { OutgoingOptions } from '../../message/envelope.ts';
+import type { TransportMessage } from '../../transport/contract.ts';
+import { checkIdentifier, DEFAULT_TABLE, type OutboxRow, outgoing, type RelayTarget, rowToMessage } from './common.ts';
+import { Relay, type RelayOptions, type RelaySource } from './relay.ts';
+
+export interface SqliteOutboxOptions {
+  /** The database file the app writes its rows to; the relay opens its own connection to it. */
+  path: string;
+  table?: string;
+  /** How long a connection of the outbox waits for another's write lock (default 5000 ms). */
+  busyTimeoutMs?: number;
+  /** The CloudEvents source of messages sent without one (default: busbar://<host>/<pid>). */
+  source?: string;
+}
+
+function openDatabase(path: string, busyTimeoutMs: number): DatabaseSync {
+  const sqlite = process.getBuiltinModule('node:sqlite') as typeof import('node:sqlite') | undefined;
+  if (!sqlite) {
+    throw new BusError('BUSBAR_ERR_UNSUPPORTED', `the SQLite outbox needs node:sqlite: use Node.js 22.20+ or 24.7+`);
+  }
+  try {
+    return new sqlite.DatabaseSync(path, { timeout: busyTimeoutMs });
+  } catch (error) {
+    throw new BusError(
+      'BUSBAR_ERR_CONFIG_FILE',
+      `cannot open the outbox database ${path}: ${(error as Error).message}: check that the path is a writable file`,
+      { cause: error },
+    );
+  }
+}
+
+function isDatabase(value: unknown): value is DatabaseSync {
+  return typeof (value as DatabaseSync)?.prepare === 'function' && typeof (value as DatabaseSync)?.exec === 'function';
+}
+
+export class SqliteOutbox {
+  readonly path: string;
+  readonly table: string;
+  readonly #busyTimeoutMs: number;
+  readonly #source: string | undefined;
+  readonly #wakers = new Set<() => void>();
+  #own: DatabaseSync | undefined;
+
+  constructor(options: SqliteOutboxOptions) {
+    if (typeof options?.path !== 'string' || options.path === '' || options.path === ':memory:') {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        'SqliteOutbox needs the path of the database file the app uses (the relay opens it too): new SqliteOutbox({ path })',
+      );
+    }
+    this.path = options.path;
+    this.table = checkIdentifier(options.table ?? DEFAULT_TABLE, 'table');
+    this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
+    this.#source = options.source;
+  }
+
+  #ownDatabase(): DatabaseSync {
+    this.#own ??= openDatabase(this.path, this.#busyTimeoutMs);
+    return this.#own;
+  }
+
+  /** Creates the table when missing (idempotent). */
+  install(db: DatabaseSync = this.#ownDatabase()): void {
+    db.exec(`CREATE TABLE IF NOT EXISTS "${this.table}" (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      id TEXT NOT NULL,
+      type TEXT NOT NULL,
+      key TEXT,
+      source TEXT NOT NULL,
+      time TEXT NOT NULL,
+      content_type TEXT NOT NULL,
+      headers TEXT NOT NULL,
+      body BLOB NOT NULL,
+      created_at INTEGER NOT NULL)`);
+  }
+
+  /** Writes one message in the caller's transaction (on the app's own DatabaseSync); returns its id. */
+  send(db: DatabaseSync, type: string, body: Body, options: OutgoingOptions = {}): string {
+    const message = outgoing(type, body, options, this.#source);
+    this.#insert(db, [message]);
+    return message.id;
+  }
+
+  #insert(db: unknown, messages: readonly TransportMessage[]): void {
+    if (!isDatabase(db)) {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        'the SQLite outbox writes through your node:sqlite DatabaseSync, inside your transaction: pass that database',
+      );
+    }
+    const insert = db.prepare(
+      `INSERT INTO "${this.table}" (id, type, key, source, time, content_type, headers, body, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    );
+    const now = Date.now();
+    for (const m of messages) {
+      insert.run(m.id, m.type, m.key ?? null, m.source, m.time, m.contentType, JSON.stringify(m.headers), m.body, now);
+    }
+    if (this.#wakers.size > 0) setImmediate(() => this.#wakers.forEach((wake) => wake()));
+  }
+
+  /** Writes built messages in the caller's transaction (the web middleware's req.bus.writeTo(db)). */
+  async write(db: unknown, messages: readonly TransportMessage[]): Promise<void> {
+    this.#insert(db, messages);
+  }
+
+  /** Writes built messages in a transaction of the outbox's own connection. */
+  async writeOwn(messages: readonly TransportMessage[]): Promise<void> {
+    const db = this.#ownDatabase();
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      this.#insert(db, messages);
+      db.exec('COMMIT');
+    } catch (error) {
+      if (db.isTransaction) db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  /** Messages written and not yet relayed. */
+  pending(db: DatabaseSync = this.#ownDatabase()): number {
+    return Number((db.prepare(`SELECT count(*) AS n FROM "${this.table}"`).get() as { n: number }).n);
+  }
+
+  /** Starts a relay in this process: it publishes through `bus` until closed. */
+  relay(bus: RelayTarget, options: RelayOptions = {}): Relay {
+    const source = new SqliteRelaySource(openDatabase(this.path, this.#busyTimeoutMs), this.table, this.#wakers);
+    return new Relay(source, bus, options);
+  }
+
+  /** Closes the outbox's own connection (the app's database stays open). */
+  close(): void {
+    this.#own?.close();
+    this.#own = undefined;
+  }
+}
+
+class SqliteRelaySource implements RelaySource {
+  readonly #db: DatabaseSync;
+  readonly #table: string;
+  readonly #wakers: Set<() => void>;
+
+  constructor(db: DatabaseSync, table: string, wakers: Set<() => void>) {
+    this.#db = db;
+    this.#table = table;
+    this.#wakers = wakers;
+  }
+
+  async relayBatch(limit: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number> {
+    const db = this.#db;
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      const rows = db
+        .prepare(
+          `SELECT seq, id, type, key, source, time, content_type, headers, body FROM "${this.#table}" ORDER BY seq LIMIT ?`,
+        )
+        .all(limit) as unknown as OutboxRow[];
+      if (rows.length > 0) {
+        await publish(rows.map(rowToMessage));
+        const last = rows.at(-1)!.seq;
+        db.prepare(`DELETE FROM "${this.#table}" WHERE seq <= ?`).run(last as number);
+      }
+      db.exec('COMMIT');
+      return rows.length;
+    } catch (error) {
+      if (db.isTransaction) db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  waitForWork(pollMs: number, signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#wakers.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, pollMs);
+      signal.addEventListener('abort', done, { once: true });
+      this.#wakers.add(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.#db.close();
+  }
+}
