@@ -5,6 +5,7 @@
 import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
 import { RECEIVE_HELP } from './receive.ts';
+import { RELAY_HELP } from './relay-help.ts';
 import { SEND_HELP } from './send.ts';
 import { STATS_HELP } from './stats.ts';
 import { version } from './version.ts';
@@ -27,6 +28,7 @@ Commands:
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
+  relay --outbox URL          send what an app wrote to its transactional outbox
   demo                        send and receive one message to check the setup
   version                     print busbar's version (also -v, --version)
 
@@ -63,6 +65,9 @@ tokens in the config's server section, or --insecure. Stops cleanly on SIGINT / 
 npx or npm start and npm is stopped); a second signal exits at once. See docs/rest.md.
 
 ${COMMON}`,
+  relay: `${RELAY_HELP}
+
+${COMMON}`,
   demo: `Usage: busbar demo
 
 Sends one message and receives it back, to check that the broker works.
@@ -82,6 +87,10 @@ const COMMANDS: Record<string, Command> = {
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');
     await serve(argv, ctx);
+  },
+  relay: async (argv, ctx) => {
+    const { relay } = await import('./relay.ts');
+    await relay(argv, ctx);
   },
 };
 

@@ -104,7 +104,11 @@ export class SqliteOutbox {
     for (const m of messages) {
       insert.run(m.id, m.type, m.key ?? null, m.source, m.time, m.contentType, JSON.stringify(m.headers), m.body, now);
     }
-    if (this.#wakers.size > 0) setImmediate(() => this.#wakers.forEach((wake) => wake()));
+    if (this.#wakers.size > 0) {
+      setImmediate(() => {
+        for (const wake of this.#wakers) wake();
+      });
+    }
   }
 
   /** Writes built messages in the caller's transaction (the web middleware's req.bus.writeTo(db)). */
