@@ -15,11 +15,21 @@ interface Outbox {
   close(): unknown;
 }
 
-function openOutbox(url: string, table: string | undefined, schema: string | undefined): Outbox {
-  if (/^postgres(ql)?:\/\//.test(url)) return new PgOutbox({ connectionString: url, table, schema });
+function openOutbox(
+  url: string,
+  table: string | undefined,
+  schema: string | undefined,
+  leaseMs: number | undefined,
+): Outbox {
+  if (/^postgres(ql)?:\/\//.test(url)) {
+    if (leaseMs !== undefined) {
+      throw new BusError('BUSBAR_ERR_USAGE', '--lease-ms is for a SQLite outbox; PostgreSQL relays hold row locks');
+    }
+    return new PgOutbox({ connectionString: url, table, schema });
+  }
   if (url.startsWith('sqlite:')) {
     if (schema) throw new BusError('BUSBAR_ERR_USAGE', '--schema is for a PostgreSQL outbox; a SQLite file has none');
-    return new SqliteOutbox({ path: url.slice('sqlite:'.length), table });
+    return new SqliteOutbox({ path: url.slice('sqlite:'.length), table, leaseMs });
   }
   throw new BusError(
     'BUSBAR_ERR_USAGE',
@@ -34,10 +44,11 @@ export async function relay(argv: string[], ctx: CommandContext): Promise<void> 
     schema: { type: 'string' },
     batch: { type: 'string' },
     'poll-ms': { type: 'string' },
+    'lease-ms': { type: 'string' },
     install: { type: 'boolean' },
   });
   if (!values.outbox) throw new BusError('BUSBAR_ERR_USAGE', "missing --outbox URL: see 'busbar relay --help'");
-  const outbox = openOutbox(values.outbox, values.table, values.schema);
+  const outbox = openOutbox(values.outbox, values.table, values.schema, integer(values['lease-ms'], 'lease-ms', 1));
   const batchSize = integer(values.batch, 'batch', 1);
   const pollMs = integer(values['poll-ms'], 'poll-ms', 1);
   const stop = stopOnSignals();

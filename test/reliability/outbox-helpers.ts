@@ -18,10 +18,18 @@ export function freshTable(prefix = 'outbox'): string {
   return `${prefix}_${randomUUID().replaceAll('-', '').slice(0, 12)}`;
 }
 
-export function tempDir(t: { after(fn: () => void): void }, prefix: string): string {
+/**
+ * A temp dir and a `defer(close)` whose closers run last-registered first after the test, then the dir is removed
+ * (node:test runs after hooks first-registered first, which would remove files still open).
+ */
+export function scratch(t: { after(fn: () => Promise<void>): void }, prefix: string) {
   const dir = mkdtempSync(join(tmpdir(), `busbar-${prefix}-`));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
+  const closers: Array<() => unknown> = [];
+  t.after(async () => {
+    for (const close of closers.reverse()) await close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  return { dir, defer: (close: () => unknown) => closers.push(close) };
 }
 
 /** Reads `type` from a new group until `done(received)` is true; acks each message. */

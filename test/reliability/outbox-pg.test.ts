@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { MessageBus, PgOutbox } from '../../src/index.ts';
-import { checkOrderPerKey, freshTable, PG_URL, pgSkipReason, readUntil, tempDir } from './outbox-helpers.ts';
+import { checkOrderPerKey, freshTable, PG_URL, pgSkipReason, readUntil, scratch } from './outbox-helpers.ts';
 
 const skip = await pgSkipReason();
 
@@ -31,12 +31,11 @@ describe('PostgreSQL outbox', { skip, timeout: 120_000 }, () => {
     const outbox = new PgOutbox({ connectionString: PG_URL, table });
     await outbox.install();
     await pool.query(`CREATE TABLE "${table}_orders" (id int PRIMARY KEY)`);
-    const bus = await MessageBus.connect(`embedded:${join(tempDir(t, 'outbox-pg'), 'bus.db')}`);
-    t.after(async () => {
-      await outbox.close();
-      await bus.close();
-    });
-    return { table, outbox, bus, type: `orders-${table}` };
+    const { dir, defer } = scratch(t, 'outbox-pg');
+    const bus = await MessageBus.connect(`embedded:${join(dir, 'bus.db')}`);
+    defer(() => bus.close());
+    defer(() => outbox.close());
+    return { table, outbox, bus, defer, type: `orders-${table}` };
   }
 
   /** One application transaction: an order row and its message, committed or rolled back. */
@@ -59,10 +58,10 @@ describe('PostgreSQL outbox', { skip, timeout: 120_000 }, () => {
   }
 
   test('committed messages arrive with their ids, rolled-back ones never; NOTIFY alone wakes the relay', async (t) => {
-    const { table, outbox, bus, type } = await setup(t);
+    const { table, outbox, bus, defer, type } = await setup(t);
     // A poll longer than the test: only LISTEN/NOTIFY can bring these messages.
     const relay = outbox.relay(bus, { pollMs: 600_000 });
-    t.after(() => relay.close());
+    defer(() => relay.close());
     const kept = await order(outbox, table, type, 1, true);
     await order(outbox, table, type, 2, false);
     const fence = await order(outbox, table, type, 3, true);
@@ -79,7 +78,7 @@ describe('PostgreSQL outbox', { skip, timeout: 120_000 }, () => {
   });
 
   test('three relays at once: every message once, each key in order', async (t) => {
-    const { outbox, bus, type } = await setup(t);
+    const { outbox, bus, defer, type } = await setup(t);
     const total = 3000;
     const keys = 20;
     const perKey = new Map<string, number>();
@@ -103,7 +102,7 @@ describe('PostgreSQL outbox', { skip, timeout: 120_000 }, () => {
       }
     }
     const relays = [1, 2, 3].map(() => outbox.relay(bus, { batchSize: 100, pollMs: 50 }));
-    t.after(() => Promise.all(relays.map((r) => r.close())));
+    defer(() => Promise.all(relays.map((r) => r.close())));
     const got = await readUntil(bus, type, (r) => r.length >= total);
     assert.equal(new Set(got.map((m) => m.id)).size, total, 'no message twice');
     checkOrderPerKey(got);

@@ -1,9 +1,15 @@
 /**
  * The SQLite outbox, for apps that keep their data in a file (node:sqlite): `outbox.send(db, type, body)` inside the
- * application's transaction on its own DatabaseSync, and a relay with a connection of its own to the same file. A
- * batch is claimed under BEGIN IMMEDIATE (SQLite's write lock), so several relays, in one process or many, take
- * turns and every message leaves in the order it was written.
+ * application's transaction on its own DatabaseSync, and a relay with a connection of its own to the same file.
+ *
+ * node:sqlite is synchronous: a connection waiting for the write lock blocks its whole thread. So no transaction of
+ * the relay stays open across the broker call (the app's own writes in the same process would wait on a lock whose
+ * holder cannot run): the relay reads a batch, publishes it, then deletes it in a short transaction. Several relays,
+ * in one process or many, take turns through a lease row (<table>_lease): only its holder relays, and renews it every
+ * batch; a relay that died is replaced once its lease ran out (leaseMs). Order per key therefore holds unless a relay
+ * stalls longer than its lease and another takes over meanwhile.
  */
+import { randomUUID } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
 import { BusError } from '../../errors.ts';
 import type { Body } from '../../message/codec.ts';
@@ -20,6 +26,8 @@ export interface SqliteOutboxOptions {
   busyTimeoutMs?: number;
   /** The CloudEvents source of messages sent without one (default: busbar://<host>/<pid>). */
   source?: string;
+  /** How long a relay's turn lasts without renewal; another relay takes over after it (default 30000 ms). */
+  leaseMs?: number;
 }
 
 function openDatabase(path: string, busyTimeoutMs: number): DatabaseSync {
@@ -46,6 +54,7 @@ export class SqliteOutbox {
   readonly path: string;
   readonly table: string;
   readonly #busyTimeoutMs: number;
+  readonly #leaseMs: number;
   readonly #source: string | undefined;
   readonly #wakers = new Set<() => void>();
   #own: DatabaseSync | undefined;
@@ -59,6 +68,8 @@ export class SqliteOutbox {
     }
     this.path = options.path;
     this.table = checkIdentifier(options.table ?? DEFAULT_TABLE, 'table');
+    checkIdentifier(`${this.table}_lease`, 'table (with _lease appended)');
+    this.#leaseMs = options.leaseMs ?? 30_000;
     this.#busyTimeoutMs = options.busyTimeoutMs ?? 5000;
     this.#source = options.source;
   }
@@ -81,6 +92,11 @@ export class SqliteOutbox {
       headers TEXT NOT NULL,
       body BLOB NOT NULL,
       created_at INTEGER NOT NULL)`);
+    db.exec(`CREATE TABLE IF NOT EXISTS "${this.table}_lease" (
+      id INTEGER PRIMARY KEY CHECK (id = 1),
+      owner TEXT NOT NULL,
+      until INTEGER NOT NULL)`);
+    db.exec(`INSERT OR IGNORE INTO "${this.table}_lease" (id, owner, until) VALUES (1, '', 0)`);
   }
 
   /** Writes one message in the caller's transaction (on the app's own DatabaseSync); returns its id. */
@@ -136,7 +152,8 @@ export class SqliteOutbox {
 
   /** Starts a relay in this process: it publishes through `bus` until closed. */
   relay(bus: RelayTarget, options: RelayOptions = {}): Relay {
-    const source = new SqliteRelaySource(openDatabase(this.path, this.#busyTimeoutMs), this.table, this.#wakers);
+    const db = openDatabase(this.path, this.#busyTimeoutMs);
+    const source = new SqliteRelaySource(db, this.table, this.#wakers, this.#leaseMs);
     return new Relay(source, bus, options);
   }
 
@@ -151,33 +168,38 @@ class SqliteRelaySource implements RelaySource {
   readonly #db: DatabaseSync;
   readonly #table: string;
   readonly #wakers: Set<() => void>;
+  readonly #leaseMs: number;
+  readonly #owner = randomUUID();
 
-  constructor(db: DatabaseSync, table: string, wakers: Set<() => void>) {
+  constructor(db: DatabaseSync, table: string, wakers: Set<() => void>, leaseMs: number) {
     this.#db = db;
     this.#table = table;
     this.#wakers = wakers;
+    this.#leaseMs = leaseMs;
+  }
+
+  /** Takes or renews the lease; false while another relay holds it. */
+  #lease(): boolean {
+    const now = Date.now();
+    const { changes } = this.#db
+      .prepare(`UPDATE "${this.#table}_lease" SET owner = ?, until = ? WHERE id = 1 AND (owner = ? OR until < ?)`)
+      .run(this.#owner, now + this.#leaseMs, this.#owner, now);
+    return Number(changes) === 1;
   }
 
   async relayBatch(limit: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number> {
-    const db = this.#db;
-    db.exec('BEGIN IMMEDIATE');
-    try {
-      const rows = db
-        .prepare(
-          `SELECT seq, id, type, key, source, time, content_type, headers, body FROM "${this.#table}" ORDER BY seq LIMIT ?`,
-        )
-        .all(limit) as unknown as OutboxRow[];
-      if (rows.length > 0) {
-        await publish(rows.map(rowToMessage));
-        const last = rows.at(-1)!.seq;
-        db.prepare(`DELETE FROM "${this.#table}" WHERE seq <= ?`).run(last as number);
-      }
-      db.exec('COMMIT');
-      return rows.length;
-    } catch (error) {
-      if (db.isTransaction) db.exec('ROLLBACK');
-      throw error;
-    }
+    if (!this.#lease()) return 0;
+    const rows = this.#db
+      .prepare(
+        `SELECT seq, id, type, key, source, time, content_type, headers, body FROM "${this.#table}" ORDER BY seq LIMIT ?`,
+      )
+      .all(limit) as unknown as OutboxRow[];
+    if (rows.length === 0) return 0;
+    await publish(rows.map(rowToMessage));
+    const first = rows[0]!.seq as number;
+    const last = rows.at(-1)!.seq as number;
+    this.#db.prepare(`DELETE FROM "${this.#table}" WHERE seq BETWEEN ? AND ?`).run(first, last);
+    return rows.length;
   }
 
   waitForWork(pollMs: number, signal: AbortSignal): Promise<void> {
@@ -196,6 +218,12 @@ class SqliteRelaySource implements RelaySource {
   }
 
   async close(): Promise<void> {
-    this.#db.close();
+    try {
+      // Hand the turn on at once rather than after the lease runs out (best effort: it runs out anyway).
+      this.#db.prepare(`UPDATE "${this.#table}_lease" SET until = 0 WHERE id = 1 AND owner = ?`).run(this.#owner);
+    } catch {
+    } finally {
+      this.#db.close();
+    }
   }
 }
