@@ -9,7 +9,7 @@ the next relay sends it again with the same ids (consumers deduplicate by id).
   --outbox URL     postgres://user@host:5432/db (woken by LISTEN/NOTIFY), or sqlite:/path/to/app.db
   --table T        the outbox table (default busbar_outbox)
   --schema S       PostgreSQL schema (default public)
-  --batch N        most messages per database transaction and broker call (default 500)
+  --batch N        most messages per database transaction (default 2000), sent in broker calls of 500
   --poll-ms MS     look for messages this often without a wake-up (default 1000)
   --lease-ms MS    SQLite: how long a relay's turn lasts unrenewed; another relay takes over after it (default 30000)
   --install        create the outbox table first when it is missing`;

@@ -10,7 +10,8 @@ export const DEFAULT_TABLE = 'busbar_outbox';
  * every writer and relay of a table must agree on it.
  */
 export const LANES = 16;
-export const DEFAULT_BATCH = 500;
+export const DEFAULT_BATCH = 2000;
+export const DEFAULT_PUBLISH = 500;
 /** A relay looks for rows this often even without a wake-up (a NOTIFY lost with its connection, SQLite). */
 export const DEFAULT_POLL_MS = 1000;
 

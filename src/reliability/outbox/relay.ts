@@ -7,7 +7,7 @@ import { EventEmitter } from 'node:events';
 import { BusError, toBusError } from '../../errors.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
 import { resend, runsByType } from '../resend.ts';
-import { DEFAULT_BATCH, DEFAULT_POLL_MS, type RelayTarget } from './common.ts';
+import { DEFAULT_BATCH, DEFAULT_POLL_MS, DEFAULT_PUBLISH, type RelayTarget } from './common.ts';
 
 /** One database's side of the relay (pg.ts, sqlite.ts). */
 export interface RelaySource {
@@ -22,8 +22,10 @@ export interface RelaySource {
 }
 
 export interface RelayOptions {
-  /** Most rows per transaction (default 500). */
+  /** Most rows per database transaction (default 2000). */
   batchSize?: number;
+  /** Most messages per broker call; a transaction's rows go out in calls of this size, in order (default 500). */
+  publishSize?: number;
   /** Look for rows this often without a wake-up (default 1000 ms). */
   pollMs?: number;
   /** Longest pause after a failure (the pause doubles from 100 ms up to this; default 5000 ms). */
@@ -43,6 +45,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly #source: RelaySource;
   readonly #target: RelayTarget;
   readonly #batchSize: number;
+  readonly #publishSize: number;
   readonly #pollMs: number;
   readonly #maxBackoffMs: number;
   readonly #stop = new AbortController();
@@ -55,13 +58,18 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.#source = source;
     this.#target = target;
     this.#batchSize = positive(options.batchSize, DEFAULT_BATCH, 'batchSize');
+    this.#publishSize = positive(options.publishSize, DEFAULT_PUBLISH, 'publishSize');
     this.#pollMs = positive(options.pollMs, DEFAULT_POLL_MS, 'pollMs');
     this.#maxBackoffMs = positive(options.maxBackoffMs, 5000, 'maxBackoffMs');
     this.#loop = this.#run();
   }
 
   async #publish(messages: TransportMessage[]): Promise<void> {
-    for (const [type, run] of runsByType(messages)) await this.#target.sendBatch(type, run.map(resend));
+    for (const [type, run] of runsByType(messages)) {
+      for (let start = 0; start < run.length; start += this.#publishSize) {
+        await this.#target.sendBatch(type, run.slice(start, start + this.#publishSize).map(resend));
+      }
+    }
   }
 
   async #run(): Promise<void> {
