@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { describe, test } from 'node:test';
-import { type BusError, MessageBus, SqliteOutbox } from '../../src/index.ts';
-import { broker, type Delivery, outbox } from '../../src/web/delivery.ts';
+import { type BusError, MessageBus, type Producer, SqliteOutbox } from '../../src/index.ts';
+import { broker, type Delivery, outbox, producers } from '../../src/web/delivery.ts';
 import type { DiscardReason, RequestMessages } from '../../src/web/scope.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 
@@ -279,6 +279,35 @@ export function runWebScenarios(framework: Framework): void {
             assert.equal(answer.json.error.requestId, 'req-fail');
             assert.equal(errors.length, 1);
             assert.equal((errors[0]!.details!.messages as unknown[]).length, 2);
+          },
+        );
+      });
+
+      test('via producers: handed to a producer per type (an async one here, as a spooling one would be)', {
+        skip,
+      }, async () => {
+        const made = new Map<string, Producer>();
+        await withApp(
+          (bus) =>
+            producers((type) => {
+              let producer = made.get(type);
+              if (!producer) {
+                producer = bus.producer({ messageType: type, method: 'async' });
+                made.set(type, producer);
+              }
+              return producer;
+            }),
+          async ({ app, bus }) => {
+            const type = fresh();
+            const answer = await post(`${app.url}/send?type=${type}&n=3`, { 'x-request-id': 'req-p' });
+            assert.equal(answer.status, 201);
+            await made.get(type)!.flush();
+            const got = await readAll(bus, type, 3);
+            assert.deepEqual(
+              got.map((m) => m.id),
+              answer.json.ids,
+            );
+            assert.equal(got[0]!.headers.correlationid, 'req-p');
           },
         );
       });
