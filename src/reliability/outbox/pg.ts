@@ -277,13 +277,17 @@ class PgRelaySource implements RelaySource {
     this.#notified = true;
   }
 
-  async relayBatch(limit: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number> {
+  async relayBatch(
+    limit: number,
+    chunk: number,
+    publish: (messages: TransportMessage[]) => Promise<void>,
+  ): Promise<number> {
     await this.#ensureListener().catch(() => {});
     this.#worker ??= await this.#client();
     const db = this.#worker;
     this.#notified = false;
-    // Three round trips a batch: BEGIN with the lane claim, the claim of the rows themselves (deleted and returned at
-    // once: a failed publish rolls the delete back), and COMMIT once the broker confirmed them.
+    // BEGIN with the lane claim in one round trip; the rows are claimed by deleting and returning them (a failed
+    // publish rolls the delete back); COMMIT once the broker confirmed them all.
     const claimed = (await db.query(
       `BEGIN; SELECT lane FROM ${this.#lanes} l WHERE EXISTS (SELECT 1 FROM ${this.#table} o WHERE o.lane = l.lane) ` +
         `ORDER BY lane FOR UPDATE SKIP LOCKED`,
@@ -294,23 +298,34 @@ class PgRelaySource implements RelaySource {
         await db.query('COMMIT');
         return 0;
       }
-      // Holding every lane (one relay, or the others idle), the primary key's order is all it needs.
-      const { rows } =
+      // Holding every lane (one relay, or the others idle), the primary key's order is all it needs. `= ANY(ARRAY(...))`
+      // makes PostgreSQL find the rows by the primary key; `IN (SELECT ...)` was planned as a scan of the whole table.
+      const take = (count: number) =>
         held.length === LANES
-          ? await db.query(
-              `DELETE FROM ${this.#table} WHERE seq IN (SELECT seq FROM ${this.#table} ORDER BY seq LIMIT $1) ` +
+          ? db.query(
+              `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} ORDER BY seq LIMIT $1)) ` +
                 `RETURNING ${COLUMNS}`,
-              [limit],
+              [count],
             )
-          : await db.query(
-              `DELETE FROM ${this.#table} WHERE seq IN (SELECT seq FROM ${this.#table} ` +
-                `WHERE lane = ANY($1::smallint[]) ORDER BY seq LIMIT $2) RETURNING ${COLUMNS}`,
-              [held, limit],
+          : db.query(
+              `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} ` +
+                `WHERE lane = ANY($1::smallint[]) ORDER BY seq LIMIT $2)) RETURNING ${COLUMNS}`,
+              [held, count],
             );
-      const batch = (rows as OutboxRow[]).sort((a, b) => Number(a.seq) - Number(b.seq));
-      if (batch.length > 0) await publish(batch.map(rowToMessage));
+      // The transaction's rows are taken chunk by chunk, the next chunk read while the broker confirms this one:
+      // the database's work and the broker's overlap, and the chunks still go out one after another, in order.
+      let total = 0;
+      let next: ReturnType<typeof take> | undefined = take(Math.min(chunk, limit));
+      while (next) {
+        const rows = (await next).rows as OutboxRow[];
+        total += rows.length;
+        next = rows.length === chunk && total < limit ? take(Math.min(chunk, limit - total)) : undefined;
+        // A rejected read-ahead is seen when it is awaited (after this chunk's publish), not as an unhandled one.
+        next?.catch(() => {});
+        if (rows.length > 0) await publish(rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(rowToMessage));
+      }
       await db.query('COMMIT');
-      return batch.length;
+      return total;
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {
         this.#worker = undefined;

@@ -12,10 +12,11 @@ import { DEFAULT_BATCH, DEFAULT_POLL_MS, DEFAULT_PUBLISH, type RelayTarget } fro
 /** One database's side of the relay (pg.ts, sqlite.ts). */
 export interface RelaySource {
   /**
-   * In one transaction: claims up to `limit` rows in order, hands them to `publish`, deletes them once it resolved.
-   * A rejection rolls back (the rows stay). Resolves with the number of rows relayed.
+   * In one transaction: claims up to `limit` rows in order, hands them to `publish` (in one call, or in calls of
+   * `chunk` rows, one after another), deletes them once all resolved. A rejection rolls back (the rows stay).
+   * Resolves with the number of rows relayed.
    */
-  relayBatch(limit: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number>;
+  relayBatch(limit: number, chunk: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number>;
   /** Resolves when rows may have arrived (a NOTIFY), after `pollMs`, or when `signal` aborts. */
   waitForWork(pollMs: number, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
@@ -77,7 +78,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     let backoff = 0;
     while (!signal.aborted) {
       try {
-        const count = await this.#source.relayBatch(this.#batchSize, (m) => this.#publish(m));
+        const count = await this.#source.relayBatch(this.#batchSize, this.#publishSize, (m) => this.#publish(m));
         backoff = 0;
         if (count > 0) {
           this.relayed += count;

@@ -193,7 +193,11 @@ class SqliteRelaySource implements RelaySource {
     return this.#leaseUntil > 0;
   }
 
-  async relayBatch(limit: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number> {
+  async relayBatch(
+    limit: number,
+    _chunk: number,
+    publish: (messages: TransportMessage[]) => Promise<void>,
+  ): Promise<number> {
     if (!this.#lease()) return 0;
     const rows = this.#db
       .prepare(
