@@ -12,9 +12,10 @@ import { type Message, MessageBus, PgOutbox, SqliteOutbox } from '../../src/inde
 import { type Running, start } from '../cli/process.ts';
 import { checkOrderPerKey, freshTable, PG_URL, pgSkipReason, scratch } from './outbox-helpers.ts';
 
-const TOTAL = 10_000;
+const TOTAL = 20_000;
 const PER_TRANSACTION = 500;
-const BATCH = 500;
+/** Rows per relay transaction, published in broker calls of 500: the kill has four calls' time to land mid-batch. */
+const BATCH = 2000;
 const KEYS = 10;
 
 interface Case {
@@ -127,7 +128,7 @@ for (const c of CASES) {
       };
 
       // Killed once a quarter is relayed and the broker holds messages whose rows are still in the outbox: in the
-      // middle of a batch, between the broker's confirm and the transaction that deletes the batch.
+      // middle of a batch, after the broker confirmed part of it and before the transaction that deletes it commits.
       const first = relay();
       const depth = async () => (await bus.admin().stats(type))[0]?.depth ?? 0;
       for (;;) {
