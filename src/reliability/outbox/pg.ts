@@ -2,7 +2,10 @@
  * The PostgreSQL outbox: `outbox.send(client, type, body)` inside the application's transaction (a `pg` client
  * after BEGIN, or anything with pg's `query(text, values)`), and a relay that wakes on LISTEN/NOTIFY. Several relays
  * may run at once: each batch holds its lanes with FOR UPDATE SKIP LOCKED, so no two relays send the same key at the
- * same time and each key's messages leave in the order they were written.
+ * same time and each key's messages leave in the order they were written. "Written" is the order of the rows'
+ * sequence numbers, taken at INSERT: two transactions that write the same key at the same time may commit in the
+ * other order, and then the relay may send the later-numbered row first (transactions one after another per key,
+ * the usual case, keep their order).
  *
  * Tables (created by install()): <schema>.<table> (one row per message, deleted once sent) and <table>_lanes.
  */
