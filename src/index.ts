@@ -13,6 +13,7 @@ export { DEAD_LETTER_HEADERS, type OutgoingOptions } from './message/envelope.ts
 export {
   PgOutbox,
   type PgOutboxOptions,
+  type PostgresJsSql,
   type Queryable,
   Relay,
   type RelayEvents,

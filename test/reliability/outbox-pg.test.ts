@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
+import postgres from 'postgres';
 import { MessageBus, PgOutbox } from '../../src/index.ts';
 import { checkOrderPerKey, freshTable, PG_URL, pgSkipReason, readUntil, scratch } from './outbox-helpers.ts';
 
@@ -113,6 +114,29 @@ describe('PostgreSQL outbox', { skip, timeout: 120_000 }, () => {
       total,
     );
     assert.equal(await outbox.pending(), 0);
+  });
+
+  test("the 'postgres' package's transaction works as well: committed arrives, rolled back never", async (t) => {
+    const { outbox, bus, defer, type } = await setup(t);
+    const sql = postgres(PG_URL, { max: 1, onnotice: () => {} });
+    defer(() => sql.end({ timeout: 5 }));
+    const relay = outbox.relay(bus, { pollMs: 600_000 });
+    defer(() => relay.close());
+    const kept = await sql.begin((tx) => outbox.send(tx, type, { via: 'postgres.js' }, { key: 'k' }));
+    await sql
+      .begin(async (tx) => {
+        await outbox.send(tx, type, 'never');
+        throw new Error('roll back');
+      })
+      .catch(() => {});
+    const fence = await sql.begin((tx) => outbox.send(tx, type, 'fence'));
+    const got = await readUntil(bus, type, (r) => r.some((m) => m.id === fence));
+    assert.deepEqual(
+      got.map((m) => m.id),
+      [kept, fence],
+    );
+    assert.deepEqual(got[0]!.body, { via: 'postgres.js' });
+    assert.equal(got[0]!.key, 'k');
   });
 
   test('bad input: a clear error, nothing written', async (t) => {

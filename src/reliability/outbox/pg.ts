@@ -1,6 +1,7 @@
 /**
  * The PostgreSQL outbox: `outbox.send(client, type, body)` inside the application's transaction (a `pg` client
- * after BEGIN, or anything with pg's `query(text, values)`), and a relay that wakes on LISTEN/NOTIFY. Several relays
+ * after BEGIN, anything with pg's `query(text, values)`, or the `postgres` package's `sql` inside `sql.begin()`), and
+ * a relay (on `pg`) that wakes on LISTEN/NOTIFY. Several relays
  * may run at once: each batch holds its lanes with FOR UPDATE SKIP LOCKED, so no two relays send the same key at the
  * same time and each key's messages leave in the order they were written. "Written" is the order of the rows'
  * sequence numbers, taken at INSERT: two transactions that write the same key at the same time may commit in the
@@ -28,6 +29,21 @@ import { Relay, type RelayOptions, type RelaySource } from './relay.ts';
 /** What the outbox needs of a connection or transaction: pg's Client, PoolClient and Pool all have it. */
 export interface Queryable {
   query(text: string, values?: unknown[]): Promise<{ rows: unknown[]; rowCount?: number | null }>;
+}
+
+/** The `postgres` package's transaction (the `sql` inside `sql.begin(async (sql) => ...)`) as the outbox uses it. */
+export interface PostgresJsSql {
+  unsafe(text: string, values?: unknown[]): PromiseLike<unknown>;
+}
+
+/** A pg client, or a `postgres` (postgres.js) transaction: both can run the outbox's INSERT. */
+function queryableOf(tx: unknown): Queryable | undefined {
+  if (typeof (tx as Queryable)?.query === 'function') return tx as Queryable;
+  const sql = tx as PostgresJsSql;
+  if (typeof sql?.unsafe === 'function') {
+    return { query: async (text, values) => ({ rows: (await sql.unsafe(text, values)) as unknown[] }) };
+  }
+  return undefined;
 }
 
 interface PgClient extends Queryable {
@@ -136,7 +152,7 @@ export class PgOutbox {
   }
 
   /** Writes one message in the caller's transaction; returns its id (the consumer's dedup key). */
-  async send(tx: Queryable, type: string, body: Body, options: OutgoingOptions = {}): Promise<string> {
+  async send(tx: Queryable | PostgresJsSql, type: string, body: Body, options: OutgoingOptions = {}): Promise<string> {
     const message = outgoing(type, body, options, this.#source);
     await this.write(tx, [message]);
     return message.id;
@@ -144,7 +160,7 @@ export class PgOutbox {
 
   /** Writes several messages of one type in the caller's transaction, in order; returns their ids. */
   async sendBatch(
-    tx: Queryable,
+    tx: Queryable | PostgresJsSql,
     type: string,
     messages: ReadonlyArray<{ body: Body; options?: OutgoingOptions }>,
   ): Promise<string[]> {
@@ -155,11 +171,12 @@ export class PgOutbox {
 
   /** Writes built messages in the caller's transaction; the relay is woken when it commits. */
   async write(tx: unknown, messages: readonly TransportMessage[]): Promise<void> {
-    const db = tx as Queryable;
-    if (typeof db?.query !== 'function') {
+    const db = queryableOf(tx);
+    if (!db) {
       throw new BusError(
         'BUSBAR_ERR_INVALID_ARGUMENT',
-        'the PostgreSQL outbox writes through a pg client inside your transaction: pass the client you ran BEGIN on',
+        'the PostgreSQL outbox writes inside your transaction: pass the pg client you ran BEGIN on, or the sql of ' +
+          "the 'postgres' package's sql.begin(async (sql) => ...)",
       );
     }
     for (let start = 0; start < messages.length; start += INSERT_CHUNK) {
