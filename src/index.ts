@@ -28,5 +28,16 @@ export {
   pgInbox,
   sqliteInbox,
 } from './reliability/inbox.ts';
+export {
+  PgOutbox,
+  type PgOutboxOptions,
+  type PostgresJsSql,
+  type Queryable,
+  Relay,
+  type RelayEvents,
+  type RelayOptions,
+  SqliteOutbox,
+  type SqliteOutboxOptions,
+} from './reliability/outbox/index.ts';
 export { defaultSpoolPath, type SpoolOptions, type SpoolStats } from './reliability/spool.ts';
 export type * from './transport/contract.ts';

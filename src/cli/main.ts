@@ -6,6 +6,7 @@ import { BusError, isBusError } from '../errors.ts';
 import { BRIDGE_HELP } from './bridge.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
 import { RECEIVE_HELP } from './receive.ts';
+import { RELAY_HELP } from './relay-help.ts';
 import { SEND_HELP } from './send.ts';
 import { SPOOL_HELP } from './spool.ts';
 import { STATS_HELP } from './stats.ts';
@@ -31,6 +32,7 @@ Commands:
   serve                       run the REST gateway
   spool status|flush          what a producer's spool holds; send it to the broker now
   bridge --from URL --to URL  move messages from one broker to another
+  relay --outbox URL          send what an app wrote to its transactional outbox
   demo                        send and receive one message to check the setup
   version                     print busbar's version (also -v, --version)
 
@@ -76,6 +78,9 @@ Other options:
   --config FILE    config file (JSON, YAML, or CORTX message_bus.conf) for both sides' settings other than the
                    broker (timeouts, TLS); --from and --to name the brokers
   -h, --help       show help`,
+  relay: `${RELAY_HELP}
+
+${COMMON}`,
   demo: `Usage: busbar demo
 
 Sends one message and receives it back, to check that the broker works.
@@ -103,6 +108,10 @@ const COMMANDS: Record<string, Command> = {
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');
     await serve(argv, ctx);
+  },
+  relay: async (argv, ctx) => {
+    const { relay } = await import('./relay.ts');
+    await relay(argv, ctx);
   },
 };
 
