@@ -208,7 +208,18 @@ class RabbitTransport implements Transport {
   async publish(type: string, batch: readonly TransportMessage[]): Promise<void> {
     this.#checkOpen();
     if (batch.length === 0) return;
-    await this.#broker.publish(type, batch);
+    try {
+      await this.#broker.publish(type, batch);
+    } catch (error) {
+      if (error instanceof BusError) throw error;
+      // amqplib rejects calls on a channel the broker closed under them with a plain Error ("Channel ended, no reply
+      // will be forthcoming"), e.g. while another process declares the same type; the next call opens a new channel.
+      throw new BusError(
+        'BUSBAR_ERR_PUBLISH',
+        `could not publish ${batch.length} message(s) to '${type}': ${(error as Error).message}; retry`,
+        { cause: error, retryable: true },
+      );
+    }
   }
 
   consume(options: ConsumeOptions): Subscription {
