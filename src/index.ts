@@ -1,6 +1,12 @@
 export { Admin, type ExpiryOptions, type Registration } from './bus/admin.ts';
 export { MessageBus } from './bus/bus.ts';
 export { Consumer, type ConsumerOptions, type ReceiveOptions } from './bus/consumer.ts';
+export type {
+  DeadLetter,
+  DeadLetterReadOptions,
+  RedriveOptions,
+  RedriveResult,
+} from './bus/dead-letters.ts';
 export { type HandleOptions, Handler } from './bus/handler.ts';
 export { Message } from './bus/message.ts';
 export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';

@@ -1,5 +1,12 @@
 import { BusError, checkTypeName } from '../errors.ts';
-import type { Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import type { Retention, Transport, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import {
+  type DeadLetter,
+  type DeadLetterReadOptions,
+  DeadLetters,
+  type RedriveOptions,
+  type RedriveResult,
+} from './dead-letters.ts';
 import { deadLetterTypeOf } from './options.ts';
 
 /** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
@@ -47,9 +54,45 @@ function count(value: number | undefined, name: string): void {
 /** CORTX's MessageBusAdmin: message types, partitions, expiry, purge and analytics. */
 export class Admin {
   readonly #admin: TransportAdmin;
+  readonly #deadLetters: DeadLetters | undefined;
 
-  constructor(admin: TransportAdmin) {
+  /** `transport` enables the dead-letter operations (MessageBus.admin() passes it). */
+  constructor(admin: TransportAdmin, transport?: Transport) {
     this.#admin = admin;
+    this.#deadLetters = transport ? new DeadLetters(transport) : undefined;
+  }
+
+  #dlq(): DeadLetters {
+    if (!this.#deadLetters) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        'dead-letter operations need the transport: use bus.admin() rather than new Admin(transport.admin)',
+      );
+    }
+    return this.#deadLetters;
+  }
+
+  /**
+   * The dead letters of `type` (in `<type>.dlq`), oldest first, with reason, attempts, original type and group,
+   * without removing them. An unknown type throws BUSBAR_ERR_UNKNOWN_TYPE; a type without dead letters gives [].
+   */
+  async deadLetters(type: string, options?: DeadLetterReadOptions): Promise<DeadLetter[]> {
+    return this.#dlq().list(type, options);
+  }
+
+  /** One dead letter of `type` by message id, or undefined. */
+  async peekDeadLetter(type: string, id: string, options?: DeadLetterReadOptions): Promise<DeadLetter | undefined> {
+    return this.#dlq().peek(type, id, options);
+  }
+
+  /** Sends dead letters of `type` back to their original type (all, or `options.ids`) and removes them. */
+  async redriveDeadLetters(type: string, options?: RedriveOptions): Promise<RedriveResult> {
+    return this.#dlq().redrive(type, options);
+  }
+
+  /** Removes every dead letter of `type`; resolves with how many where they were counted one by one. */
+  async purgeDeadLetters(type: string): Promise<number | undefined> {
+    return this.#dlq().purge(type);
   }
 
   /**

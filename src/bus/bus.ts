@@ -110,7 +110,7 @@ export class MessageBus {
   }
 
   admin(): Admin {
-    return new Admin(this.#transport.admin);
+    return new Admin(this.#transport.admin, this.#transport);
   }
 
   /** Idempotent: flushes async producers, stops handlers and consumers, then closes the transport. */

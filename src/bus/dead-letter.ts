@@ -1,9 +1,44 @@
+import { randomUUID } from 'node:crypto';
 import { DEAD_LETTER_HEADERS } from '../message/envelope.ts';
 import type { Delivery, Transport } from '../transport/contract.ts';
 
+/** The consumer group the dead-letter operations (list, redrive, purge) read a dead-letter type with. */
+export const DEAD_LETTER_GROUP = 'busbar-dlq';
+
+/** Dead-letter types whose DEAD_LETTER_GROUP exists already, per transport (see ensureDeadLetterGroup). */
+const prepared = new WeakMap<Transport, Set<string>>();
+
+/**
+ * On a transport without replay a group sees only what is published after it exists: the dead-letter group is
+ * attached once per dead-letter type (per process) before the first dead letter goes there, so the dead-letter
+ * operations see every dead letter. Transports with replay need nothing: a new group starts at the earliest.
+ */
+export async function ensureDeadLetterGroup(transport: Transport, deadLetterType: string): Promise<void> {
+  if (transport.capabilities.replay) return;
+  const types = prepared.get(transport) ?? new Set<string>();
+  prepared.set(transport, types);
+  if (types.has(deadLetterType)) return;
+  const subscription = transport.consume({
+    types: [deadLetterType],
+    group: DEAD_LETTER_GROUP,
+    consumerId: `busbar-dlq-${randomUUID().slice(0, 8)}`,
+    offset: 'earliest',
+    prefetch: 1,
+    ackTimeoutMs: 60_000,
+  });
+  try {
+    await subscription.ready;
+  } finally {
+    await subscription.close();
+  }
+  types.add(deadLetterType);
+}
+
 /**
  * Moves a delivery to its dead-letter type: publish a copy (same id, body and attributes, plus the reason in headers),
- * then ack the original. Publishing first means a crash in between yields a duplicate, never a loss.
+ * then ack the original. Publishing first means a crash in between yields a duplicate, never a loss. The copy carries
+ * the partition key in a header rather than as its key, so that per-key ordering never holds one dead letter up
+ * behind another while an operator browses or redrives them; redrive restores it.
  */
 export async function deadLetter(
   transport: Transport,
@@ -13,9 +48,11 @@ export async function deadLetter(
   reason: string,
 ): Promise<void> {
   const original = delivery.message;
+  await ensureDeadLetterGroup(transport, deadLetterType);
+  const { key, ...rest } = original;
   await transport.publish(deadLetterType, [
     {
-      ...original,
+      ...rest,
       type: deadLetterType,
       headers: {
         ...original.headers,
@@ -24,6 +61,7 @@ export async function deadLetter(
         [DEAD_LETTER_HEADERS.attempts]: String(delivery.attempt),
         [DEAD_LETTER_HEADERS.group]: group,
         [DEAD_LETTER_HEADERS.time]: new Date().toISOString(),
+        ...(key === undefined ? {} : { [DEAD_LETTER_HEADERS.key]: key }),
       },
     },
   ]);

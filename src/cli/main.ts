@@ -4,6 +4,7 @@
  */
 import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { DLQ_HELP, dlq } from './dlq.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
 import { STATS_HELP } from './stats.ts';
@@ -26,6 +27,7 @@ Commands:
   types list|create|delete    list, register or deregister message types
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
+  dlq list|peek|redrive|purge <type>   dead letters: list, show, send back to the type, remove
   serve                       run the REST gateway
   demo                        send and receive one message to check the setup
   version                     print busbar's version (also -v, --version)
@@ -55,6 +57,9 @@ ${COMMON}`,
   stats: `${STATS_HELP}
 
 ${COMMON}`,
+  dlq: `${DLQ_HELP}
+
+${COMMON}`,
   serve: `Usage: busbar serve [--host H] [--port P] [--insecure]
 
 Runs the REST gateway (default 127.0.0.1:8080) on the configured broker (embedded unless --broker / --config say
@@ -78,6 +83,7 @@ const COMMANDS: Record<string, Command> = {
   types,
   purge,
   stats,
+  dlq,
   demo,
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');

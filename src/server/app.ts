@@ -18,6 +18,7 @@ import { ApiRegistry, type RouteSpec } from './openapi.ts';
 import { type AjvError, formatValidation, parseQuery, principalOf, setPrincipal } from './requests.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
 import { registerCortxPublish, registerCortxRoutes } from './routes/cortx.ts';
+import { registerDeadLetterRoutes } from './routes/dead-letters.ts';
 import { registerOpsRoutes } from './routes/ops.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPullRoutes } from './routes/pull.ts';
@@ -159,5 +160,6 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerAdminRoutes(app, gw, api);
   registerCortxRoutes(app, gw, api);
   registerOpsRoutes(app, gw, api);
+  registerDeadLetterRoutes(app, gw, api);
   return app;
 }
