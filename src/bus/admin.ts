@@ -1,5 +1,12 @@
 import { BusError, checkTypeName } from '../errors.ts';
-import type { Retention, Transport, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import type {
+  PeekedMessage,
+  Retention,
+  Transport,
+  TransportAdmin,
+  TypeInfo,
+  TypeStats,
+} from '../transport/contract.ts';
 import {
   type DeadLetter,
   type DeadLetterReadOptions,
@@ -18,6 +25,18 @@ export interface Registration {
   /** The partitions it had before, when it existed already. */
   readonly previousPartitions?: number;
 }
+
+export interface PeekRequest {
+  /** Start at this position (one a previous peek returned); the oldest stored message when absent. */
+  from?: string;
+  /** Start at the first message stored at or after this time (a Date, ms since the epoch, or RFC 3339 text). */
+  fromTime?: Date | number | string;
+  /** At most this many messages, 1 to 1000. Default 20. */
+  count?: number;
+}
+
+/** The longest peek. */
+export const MAX_PEEK = 1000;
 
 export interface ExpiryOptions {
   /** CORTX's expire time: messages older than this are removed. */
@@ -55,11 +74,15 @@ function count(value: number | undefined, name: string): void {
 export class Admin {
   readonly #admin: TransportAdmin;
   readonly #deadLetters: DeadLetters | undefined;
+  readonly #capabilities: Transport['capabilities'] | undefined;
+  readonly #transportName: string | undefined;
 
   /** `transport` enables the dead-letter operations (MessageBus.admin() passes it). */
   constructor(admin: TransportAdmin, transport?: Transport) {
     this.#admin = admin;
     this.#deadLetters = transport ? new DeadLetters(transport) : undefined;
+    this.#capabilities = transport?.capabilities;
+    this.#transportName = transport?.name;
   }
 
   #dlq(): DeadLetters {
@@ -70,6 +93,56 @@ export class Admin {
       );
     }
     return this.#deadLetters;
+  }
+
+  /**
+   * Stored messages of `type`, oldest first (from a position or a time where the transport can), without consuming
+   * them: no group moves. A transport that cannot browse (capabilities.peek absent) throws BUSBAR_ERR_UNSUPPORTED.
+   */
+  async peek(type: string, request: PeekRequest = {}): Promise<PeekedMessage[]> {
+    checkTypeName(type);
+    const count = request.count ?? 20;
+    if (!Number.isInteger(count) || count < 1 || count > MAX_PEEK) {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `count must be a whole number from 1 to ${MAX_PEEK}, not ${JSON.stringify(request.count)}`,
+      );
+    }
+    const name = this.#transportName ?? 'this transport';
+    const can = this.#capabilities?.peek;
+    if (!this.#admin.peek || (this.#capabilities && !can)) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `${name} cannot browse messages without consuming them (see the peek row of docs/transports.md): ` +
+          'read them with a consumer group of your own instead (busbar receive --group)',
+      );
+    }
+    let fromTime: number | undefined;
+    if (request.fromTime !== undefined) {
+      fromTime =
+        request.fromTime instanceof Date
+          ? request.fromTime.getTime()
+          : typeof request.fromTime === 'number'
+            ? request.fromTime
+            : Date.parse(request.fromTime);
+      if (!Number.isFinite(fromTime)) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          `fromTime ${JSON.stringify(request.fromTime)} is not a time: give a Date, ms since the epoch or RFC 3339 text`,
+        );
+      }
+      if (can && !can.time) {
+        throw new BusError('BUSBAR_ERR_UNSUPPORTED', `${name} can peek from a position but not from a time: use from`);
+      }
+    }
+    if (request.from !== undefined && can && !can.position) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `${name} can peek from a time but not from a position: use fromTime`,
+      );
+    }
+    await this.#existing(type, 'peek at');
+    return this.#admin.peek(type, { from: request.from, fromTime, count });
   }
 
   /**

@@ -5,6 +5,7 @@
 import { BusError, isBusError } from '../errors.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
 import { DLQ_HELP, dlq } from './dlq.ts';
+import { PEEK_HELP, peek } from './peek.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
 import { STATS_HELP } from './stats.ts';
@@ -27,6 +28,7 @@ Commands:
   types list|create|delete    list, register or deregister message types
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
+  peek <type>                 show stored messages without consuming them
   dlq list|peek|redrive|purge <type>   dead letters: list, show, send back to the type, remove
   serve                       run the REST gateway
   demo                        send and receive one message to check the setup
@@ -57,6 +59,9 @@ ${COMMON}`,
   stats: `${STATS_HELP}
 
 ${COMMON}`,
+  peek: `${PEEK_HELP}
+
+${COMMON}`,
   dlq: `${DLQ_HELP}
 
 ${COMMON}`,
@@ -84,6 +89,7 @@ const COMMANDS: Record<string, Command> = {
   purge,
   stats,
   dlq,
+  peek,
   demo,
   serve: async (argv, ctx) => {
     const { serve } = await import('./serve.ts');

@@ -20,6 +20,7 @@ import { registerAdminRoutes } from './routes/admin.ts';
 import { registerCortxPublish, registerCortxRoutes } from './routes/cortx.ts';
 import { registerDeadLetterRoutes } from './routes/dead-letters.ts';
 import { registerOpsRoutes } from './routes/ops.ts';
+import { registerPeekRoutes } from './routes/peek.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPullRoutes } from './routes/pull.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
@@ -161,5 +162,6 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerCortxRoutes(app, gw, api);
   registerOpsRoutes(app, gw, api);
   registerDeadLetterRoutes(app, gw, api);
+  registerPeekRoutes(app, gw, api);
   return app;
 }

@@ -7,6 +7,8 @@ import type {
   Delivery,
   GroupStats,
   Offset,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   TransportMessage,
   TypeInfo,
@@ -358,6 +360,19 @@ export class MemoryBroker {
     topic.log = [];
     topic.bytes = 0;
     this.#dropBefore(topic, topic.nextSeq);
+  }
+
+  peek(type: string, options: PeekOptions): PeekedMessage[] {
+    const topic = this.#topic(type, false);
+    if (!topic) return [];
+    const from = options.from === undefined ? 0 : Number(options.from);
+    const out: PeekedMessage[] = [];
+    for (const stored of topic.log) {
+      if (out.length >= options.count) break;
+      if (stored.seq < from || (options.fromTime !== undefined && stored.publishedMs < options.fromTime)) continue;
+      out.push({ position: String(stored.seq), storedAt: stored.publishedMs, message: stored.message });
+    }
+    return out;
   }
 
   stats(type?: string): TypeStats[] {
