@@ -11,7 +11,22 @@ export { type HandleOptions, Handler } from './bus/handler.ts';
 export { Message } from './bus/message.ts';
 export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';
 export * from './bus/options.ts';
+export {
+  formatTraceparent,
+  type OtelApi,
+  type OtelTracer,
+  parseTraceparent,
+  traceWithOpenTelemetry,
+} from './bus/otel.ts';
 export { message, Outgoing, Producer, type ProducerOptions } from './bus/producer.ts';
+export {
+  ackChannel,
+  deliverChannel,
+  type MessageContext,
+  nackChannel,
+  type PublishContext,
+  publishChannel,
+} from './bus/tracing.ts';
 export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/index.ts';
 export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
 export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';

@@ -230,8 +230,11 @@ export class DeadLetters {
     if (!this.#transport.capabilities.lag) return undefined;
     const [stats] = await retrying(() => this.#transport.admin.stats(dlq));
     if (!stats) return undefined;
+    if (stats.depth === 0) return 0;
     const group = stats.groups.find((g) => g.group === DEAD_LETTER_GROUP);
-    if (group) return group.unread;
+    // Unread 0 of a type that holds messages is not trusted: a broker may count a returned delivery as read (Kafka
+    // reports its committed position); the read then ends when nothing more comes.
+    if (group) return group.unread > 0 ? group.unread : undefined;
     return this.#transport.capabilities.replay ? stats.depth : undefined;
   }
 
