@@ -101,6 +101,8 @@ export function traceWithOpenTelemetry(api: OtelApi, options: { tracer?: OtelTra
       );
       spans.set(ctx, span);
       const sc = span.spanContext();
+      // A second tracer subscribed to the same channel does not overwrite the first one's trace.
+      if (ctx.headers.traceparent !== undefined) return;
       ctx.headers.traceparent = formatTraceparent(sc);
       const state = sc.traceState?.serialize();
       if (state) ctx.headers.tracestate = state;
