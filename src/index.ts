@@ -9,6 +9,7 @@ export type {
 } from './bus/dead-letters.ts';
 export { type HandleOptions, Handler } from './bus/handler.ts';
 export { Message } from './bus/message.ts';
+export { BusMetrics, PROMETHEUS_CONTENT_TYPE } from './bus/metrics.ts';
 export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';
 export * from './bus/options.ts';
 export {

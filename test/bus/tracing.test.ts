@@ -116,3 +116,40 @@ for (const target of targets) {
     });
   });
 }
+
+describe('BusMetrics: Prometheus text for a library user, without the gateway', { timeout: 60_000 }, () => {
+  it('counts publishes, deliveries, acks, nacks and handler failures, and adds the broker stats', async () => {
+    const { BusMetrics } = await import('../../src/index.ts');
+    const bus = await MessageBus.connect({ broker: 'embedded::memory:' });
+    const metrics = new BusMetrics({ bus });
+    const type = `metrics-${randomUUID().slice(0, 8)}`;
+    try {
+      let runs = 0;
+      let settled: () => void = () => {};
+      const done = new Promise<void>((resolve) => {
+        settled = resolve;
+      });
+      const handler = bus.handle(type, { group: 'mg', retry: { initialDelayMs: 5, maxDelayMs: 10 } }, async () => {
+        runs++;
+        if (runs === 1) throw new Error('once');
+        setImmediate(settled);
+      });
+      await handler.ready;
+      await bus.sendBatch(type, ['a']);
+      await done;
+      await handler.close();
+      const text = await metrics.render();
+      assert.match(text, new RegExp(`busbar_published_total\\{type="${type}"\\} 1`));
+      assert.match(text, new RegExp(`busbar_delivered_total\\{type="${type}",group="mg"\\} 2`));
+      assert.match(text, new RegExp(`busbar_nacked_total\\{type="${type}",group="mg"\\} 1`));
+      assert.match(text, new RegExp(`busbar_acked_total\\{type="${type}",group="mg"\\} 1`));
+      assert.match(text, new RegExp(`busbar_handler_failed_total\\{type="${type}",group="mg"\\} 1`));
+      assert.match(text, new RegExp(`busbar_handler_seconds_count\\{type="${type}",group="mg"\\} 2`));
+      assert.match(text, /busbar_broker_up 1/);
+      assert.match(text, new RegExp(`busbar_type_depth\\{type="${type}"\\} 1`));
+    } finally {
+      metrics.close();
+      await bus.close();
+    }
+  });
+});
