@@ -17,6 +17,7 @@ import { RouteMethods } from './methods.ts';
 import { ApiRegistry, type RouteSpec } from './openapi.ts';
 import { type AjvError, formatValidation, parseQuery, principalOf, setPrincipal } from './requests.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
+import { registerConsoleRoutes } from './routes/console.ts';
 import { registerCortxPublish, registerCortxRoutes } from './routes/cortx.ts';
 import { registerDeadLetterRoutes } from './routes/dead-letters.ts';
 import { registerOpsRoutes } from './routes/ops.ts';
@@ -163,5 +164,6 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerOpsRoutes(app, gw, api);
   registerDeadLetterRoutes(app, gw, api);
   registerPeekRoutes(app, gw, api);
+  registerConsoleRoutes(app, gw);
   return app;
 }
