@@ -178,9 +178,9 @@ function chart(svgId, legendId, series) {
   const lines = series.slice(0, COLORS.length).map((s, i) => {
     const line = document.createElementNS(ns, 'polyline');
     const n = s.points.length;
-    const points = s.points
-      .map((v, x) => `${((x + HISTORY - n) / (HISTORY - 1)) * 300},${80 - (v / max) * 76}`)
-      .join(' ');
+    // Lines start at the left and grow to the right until the window (HISTORY points) is full, then scroll.
+    const slots = Math.max(n, 30) - 1;
+    const points = s.points.map((v, x) => `${(x / slots) * 300},${80 - (v / max) * 76}`).join(' ');
     line.setAttribute('points', points);
     line.setAttribute('stroke', COLORS[i]);
     line.setAttribute('data-series', s.name);
