@@ -113,10 +113,10 @@ for (const target of targets) {
       // biome-ignore lint/suspicious/noExplicitAny: wire JSON
       assert.equal((byId.get(ids[2]!) as any).encoding, 'base64');
 
-      const one = await call(url, `/v1/types/${type}/dead-letters/${ids[1]}`, { token: READER });
+      const one = await call(url, `/v1/types/${type}/dead-letters/messages/${ids[1]}`, { token: READER });
       assert.equal(one.status, 200, one.text);
       assert.deepEqual(one.json.body, { n: 2 });
-      const none = await call(url, `/v1/types/${type}/dead-letters/no-such-id`, { token: READER });
+      const none = await call(url, `/v1/types/${type}/dead-letters/messages/no-such-id`, { token: READER });
       assert.equal(none.status, 404);
 
       // Changing needs the admin scope.

@@ -90,7 +90,7 @@ export function registerDeadLetterRoutes(app: FastifyInstance, gw: Gateway, api:
     app,
     {
       method: 'GET',
-      url: '/v1/types/:type/dead-letters/:id',
+      url: '/v1/types/:type/dead-letters/messages/:id',
       operationId: 'peekDeadLetter',
       summary: 'One dead letter by message id, without removing it',
       tag: 'dead letters',
