@@ -18,20 +18,9 @@ const FILES: Record<string, string> = {
   'app.css': 'text/css; charset=utf-8',
 };
 
-/** The console's files: beside this module's folder in a clone (src/server/console), or src/ in the package. */
+/** The console's files, beside this module's folder: src/server/console, or dist/server/console (the build copies them). */
 function load(name: string): Buffer {
-  const places = [
-    new URL(`../console/${name}`, import.meta.url),
-    new URL(`../../../src/server/console/${name}`, import.meta.url),
-  ];
-  for (const place of places) {
-    try {
-      return readFileSync(place);
-    } catch {
-      // try the next place
-    }
-  }
-  throw new Error(`the console file ${name} is missing from the busbar package`);
+  return readFileSync(new URL(`../console/${name}`, import.meta.url));
 }
 
 export function registerConsoleRoutes(app: FastifyInstance, _gw: Gateway): void {
