@@ -5,33 +5,46 @@ import type { Delivery, Transport } from '../transport/contract.ts';
 /** The consumer group the dead-letter operations (list, redrive, purge) read a dead-letter type with. */
 export const DEAD_LETTER_GROUP = 'busbar-dlq';
 
-/** Dead-letter types whose DEAD_LETTER_GROUP exists already, per transport (see ensureDeadLetterGroup). */
-const prepared = new WeakMap<Transport, Set<string>>();
+/** The consumer id this process attaches the dead-letter group with (one MQTT session per process, not per type). */
+const ATTACH_ID = `busbar-dlq-attach-${randomUUID().slice(0, 8)}`;
+
+/** Per transport, the dead-letter types whose DEAD_LETTER_GROUP is attached (or being attached) by this process. */
+const prepared = new WeakMap<Transport, Map<string, Promise<void>>>();
 
 /**
  * On a transport without replay a group sees only what is published after it exists: the dead-letter group is
  * attached once per dead-letter type (per process) before the first dead letter goes there, so the dead-letter
  * operations see every dead letter. Transports with replay need nothing: a new group starts at the earliest.
+ * Concurrent callers share one attach; a failed attach is tried again by the next dead letter.
  */
-export async function ensureDeadLetterGroup(transport: Transport, deadLetterType: string): Promise<void> {
-  if (transport.capabilities.replay) return;
-  const types = prepared.get(transport) ?? new Set<string>();
+export function ensureDeadLetterGroup(transport: Transport, deadLetterType: string): Promise<void> {
+  if (transport.capabilities.replay) return Promise.resolve();
+  const types = prepared.get(transport) ?? new Map<string, Promise<void>>();
   prepared.set(transport, types);
-  if (types.has(deadLetterType)) return;
-  const subscription = transport.consume({
-    types: [deadLetterType],
-    group: DEAD_LETTER_GROUP,
-    consumerId: `busbar-dlq-${randomUUID().slice(0, 8)}`,
-    offset: 'earliest',
-    prefetch: 1,
-    ackTimeoutMs: 60_000,
-  });
-  try {
-    await subscription.ready;
-  } finally {
-    await subscription.close();
+  let attach = types.get(deadLetterType);
+  if (!attach) {
+    // One attach at a time per transport: they share one consumer id.
+    const previous = [...types.values()].at(-1)?.catch(() => {});
+    attach = (async () => {
+      await previous;
+      const subscription = transport.consume({
+        types: [deadLetterType],
+        group: DEAD_LETTER_GROUP,
+        consumerId: ATTACH_ID,
+        offset: 'earliest',
+        prefetch: 1,
+        ackTimeoutMs: 60_000,
+      });
+      try {
+        await subscription.ready;
+      } finally {
+        await subscription.close();
+      }
+    })();
+    types.set(deadLetterType, attach);
+    attach.catch(() => types.delete(deadLetterType));
   }
-  types.add(deadLetterType);
+  return attach;
 }
 
 /**

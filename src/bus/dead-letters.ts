@@ -61,6 +61,13 @@ export interface RedriveResult {
 }
 
 const DLQ_HEADERS = new Set<string>(Object.values(DEAD_LETTER_HEADERS));
+
+/**
+ * One consumer id per process for the dead-letter reads, and one read at a time per transport: brokers that keep a
+ * session per consumer id (MQTT) then hold one for this process, not one per read.
+ */
+const READER_ID = `busbar-dlq-${randomUUID().slice(0, 8)}`;
+const reading = new WeakMap<Transport, Promise<unknown>>();
 const MAX_LIMIT = 10_000;
 
 function limitOf(value: number | undefined, fallback: number): number {
@@ -243,12 +250,23 @@ export class DeadLetters {
    * the broker reported was read, or nothing came for `idleMs`. Whatever was not acked returns to the group at close.
    */
   async #read(dlq: string, limit: number, idleMs: number, visit: (d: Delivery) => Promise<boolean>): Promise<void> {
+    const before = reading.get(this.#transport) ?? Promise.resolve();
+    const mine = before.catch(() => {}).then(() => this.#readNow(dlq, limit, idleMs, visit));
+    reading.set(this.#transport, mine);
+    try {
+      await mine;
+    } finally {
+      if (reading.get(this.#transport) === mine) reading.delete(this.#transport);
+    }
+  }
+
+  async #readNow(dlq: string, limit: number, idleMs: number, visit: (d: Delivery) => Promise<boolean>): Promise<void> {
     const pending = await this.#pending(dlq);
     if (pending === 0) return;
     const subscription = this.#transport.consume({
       types: [dlq],
       group: DEAD_LETTER_GROUP,
-      consumerId: `busbar-dlq-${randomUUID().slice(0, 8)}`,
+      consumerId: READER_ID,
       offset: 'earliest',
       prefetch: Math.min(limit, pending ?? limit),
       ackTimeoutMs: 300_000,

@@ -113,8 +113,11 @@ function renderTypes(types) {
         { type: 'button', className: 'secondary', 'aria-label': `browse ${t.type}`, onclick: () => browseType(t.type) },
         'Browse',
       );
+      // Dead letters are what the busbar-dlq group has not acked (a log keeps redriven ones: its depth would count them).
+      const dlqGroup = dlq?.groups?.find((g) => g.group === 'busbar-dlq');
+      const deadCount = dlq ? (dlqGroup ? Math.max(0, dlqGroup.unread) : dlq.depth) : 0;
       const dead =
-        dlq && dlq.depth > 0
+        deadCount > 0
           ? el(
               'button',
               {
@@ -123,9 +126,9 @@ function renderTypes(types) {
                 'aria-label': `dead letters of ${t.type}`,
                 onclick: () => listDead(t.type),
               },
-              fmt(dlq.depth),
+              fmt(deadCount),
             )
-          : fmt(dlq ? dlq.depth : 0);
+          : fmt(deadCount);
       return el(
         'tr',
         { 'data-type': t.type },
