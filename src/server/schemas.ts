@@ -256,6 +256,7 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
             unread: { type: 'integer' },
             inflight: { type: 'integer', description: '-1 where the broker cannot tell' },
             oldestAgeMs: { type: ['integer', 'null'] },
+            consumers: { type: 'integer', description: 'consumers attached to the group, where the broker tells' },
             leased: { type: 'integer', description: 'messages leased by this gateway now' },
             deliveredPerSec: { type: 'number' },
             ackedPerSec: { type: 'number' },

@@ -124,6 +124,8 @@ export interface GroupStats {
   readonly inflight: number;
   /** Age of the oldest message the group has not acked; null when there is none or the broker cannot tell. */
   readonly oldestAgeMs: number | null;
+  /** Consumers attached to the group now, where the broker tells (absent where it cannot). */
+  readonly consumers?: number | undefined;
 }
 
 export interface TypeStats {

@@ -161,6 +161,21 @@ for (const target of targets) {
       assert.deepEqual(after.json.deadLetters, []);
     });
 
+    it('stats name the consumers of a group where the broker tells (the console shows them)', async (t) => {
+      const skip = await skipped(target);
+      if (skip) return t.skip(skip);
+      const { bus, server, type } = await serve(t, target);
+      const consumer = bus.consumer({ consumerGroup: 'counted', messageTypes: type });
+      await consumer.ready;
+      t.after(() => consumer.close());
+      const stats = await call(server.url, `/v1/types/${type}/stats`, { token: READER });
+      assert.equal(stats.status, 200, stats.text);
+      const group = stats.json.groups.find((g: { group: string }) => g.group === 'counted');
+      assert.ok(group, stats.text);
+      if (target.name === 'rabbitmq') assert.equal(group.consumers, 1);
+      else assert.equal(group.consumers, undefined, 'absent where the broker cannot tell');
+    });
+
     it('peek pages by position without consuming, or answers 422 where the transport cannot', async (t) => {
       const skip = await skipped(target);
       if (skip) return t.skip(skip);

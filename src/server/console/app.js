@@ -160,6 +160,7 @@ function renderGroups(types) {
           el('td', { className: 'num', 'data-col': 'unread' }, fmt(g.unread)),
           el('td', { className: 'num' }, fmt(g.inflight)),
           el('td', { className: 'num' }, age(g.oldestAgeMs)),
+          el('td', { className: 'num' }, fmt(g.consumers)),
           el('td', { className: 'num' }, fmt(g.leased ?? 0)),
           el('td', { className: 'num' }, fmt(g.deliveredPerSec ?? 0)),
           el('td', { className: 'num' }, fmt(g.ackedPerSec ?? 0)),
@@ -169,7 +170,7 @@ function renderGroups(types) {
     }
   }
   $('groups').tBodies[0].replaceChildren(
-    ...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 9 }, 'No consumer groups yet.'))]),
+    ...(rows.length ? rows : [el('tr', {}, el('td', { colspan: 10 }, 'No consumer groups yet.'))]),
   );
 }
 

@@ -400,6 +400,7 @@ export class MemoryBroker {
           unread: unreadNew + group.pending.size,
           inflight,
           oldestAgeMs: oldest === Number.POSITIVE_INFINITY ? null : now - oldest,
+          consumers: group.members.size,
         };
       }),
     }));
