@@ -6,6 +6,9 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as api from '@opentelemetry/api';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
@@ -19,8 +22,12 @@ async function until(done: () => boolean, ms: number): Promise<void> {
   while (!done() && Date.now() < deadline) await sleep(20);
 }
 
+/** The embedded broker's file for this run, removed at exit. */
+const dir = mkdtempSync(join(tmpdir(), 'busbar-tracing-'));
+process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+
 const targets: Array<{ name: string; url: string; check?: () => Promise<void> }> = [
-  { name: 'embedded', url: 'embedded::memory:' },
+  { name: 'embedded', url: `embedded:${join(dir, 'tracing.db')}` },
   {
     name: 'redis',
     url: BROKERS.redis,
@@ -120,7 +127,7 @@ for (const target of targets) {
 describe('BusMetrics: Prometheus text for a library user, without the gateway', { timeout: 60_000 }, () => {
   it('counts publishes, deliveries, acks, nacks and handler failures, and adds the broker stats', async () => {
     const { BusMetrics } = await import('../../src/index.ts');
-    const bus = await MessageBus.connect({ broker: 'embedded::memory:' });
+    const bus = await MessageBus.connect({ broker: `embedded:${join(dir, 'metrics.db')}` });
     const metrics = new BusMetrics({ bus });
     const type = `metrics-${randomUUID().slice(0, 8)}`;
     try {
