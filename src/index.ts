@@ -1,4 +1,4 @@
-export { Admin, type ExpiryOptions, type Registration } from './bus/admin.ts';
+export { Admin, type ExpiryOptions, MAX_PEEK, type PeekRequest, type Registration } from './bus/admin.ts';
 export { MessageBus } from './bus/bus.ts';
 export { Consumer, type ConsumerOptions, type ReceiveOptions } from './bus/consumer.ts';
 export type {

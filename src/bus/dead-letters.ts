@@ -179,6 +179,15 @@ export class DeadLetters {
    * removes them from the dead-letter type: all of them, or those named by `ids`.
    */
   async redrive(type: string, options: RedriveOptions = {}): Promise<RedriveResult> {
+    if (
+      options.ids !== undefined &&
+      (!Array.isArray(options.ids) || options.ids.some((id) => typeof id !== 'string'))
+    ) {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        'ids must be a list of message ids (strings); leave it out to redrive every dead letter',
+      );
+    }
     const wanted = options.ids === undefined ? undefined : new Set(options.ids);
     const limit = limitOf(options.limit, MAX_LIMIT);
     const redriven: string[] = [];
