@@ -7,7 +7,8 @@
  *
  * Each publish is a PRODUCER span (`<type> publish`) whose W3C traceparent travels in every message's headers; each
  * handler run (or receive) is a CONSUMER span (`<type> process`) whose parent is that producer span, across any
- * broker; ack and nack are spans under the consumer's. `stop()` unsubscribes.
+ * broker, and the active span while the handler runs; ack and nack are spans under the consumer's. `stop()`
+ * unsubscribes.
  */
 import type { TracingChannelSubscribers } from 'node:diagnostics_channel';
 import {
@@ -40,8 +41,9 @@ export interface OtelApi {
   trace: {
     getTracer(name: string, version?: string): OtelTracer;
     setSpanContext(context: unknown, spanContext: OtelSpanContext): unknown;
+    setSpan(context: unknown, span: OtelSpan): unknown;
   };
-  context: { active(): unknown };
+  context: { active(): unknown; with<T>(context: unknown, fn: () => T): T };
   SpanKind: { PRODUCER: number; CONSUMER: number; INTERNAL: number };
   SpanStatusCode: { ERROR: number };
 }
@@ -115,13 +117,19 @@ export function traceWithOpenTelemetry(api: OtelApi, options: { tracer?: OtelTra
 
   const deliver: TracingChannelSubscribers<MessageContext> = {
     start(ctx) {
+      const parent = parentOf(ctx);
       const span = tracer.startSpan(
         `${ctx.type} process`,
         { kind: api.SpanKind.CONSUMER, attributes: attributes(ctx.type, ctx) },
-        parentOf(ctx),
+        parent,
       );
       spans.set(ctx, span);
       processing.set(ctx.message, span);
+      // The handler runs with its span active: spans it starts (with a context manager registered) are children.
+      if (!ctx.sync && !ctx.wrap) {
+        const active = api.trace.setSpan(parent, span);
+        ctx.wrap = (run) => api.context.with(active, run);
+      }
     },
     // receive() traces the hand-out synchronously: its span ends at `end`; a handler's run ends at asyncEnd.
     end(ctx) {

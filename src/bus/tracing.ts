@@ -28,6 +28,11 @@ export interface MessageContext {
   readonly message: Message;
   /** True for receive()'s hand-out, traced with traceSync (it ends at `end`); absent around a handler's run. */
   readonly sync?: boolean;
+  /**
+   * A subscriber's `start` may set this: the handler then runs inside it (`wrap(run)`), e.g. with the consumer span as
+   * the active context, so spans the handler makes are its children.
+   */
+  wrap?: <T>(run: () => T) => T;
 }
 
 export const publishChannel = tracingChannel<unknown, PublishContext>('busbar:publish');
@@ -77,7 +82,8 @@ export function withTracing(transport: Transport): Transport {
 /** Runs `run` inside the `busbar:deliver` channel where it has a subscriber. */
 export function traceDeliver<T>(message: Message, group: string | undefined, run: () => Promise<T>): Promise<T> {
   if (!deliverChannel.hasSubscribers) return run();
-  return deliverChannel.tracePromise(run, { type: message.type, group, message });
+  const context: MessageContext = { type: message.type, group, message };
+  return deliverChannel.tracePromise(() => (context.wrap ? context.wrap(run) : run()), context);
 }
 
 /** Runs a settle call inside the ack or nack channel where it has a subscriber. */

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import * as api from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { MessageBus, parseTraceparent, traceWithOpenTelemetry } from '../../src/index.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
@@ -61,11 +62,19 @@ for (const target of targets) {
     it('handler span is the child of the producer span; traceparent travels in the message', async (t) => {
       const skip = target.check ? await brokerSkipReason(target.name, target.check) : undefined;
       if (skip) return t.skip(skip);
-      stop = traceWithOpenTelemetry(api, { tracer: provider.getTracer('busbar-test') });
+      const tracer = provider.getTracer('busbar-test');
+      stop = traceWithOpenTelemetry(api, { tracer });
+      // With a context manager registered, the handler's span is the active one while it runs.
+      const contextManager = new AsyncLocalStorageContextManager().enable();
+      api.context.setGlobalContextManager(contextManager);
+      t.after(() => {
+        api.context.disable();
+      });
       bus = await MessageBus.connect({ broker: target.url });
       const seen: Array<{ traceparent: string | undefined; attempt: number }> = [];
       const handler = bus.handle(type, { group: 'g', retry: { initialDelayMs: 10, maxDelayMs: 20 } }, async (m) => {
         seen.push({ traceparent: m.headers.traceparent, attempt: m.attempt });
+        tracer.startSpan('inside the handler').end();
         if (m.attempt === 1) throw new Error('first attempt fails');
       });
       await handler.ready;
@@ -90,6 +99,13 @@ for (const target of targets) {
         assert.equal(p.parentSpanContext?.spanId, publish.spanContext().spanId, 'parented to the producer span');
       }
       assert.equal(processes.filter((p) => p.status.code === api.SpanStatusCode.ERROR).length, 1, 'the failed run');
+      const inner = spans().filter((s) => s.name === 'inside the handler');
+      assert.equal(inner.length, 2);
+      assert.deepEqual(
+        inner.map((s) => s.parentSpanContext?.spanId).sort(),
+        processes.map((p) => p.spanContext().spanId).sort(),
+        'a span the handler starts is a child of its process span',
+      );
       const carried = parseTraceparent(seen[0]?.traceparent);
       assert.equal(carried?.spanId, publish.spanContext().spanId, 'the message carries the producer span');
       const nack = spans().find((s) => s.name === `${type} nack`);
