@@ -76,6 +76,7 @@ for (const target of targets) {
         seen.push({ traceparent: m.headers.traceparent, attempt: m.attempt });
         tracer.startSpan('inside the handler').end();
         if (m.attempt === 1) throw new Error('first attempt fails');
+        await bus!.send(`${type}-next`, 'follow-up');
       });
       await handler.ready;
       await bus.send(type, { hello: 'trace' });
@@ -106,6 +107,9 @@ for (const target of targets) {
         processes.map((p) => p.spanContext().spanId).sort(),
         'a span the handler starts is a child of its process span',
       );
+      const followUp = spans().find((s) => s.name === `${type}-next publish`);
+      const succeeded = processes.find((p) => p.status.code !== api.SpanStatusCode.ERROR);
+      assert.equal(followUp?.parentSpanContext?.spanId, succeeded?.spanContext().spanId, 'a publish in a handler');
       const carried = parseTraceparent(seen[0]?.traceparent);
       assert.equal(carried?.spanId, publish.spanContext().spanId, 'the message carries the producer span');
       const nack = spans().find((s) => s.name === `${type} nack`);
