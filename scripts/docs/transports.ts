@@ -21,7 +21,13 @@ const ROWS: Array<[string, (c: Capabilities) => string]> = [
   ['purge', (c) => yes(c.purge)],
   ['unread per group (lag)', (c) => yes(c.lag)],
   ['persistence', (c) => yes(c.persistence)],
+  ['peek (browse without consuming)', (c) => peekCell(c)],
 ];
+
+function peekCell(c: Capabilities): string {
+  const from = [c.peek?.position ? 'position' : '', c.peek?.time ? 'time' : ''].filter(Boolean);
+  return from.length === 0 ? 'no' : `from ${from.join(' or ')}`;
+}
 
 function yes(value: boolean): string {
   return value ? 'yes' : 'no';

@@ -1,5 +1,19 @@
 import { BusError, checkTypeName } from '../errors.ts';
-import type { Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import type {
+  PeekedMessage,
+  Retention,
+  Transport,
+  TransportAdmin,
+  TypeInfo,
+  TypeStats,
+} from '../transport/contract.ts';
+import {
+  type DeadLetter,
+  type DeadLetterReadOptions,
+  DeadLetters,
+  type RedriveOptions,
+  type RedriveResult,
+} from './dead-letters.ts';
 import { deadLetterTypeOf } from './options.ts';
 
 /** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
@@ -11,6 +25,18 @@ export interface Registration {
   /** The partitions it had before, when it existed already. */
   readonly previousPartitions?: number;
 }
+
+export interface PeekRequest {
+  /** Start at this position (one a previous peek returned); the oldest stored message when absent. */
+  from?: string;
+  /** Start at the first message stored at or after this time (a Date, ms since the epoch, or RFC 3339 text). */
+  fromTime?: Date | number | string;
+  /** At most this many messages, 1 to 1000. Default 20. */
+  count?: number;
+}
+
+/** The longest peek. */
+export const MAX_PEEK = 1000;
 
 export interface ExpiryOptions {
   /** CORTX's expire time: messages older than this are removed. */
@@ -47,9 +73,99 @@ function count(value: number | undefined, name: string): void {
 /** CORTX's MessageBusAdmin: message types, partitions, expiry, purge and analytics. */
 export class Admin {
   readonly #admin: TransportAdmin;
+  readonly #deadLetters: DeadLetters | undefined;
+  readonly #capabilities: Transport['capabilities'] | undefined;
+  readonly #transportName: string | undefined;
 
-  constructor(admin: TransportAdmin) {
+  /** `transport` enables the dead-letter operations (MessageBus.admin() passes it). */
+  constructor(admin: TransportAdmin, transport?: Transport) {
     this.#admin = admin;
+    this.#deadLetters = transport ? new DeadLetters(transport) : undefined;
+    this.#capabilities = transport?.capabilities;
+    this.#transportName = transport?.name;
+  }
+
+  #dlq(): DeadLetters {
+    if (!this.#deadLetters) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        'dead-letter operations need the transport: use bus.admin() rather than new Admin(transport.admin)',
+      );
+    }
+    return this.#deadLetters;
+  }
+
+  /**
+   * Stored messages of `type`, oldest first (from a position or a time where the transport can), without consuming
+   * them: no group moves. A transport that cannot browse (capabilities.peek absent) throws BUSBAR_ERR_UNSUPPORTED.
+   */
+  async peek(type: string, request: PeekRequest = {}): Promise<PeekedMessage[]> {
+    checkTypeName(type);
+    const count = request.count ?? 20;
+    if (!Number.isInteger(count) || count < 1 || count > MAX_PEEK) {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `count must be a whole number from 1 to ${MAX_PEEK}, not ${JSON.stringify(request.count)}`,
+      );
+    }
+    const name = this.#transportName ?? 'this transport';
+    const can = this.#capabilities?.peek;
+    if (!this.#admin.peek || (this.#capabilities && !can)) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `${name} cannot browse messages without consuming them (see the peek row of docs/transports.md): ` +
+          'read them with a consumer group of your own instead (busbar receive --group)',
+      );
+    }
+    let fromTime: number | undefined;
+    if (request.fromTime !== undefined) {
+      fromTime =
+        request.fromTime instanceof Date
+          ? request.fromTime.getTime()
+          : typeof request.fromTime === 'number'
+            ? request.fromTime
+            : Date.parse(request.fromTime);
+      if (!Number.isFinite(fromTime)) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          `fromTime ${JSON.stringify(request.fromTime)} is not a time: give a Date, ms since the epoch or RFC 3339 text`,
+        );
+      }
+      if (can && !can.time) {
+        throw new BusError('BUSBAR_ERR_UNSUPPORTED', `${name} can peek from a position but not from a time: use from`);
+      }
+    }
+    if (request.from !== undefined && can && !can.position) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `${name} can peek from a time but not from a position: use fromTime`,
+      );
+    }
+    await this.#existing(type, 'peek at');
+    return this.#admin.peek(type, { from: request.from, fromTime, count });
+  }
+
+  /**
+   * The dead letters of `type` (in `<type>.dlq`), oldest first, with reason, attempts, original type and group,
+   * without removing them. An unknown type throws BUSBAR_ERR_UNKNOWN_TYPE; a type without dead letters gives [].
+   */
+  async deadLetters(type: string, options?: DeadLetterReadOptions): Promise<DeadLetter[]> {
+    return this.#dlq().list(type, options);
+  }
+
+  /** One dead letter of `type` by message id, or undefined. */
+  async peekDeadLetter(type: string, id: string, options?: DeadLetterReadOptions): Promise<DeadLetter | undefined> {
+    return this.#dlq().peek(type, id, options);
+  }
+
+  /** Sends dead letters of `type` back to their original type (all, or `options.ids`) and removes them. */
+  async redriveDeadLetters(type: string, options?: RedriveOptions): Promise<RedriveResult> {
+    return this.#dlq().redrive(type, options);
+  }
+
+  /** Removes every dead letter of `type`; resolves with how many where they were counted one by one. */
+  async purgeDeadLetters(type: string): Promise<number | undefined> {
+    return this.#dlq().purge(type);
   }
 
   /**

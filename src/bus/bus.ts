@@ -10,6 +10,7 @@ import { withDeadlines } from './deadlines.ts';
 import { type HandleOptions, type Handler, startHandler } from './handler.ts';
 import type { HandlerFn } from './middleware.ts';
 import { buildBatch, Producer, type ProducerOptions } from './producer.ts';
+import { withTracing } from './tracing.ts';
 
 interface Closable {
   close(): Promise<void>;
@@ -31,7 +32,7 @@ export class MessageBus {
    */
   constructor(transport: Transport, config?: ResolvedConfig) {
     // Every send and admin call of the bus, the REST gateway's included, goes through this one bounded view.
-    this.#transport = config ? withDeadlines(transport, config) : transport;
+    this.#transport = withTracing(config ? withDeadlines(transport, config) : transport);
     this.config = config;
     this.#source = config?.producerId ?? DEFAULT_SOURCE;
     this.#ackTimeoutMs = config?.ackTimeoutMs;
@@ -110,7 +111,7 @@ export class MessageBus {
   }
 
   admin(): Admin {
-    return new Admin(this.#transport.admin);
+    return new Admin(this.#transport.admin, this.#transport);
   }
 
   /** Idempotent: flushes async producers, stops handlers and consumers, then closes the transport. */

@@ -9,6 +9,7 @@ import {
 import { deadLetter } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_PREFETCH, deadLetterTypeOf } from './options.ts';
+import { deliverChannel } from './tracing.ts';
 
 export interface ConsumerOptions {
   /** Identifies this member of the group (logs, broker consumer names). Defaults to a random id. */
@@ -222,7 +223,10 @@ export class Consumer implements AsyncIterable<Message> {
   }
 
   async #take(delivery: Delivery): Promise<Message> {
-    const message = new Message(delivery, this.#forget);
+    const message = new Message(delivery, this.#forget, this.consumerGroup);
+    if (deliverChannel.hasSubscribers) {
+      deliverChannel.traceSync(() => {}, { type: message.type, group: this.consumerGroup, message, sync: true });
+    }
     if (this.autoAck) await message.ack();
     else this.#unacked.add(message);
     return message;

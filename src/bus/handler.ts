@@ -5,6 +5,7 @@ import { deadLetter, describeFailure } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { compose, type HandlerFn, type Middleware } from './middleware.ts';
 import { backoffMs, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY, deadLetterTypeOf } from './options.ts';
+import { traceDeliver } from './tracing.ts';
 
 export interface HandleOptions {
   group: string;
@@ -78,7 +79,7 @@ export function startHandler(
   let stopping = false;
 
   async function process1(delivery: Delivery): Promise<void> {
-    const message = new Message(delivery);
+    const message = new Message(delivery, undefined, group);
     const dlq = deadLetterType(delivery.message.type);
     try {
       if (delivery.attempt > maxAttempts) {
@@ -86,7 +87,7 @@ export function startHandler(
         return;
       }
       try {
-        await run(message);
+        await traceDeliver(message, group, async () => run(message));
       } catch (failure) {
         if (message.settled) return;
         // A body that does not decode fails the same way on every attempt: retrying only delays the dead letter.

@@ -1,6 +1,7 @@
 import type { BusError } from '../errors.ts';
 import { decodeBody } from '../message/codec.ts';
 import type { Delivery, NackOptions } from '../transport/contract.ts';
+import { traceSettle } from './tracing.ts';
 
 /** A received message: the envelope, the decoded body, the raw bytes, and its ack / nack. */
 export class Message<T = unknown> {
@@ -12,6 +13,8 @@ export class Message<T = unknown> {
   readonly key: string | undefined;
   readonly headers: Readonly<Record<string, string>>;
   readonly attempt: number;
+  /** The consumer group it was read in (for tracing); undefined where none was named. */
+  readonly group: string | undefined;
   /** The payload bytes exactly as published. */
   readonly raw: Uint8Array;
   readonly #delivery: Delivery;
@@ -21,8 +24,9 @@ export class Message<T = unknown> {
   #decodeError: BusError | undefined;
   #settled = false;
 
-  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void) {
+  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void, group?: string) {
     const m = delivery.message;
+    this.group = group;
     this.id = m.id;
     this.type = m.type;
     this.source = m.source;
@@ -70,13 +74,13 @@ export class Message<T = unknown> {
   /** Idempotent. */
   async ack(): Promise<void> {
     this.#markSettled();
-    await this.#delivery.ack();
+    await traceSettle('ack', this as Message, this.group, () => this.#delivery.ack());
   }
 
   /** Idempotent. Returns the message to its group, redelivered after `delayMs` where given. */
   async nack(options?: NackOptions): Promise<void> {
     this.#markSettled();
-    await this.#delivery.nack(options);
+    await traceSettle('nack', this as Message, this.group, () => this.#delivery.nack(options));
   }
 
   /** The transport-level delivery, for the bus's own dead-lettering. */

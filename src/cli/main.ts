@@ -5,6 +5,8 @@
 import { BusError, isBusError } from '../errors.ts';
 import { BRIDGE_HELP } from './bridge.ts';
 import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { DLQ_HELP, dlq } from './dlq.ts';
+import { PEEK_HELP, peek } from './peek.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { RELAY_HELP } from './relay-help.ts';
 import { SEND_HELP } from './send.ts';
@@ -29,6 +31,8 @@ Commands:
   types list|create|delete    list, register or deregister message types
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
+  peek <type>                 show stored messages without consuming them
+  dlq list|peek|redrive|purge <type>   dead letters: list, show, send back to the type, remove
   serve                       run the REST gateway
   spool status|flush          what a producer's spool holds; send it to the broker now
   bridge --from URL --to URL  move messages from one broker to another
@@ -64,6 +68,12 @@ ${COMMON}`,
   spool: `${SPOOL_HELP}
 
 ${COMMON}`,
+  peek: `${PEEK_HELP}
+
+${COMMON}`,
+  dlq: `${DLQ_HELP}
+
+${COMMON}`,
   serve: `Usage: busbar serve [--host H] [--port P] [--insecure]
 
 Runs the REST gateway (default 127.0.0.1:8080) on the configured broker (embedded unless --broker / --config say
@@ -96,6 +106,8 @@ const COMMANDS: Record<string, Command> = {
   types,
   purge,
   stats,
+  dlq,
+  peek,
   demo,
   spool: async (argv, ctx) => {
     const { spool } = await import('./spool.ts');

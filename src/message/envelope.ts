@@ -29,6 +29,8 @@ export const DEAD_LETTER_HEADERS = {
   attempts: 'busbar-dlq-attempts',
   group: 'busbar-dlq-group',
   time: 'busbar-dlq-time',
+  /** The message's partition key: a dead letter travels without one, so no key holds up the others in a browse. */
+  key: 'busbar-dlq-key',
 } as const;
 
 /**

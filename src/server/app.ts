@@ -17,8 +17,11 @@ import { RouteMethods } from './methods.ts';
 import { ApiRegistry, type RouteSpec } from './openapi.ts';
 import { type AjvError, formatValidation, parseQuery, principalOf, setPrincipal } from './requests.ts';
 import { registerAdminRoutes } from './routes/admin.ts';
+import { registerConsoleRoutes } from './routes/console.ts';
 import { registerCortxPublish, registerCortxRoutes } from './routes/cortx.ts';
+import { registerDeadLetterRoutes } from './routes/dead-letters.ts';
 import { registerOpsRoutes } from './routes/ops.ts';
+import { registerPeekRoutes } from './routes/peek.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPullRoutes } from './routes/pull.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
@@ -159,5 +162,8 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerAdminRoutes(app, gw, api);
   registerCortxRoutes(app, gw, api);
   registerOpsRoutes(app, gw, api);
+  registerDeadLetterRoutes(app, gw, api);
+  registerPeekRoutes(app, gw, api);
+  registerConsoleRoutes(app, gw);
   return app;
 }

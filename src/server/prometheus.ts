@@ -9,16 +9,16 @@ export interface Gauges {
   longPolls: number;
 }
 
-function escapeLabel(value: string): string {
+export function escapeLabel(value: string): string {
   return value.replace(/\\/g, '\\\\').replace(/"/g, '\\"').replace(/\n/g, '\\n');
 }
 
-function labels(pairs: Record<string, string | number>): string {
+export function labels(pairs: Record<string, string | number>): string {
   const parts = Object.entries(pairs).map(([k, v]) => `${k}="${escapeLabel(String(v))}"`);
   return parts.length ? `{${parts.join(',')}}` : '';
 }
 
-class Exposition {
+export class Exposition {
   readonly lines: string[] = [];
 
   family(name: string, type: 'counter' | 'gauge', help: string, samples: [Record<string, string | number>, number][]) {
@@ -61,49 +61,52 @@ export function renderMetrics(metrics: Metrics, gauges: Gauges, stats: readonly 
   out.family('busbar_gateway_consumers', 'gauge', 'Consumers the gateway holds open.', [[{}, gauges.consumers]]);
   out.family('busbar_gateway_streams', 'gauge', 'Server-Sent Event streams open.', [[{}, gauges.streams]]);
   out.family('busbar_gateway_long_polls', 'gauge', 'Long polls waiting.', [[{}, gauges.longPolls]]);
-  if (stats) {
-    out.family(
-      'busbar_type_depth',
-      'gauge',
-      'Messages the broker holds per type.',
-      stats.map((s) => [{ type: s.type }, s.depth]),
-    );
-    out.family(
-      'busbar_type_bytes',
-      'gauge',
-      'Payload bytes the broker holds per type (-1: unknown).',
-      stats.map((s) => [{ type: s.type }, s.bytes]),
-    );
-    const groups = stats.flatMap((s) => s.groups.map((g) => ({ type: s.type, ...g })));
-    out.family(
-      'busbar_group_unread',
-      'gauge',
-      'Messages a group has not acked.',
-      groups.map((g) => [{ type: g.type, group: g.group }, g.unread]),
-    );
-    out.family(
-      'busbar_group_inflight',
-      'gauge',
-      'Messages delivered to a group and not yet acked (-1: unknown).',
-      groups.map((g) => [{ type: g.type, group: g.group }, g.inflight]),
-    );
-    out.family(
-      'busbar_group_oldest_unacked_age_seconds',
-      'gauge',
-      'Age of the oldest message a group has not acked.',
-      groups
-        .filter((g) => g.oldestAgeMs !== null)
-        .map((g) => [{ type: g.type, group: g.group }, (g.oldestAgeMs ?? 0) / 1000]),
-    );
-    const dropping = groups.filter((g) => g.dropped !== undefined);
-    if (dropping.length > 0) {
-      out.family(
-        'busbar_group_dropped_total',
-        'counter',
-        'Messages a group lost to its bounded buffer (transports without a broker: zeromq).',
-        dropping.map((g) => [{ type: g.type, group: g.group }, g.dropped ?? 0]),
-      );
-    }
-  }
+  if (stats) brokerStatsFamilies(out, stats);
   return `${out.lines.join('\n')}\n`;
+}
+
+/** The broker's queue stats as gauges: depth and bytes per type; unread, in flight, oldest age per group. */
+export function brokerStatsFamilies(out: Exposition, stats: readonly TypeStats[]): void {
+  out.family(
+    'busbar_type_depth',
+    'gauge',
+    'Messages the broker holds per type.',
+    stats.map((s) => [{ type: s.type }, s.depth]),
+  );
+  out.family(
+    'busbar_type_bytes',
+    'gauge',
+    'Payload bytes the broker holds per type (-1: unknown).',
+    stats.map((s) => [{ type: s.type }, s.bytes]),
+  );
+  const groups = stats.flatMap((s) => s.groups.map((g) => ({ type: s.type, ...g })));
+  out.family(
+    'busbar_group_unread',
+    'gauge',
+    'Messages a group has not acked.',
+    groups.map((g) => [{ type: g.type, group: g.group }, g.unread]),
+  );
+  out.family(
+    'busbar_group_inflight',
+    'gauge',
+    'Messages delivered to a group and not yet acked (-1: unknown).',
+    groups.map((g) => [{ type: g.type, group: g.group }, g.inflight]),
+  );
+  out.family(
+    'busbar_group_oldest_unacked_age_seconds',
+    'gauge',
+    'Age of the oldest message a group has not acked.',
+    groups
+      .filter((g) => g.oldestAgeMs !== null)
+      .map((g) => [{ type: g.type, group: g.group }, (g.oldestAgeMs ?? 0) / 1000]),
+  );
+  const dropping = groups.filter((g) => g.dropped !== undefined);
+  if (dropping.length > 0) {
+    out.family(
+      'busbar_group_dropped_total',
+      'counter',
+      'Messages a group lost to its bounded buffer (transports without a broker: zeromq).',
+      dropping.map((g) => [{ type: g.type, group: g.group }, g.dropped ?? 0]),
+    );
+  }
 }

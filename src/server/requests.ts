@@ -35,7 +35,7 @@ export function formatValidation(errors: readonly AjvError[], where: string): st
   return `${path} ${first.message ?? 'is invalid'}`;
 }
 
-const NUMBER_PARAMS = new Set(['max', 'wait', 'lease', 'inflight']);
+const NUMBER_PARAMS = new Set(['max', 'wait', 'lease', 'inflight', 'limit', 'count']);
 const BOOLEAN_PARAMS = new Set(['autoAck', 'auto_ack']);
 
 /**

@@ -257,6 +257,7 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
             inflight: { type: 'integer', description: '-1 where the broker cannot tell' },
             oldestAgeMs: { type: ['integer', 'null'] },
             dropped: { type: 'integer', description: 'lost to a bounded buffer (zeromq only); absent elsewhere' },
+            consumers: { type: 'integer', description: 'consumers attached to the group, where the broker tells' },
             leased: { type: 'integer', description: 'messages leased by this gateway now' },
             deliveredPerSec: { type: 'number' },
             ackedPerSec: { type: 'number' },

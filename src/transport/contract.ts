@@ -129,6 +129,8 @@ export interface GroupStats {
    * transport without a broker to hold them sets it (zeromq: each group's buffer in the consuming process).
    */
   readonly dropped?: number;
+  /** Consumers attached to the group now, where the broker tells (absent where it cannot). */
+  readonly consumers?: number | undefined;
 }
 
 export interface TypeStats {
@@ -139,6 +141,25 @@ export interface TypeStats {
   readonly bytes: number;
   readonly partitions: number;
   readonly groups: readonly GroupStats[];
+}
+
+/** Where a peek starts and how much it shows. */
+export interface PeekOptions {
+  /** The first position to show (a position a previous peek returned, e.g. a sequence number); the oldest if absent. */
+  readonly from?: string | undefined;
+  /** Only messages the broker stored at or after this time (Date.now() ms). Needs capability peek.time. */
+  readonly fromTime?: number | undefined;
+  /** At most this many messages (a whole number >= 1; the bus caps it). */
+  readonly count: number;
+}
+
+/** A message seen by a peek: nothing is consumed, no group moves. */
+export interface PeekedMessage {
+  /** Where it is in its type, as the transport counts (give it back as `from` to start there). */
+  readonly position: string;
+  /** When the broker stored it (Date.now() ms), where the broker tells. */
+  readonly storedAt?: number | undefined;
+  readonly message: TransportMessage;
 }
 
 export interface TransportAdmin {
@@ -154,6 +175,11 @@ export interface TransportAdmin {
   purge(type: string): Promise<void>;
   /** Stats for one type, or for every type when none is named. */
   stats(type?: string): Promise<TypeStats[]>;
+  /**
+   * Stored messages of a type, oldest first, without consuming them: no group moves, no attempt counts. Present only
+   * where capabilities.peek says so; an unknown type gives [].
+   */
+  peek?(type: string, options: PeekOptions): Promise<PeekedMessage[]>;
 }
 
 /** How a transport provides a feature: by the broker itself, emulated in the transport or bus layer, or not at all. */
@@ -177,6 +203,11 @@ export interface Capabilities {
   readonly lag: boolean;
   /** Accepted messages survive a broker (or process) restart. */
   readonly persistence: boolean;
+  /**
+   * admin.peek: browse stored messages without consuming them, from a position and/or from a time. Absent (the
+   * default for a transport that does not declare it) means no peek: the bus answers BUSBAR_ERR_UNSUPPORTED.
+   */
+  readonly peek?: { readonly position: boolean; readonly time: boolean } | undefined;
 }
 
 export interface Transport {

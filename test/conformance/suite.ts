@@ -21,6 +21,7 @@ import {
 import type { Transport } from '../../src/transport/contract.ts';
 import { loadCapabilities, loadTransport } from '../../src/transport/registry.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
+import { dlqScenarios } from './dlq.ts';
 import { ruleScenarios } from './rules.ts';
 
 export interface ConformanceSpec {
@@ -793,6 +794,16 @@ export function runConformance(spec: ConformanceSpec): void {
     });
 
     ruleScenarios({
+      bus: () => bus,
+      caps: () => caps,
+      openTransport,
+      newType,
+      newGroup,
+      ackTimeoutMs,
+      patience,
+      scenario,
+    });
+    dlqScenarios({
       bus: () => bus,
       caps: () => caps,
       openTransport,

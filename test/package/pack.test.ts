@@ -123,7 +123,15 @@ console.log(JSON.stringify({ bodies, depth: stats?.depth, unread: stats?.groups[
 
 test('the tarball holds the built library and the bin, not the sources', () => {
   const files = tarball.files.map((f) => f.path);
-  for (const file of ['package.json', 'bin/busbar.js', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js']) {
+  const console = ['dist/server/console/index.html', 'dist/server/console/app.js', 'dist/server/console/app.css'];
+  for (const file of [
+    'package.json',
+    'bin/busbar.js',
+    'dist/index.js',
+    'dist/index.d.ts',
+    'dist/cli/main.js',
+    ...console,
+  ]) {
     assert.ok(files.includes(file), `${file} is missing from the tarball`);
   }
   assert.deepEqual(

@@ -226,7 +226,8 @@ function hostileRequest(type: string, realReceipt: string, next: () => number): 
     () => ({
       method: pick(['GET', 'POST', 'DELETE', 'PATCH', 'PUT']),
       path: pick([
-        '/',
+        '/console/', // `GET /` is the web console (200): what is beside it is not
+        '/console/app.ts',
         '/v1',
         '/v1/',
         '/v2/types',

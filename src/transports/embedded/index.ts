@@ -6,6 +6,8 @@ import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   Subscription,
   Transport,
@@ -19,6 +21,7 @@ import type {
 } from '../../transport/contract.ts';
 import { closedError, Engine } from './engine.ts';
 import { parseEmbeddedOptions } from './options.ts';
+import { toMessage } from './rows.ts';
 import { openDatabase } from './schema.ts';
 import { Store } from './store.ts';
 import { EmbeddedSubscription } from './subscription.ts';
@@ -34,6 +37,7 @@ export const EMBEDDED_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  peek: Object.freeze({ position: true, time: true }),
 });
 
 class EmbeddedTransport implements Transport {
@@ -108,6 +112,30 @@ class EmbeddedAdmin implements TransportAdmin {
   deleteType(type: string): Promise<void> {
     checkTypeName(type);
     return this.#write(`deleting type '${type}'`, (store) => store.deleteType(type));
+  }
+
+  /** Reads the messages table directly (a read transaction of its own; nothing is claimed). */
+  peek(type: string, options: PeekOptions): Promise<PeekedMessage[]> {
+    checkTypeName(type);
+    const from = options.from === undefined ? 0 : Number(options.from);
+    return this.#read(() => {
+      const statement = this.#engine.store.db.prepare(
+        'SELECT seq, published_ms, id, source, time, content_type, key, headers, body FROM messages ' +
+          'WHERE type = ? AND seq >= ? AND published_ms >= ? ORDER BY seq LIMIT ?',
+      );
+      statement.setReturnArrays(true);
+      const rows = statement.all(
+        type,
+        Number.isSafeInteger(from) ? from : 0,
+        options.fromTime ?? 0,
+        options.count,
+      ) as unknown as unknown[][];
+      return rows.map((row) => ({
+        position: String(row[0]),
+        storedAt: Number(row[1]),
+        message: toMessage(type, Number(row[0]), row, 2),
+      }));
+    });
   }
 
   listTypes(): Promise<TypeInfo[]> {

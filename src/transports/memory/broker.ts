@@ -7,6 +7,8 @@ import type {
   Delivery,
   GroupStats,
   Offset,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   TransportMessage,
   TypeInfo,
@@ -360,6 +362,19 @@ export class MemoryBroker {
     this.#dropBefore(topic, topic.nextSeq);
   }
 
+  peek(type: string, options: PeekOptions): PeekedMessage[] {
+    const topic = this.#topic(type, false);
+    if (!topic) return [];
+    const from = options.from === undefined ? 0 : Number(options.from);
+    const out: PeekedMessage[] = [];
+    for (const stored of topic.log) {
+      if (out.length >= options.count) break;
+      if (stored.seq < from || (options.fromTime !== undefined && stored.publishedMs < options.fromTime)) continue;
+      out.push({ position: String(stored.seq), storedAt: stored.publishedMs, message: stored.message });
+    }
+    return out;
+  }
+
   stats(type?: string): TypeStats[] {
     const topics =
       type === undefined ? [...this.#topics.values()] : [this.#topics.get(type)].filter((t) => t !== undefined);
@@ -385,6 +400,7 @@ export class MemoryBroker {
           unread: unreadNew + group.pending.size,
           inflight,
           oldestAgeMs: oldest === Number.POSITIVE_INFINITY ? null : now - oldest,
+          consumers: group.members.size,
         };
       }),
     }));

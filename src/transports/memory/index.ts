@@ -7,6 +7,7 @@ import { BusError } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  PeekOptions,
   Subscription,
   Transport,
   TransportConfig,
@@ -24,6 +25,7 @@ export const MEMORY_CAPABILITIES: Capabilities = Object.freeze({
   partitions: true,
   retention: Object.freeze({ age: true, bytes: true }),
   purge: true,
+  peek: Object.freeze({ position: true, time: true }),
   lag: true,
   persistence: false,
 });
@@ -52,6 +54,7 @@ class MemoryTransport implements Transport {
         broker.setRetention(type, retention),
       purge: async (type: string) => broker.purge(type),
       stats: async (type?: string) => broker.stats(type),
+      peek: async (type: string, options: PeekOptions) => broker.peek(type, options),
     };
   }
 

@@ -168,11 +168,11 @@ class RabbitAdmin implements TransportAdmin {
   async #groupStats(type: string, group: string): Promise<GroupStats | undefined> {
     const queue = groupQueue(type, group);
     try {
-      const ready = await this.#broker.withScratchChannel(
-        async (channel) => (await channel.checkQueue(queue)).messageCount,
+      const { messageCount: ready, consumerCount: consumers } = await this.#broker.withScratchChannel((channel) =>
+        channel.checkQueue(queue),
       );
       const inflight = this.#inflight.get(queue);
-      return { group, unread: ready + inflight, inflight, oldestAgeMs: null };
+      return { group, unread: ready + inflight, inflight, oldestAgeMs: null, consumers };
     } catch (error) {
       if ((error as { code?: number }).code === 404) return undefined;
       throw error;

@@ -5,6 +5,8 @@
 import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   TransportAdmin,
   TypeInfo,
@@ -13,7 +15,7 @@ import type {
 } from '../../transport/contract.ts';
 import { type RedisConnection, redisError } from './connection.ts';
 import { COUNT_AFTER, DROP, PURGE } from './scripts.ts';
-import { entryTime, type Keys } from './wire.ts';
+import { decodeEntry, entryTime, type Keys } from './wire.ts';
 
 export interface AdminHost {
   readonly connection: RedisConnection;
@@ -45,6 +47,40 @@ export class RedisAdmin implements TransportAdmin {
         this.#redis.send(['HSETNX', keys.meta(type), 'partitions', String(partitions)]),
       ]),
     );
+  }
+
+  /** XRANGE from the position (an entry id) or the time (entry ids start with their ms): nothing is read by a group. */
+  async peek(type: string, options: PeekOptions): Promise<PeekedMessage[]> {
+    checkTypeName(type);
+    const starts = ['-'];
+    if (options.from !== undefined) {
+      if (!/^\d{1,20}(-\d{1,20})?$/.test(options.from)) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          `'${options.from}' is not a Redis stream position: give an entry id (ms-seq) a previous peek returned`,
+        );
+      }
+      starts.push(options.from.includes('-') ? options.from : `${options.from}-0`);
+    }
+    if (options.fromTime !== undefined) starts.push(`${Math.max(0, Math.floor(options.fromTime))}-0`);
+    const start = starts.length === 1 ? '-' : starts.slice(1).sort((a, b) => entryTime(b) - entryTime(a))[0]!;
+    const reply = await guard(`peeking at '${type}'`, () =>
+      this.#redis.sendBinary<[Buffer, Buffer[] | null][]>([
+        'XRANGE',
+        this.#host.keys.stream(type),
+        start,
+        '+',
+        'COUNT',
+        String(options.count),
+      ]),
+    );
+    const out: PeekedMessage[] = [];
+    for (const [rawId, fields] of reply ?? []) {
+      if (!fields) continue;
+      const id = rawId.toString();
+      out.push({ position: id, storedAt: entryTime(id), message: decodeEntry(type, id, fields) });
+    }
+    return out;
   }
 
   async deleteType(type: string): Promise<void> {
