@@ -21,6 +21,7 @@ import { registerCortxPublish, registerCortxRoutes } from './routes/cortx.ts';
 import { registerOpsRoutes } from './routes/ops.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPullRoutes } from './routes/pull.ts';
+import { registerReplicaRoutes } from './routes/replicas.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
 
 function onClientError(error: NodeJS.ErrnoException, socket: Socket, headerBytes: number): void {
@@ -126,7 +127,7 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
 
   app.addHook('onRequest', async (request) => {
     const auth = (request.routeOptions.config as { auth?: RouteSpec['auth'] }).auth;
-    if (gw.closing && auth !== 'public') {
+    if (gw.closing && auth !== 'public' && !gw.servesWhileDraining(request.routeOptions.url)) {
       throw httpError('BUSBAR_ERR_CLOSED', 'the gateway is shutting down: retry once it is back');
     }
     if (auth === 'public') return;
@@ -159,5 +160,6 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerAdminRoutes(app, gw, api);
   registerCortxRoutes(app, gw, api);
   registerOpsRoutes(app, gw, api);
+  registerReplicaRoutes(app, gw, api);
   return app;
 }
