@@ -149,6 +149,7 @@ for (const setup of SETUPS) {
       const acked = new Map<string, number>(); // id -> successful acks
       const forwarded = { count: 0 };
       const settleFailures = new Map<number, number>();
+      const notes = new Map<string, string[]>();
       let killed = false;
       const deadline = Date.now() + 120_000;
       const worker = async () => {
@@ -163,7 +164,11 @@ for (const setup of SETUPS) {
           if (pulled?.status !== 200) continue;
           const messages = pulled.json.messages as { id: string; receipt: string }[];
           if (messages.length === 0) continue;
-          for (const m of messages) deliveries.set(m.id, [...(deliveries.get(m.id) ?? []), pulled.replica!]);
+          for (const m of messages) {
+            deliveries.set(m.id, [...(deliveries.get(m.id) ?? []), pulled.replica!]);
+            const leaseLeft = Date.parse((m as { leaseExpiresAt?: string }).leaseExpiresAt ?? '') - Date.now();
+            notes.set(m.id, [...(notes.get(m.id) ?? []), `lease ${leaseLeft} ms`]);
+          }
           // An ack whose answer was lost (502: the replica that took it died) is retried: a repeat answers 200 again.
           let ack: Answer | undefined;
           for (let i = 0; i < 10; i++) {
@@ -177,7 +182,10 @@ for (const setup of SETUPS) {
           const failedIndexes = new Set<number>(
             ack.status === 200 ? [] : ((ack.json.error?.failed ?? []) as { index: number }[]).map((f) => f.index),
           );
-          if (ack.status !== 200) settleFailures.set(ack.status, (settleFailures.get(ack.status) ?? 0) + 1);
+          if (ack.status !== 200) {
+            settleFailures.set(ack.status, (settleFailures.get(ack.status) ?? 0) + 1);
+            for (const m of messages) notes.get(m.id)?.push(`ack ${ack.status} ${ack.json.error?.message}`);
+          }
           // A 502 or a 503 without details settled nothing we can count on: those messages come again.
           const countable =
             ack.status === 200 || ((ack.status === 410 || ack.status === 409) && ack.json.error?.failed);
@@ -195,7 +203,10 @@ for (const setup of SETUPS) {
       // Duplicates: a message delivered (or acked) twice must have had a lease on the dead replica.
       for (const [id, leasedBy] of deliveries) {
         if (leasedBy.length > 1 || (acked.get(id) ?? 0) > 1) {
-          assert.ok(leasedBy.includes(victim.id), `${id} came twice (${leasedBy.join(', ')}) without a dead lease`);
+          assert.ok(
+            leasedBy.includes(victim.id),
+            `${id} came twice (${leasedBy.join(', ')}) without a dead lease: ${notes.get(id)?.join('; ')}`,
+          );
         }
       }
       // Nothing is left for the group.
