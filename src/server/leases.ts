@@ -119,6 +119,15 @@ export class LeaseTable {
     return { receipt, expiresAt };
   }
 
+  /**
+   * Whether `message` can still be leased for at least half of `leaseMs`. A message that waited in the gateway's
+   * consumer (read ahead of pulls) until the broker's lease on it nearly ran out would reach the client with a
+   * lease too short to use, and come again anyway: the caller returns such a message to its group instead.
+   */
+  leasable(message: Message, leaseMs: number): boolean {
+    return message.delivery.leaseUntil - this.#guardMs - Date.now() >= leaseMs / 2;
+  }
+
   /** The receipt issued with `nonce`, while its lease is outstanding (lets verification skip the HMAC). */
   issued(nonce: string): string | undefined {
     return this.#active.get(nonce)?.receipt;

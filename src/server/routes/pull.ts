@@ -71,6 +71,12 @@ export async function pull(
       gw.metrics.group('acked', type, options.group, messages.length);
       return { messages, wire: messages.map((m) => toWire(m)) };
     }
+    // Messages read ahead too long ago to lease properly go back to the group (next pull gets them afresh).
+    const stale = messages.filter((m) => !gw.leases.leasable(m, options.lease));
+    if (stale.length > 0) {
+      void Promise.allSettled(stale.map((m) => m.nack()));
+      messages = messages.filter((m) => !stale.includes(m));
+    }
     return { messages, wire: messages.map((m) => toWire(m, gw.leases.grant(current, m, options.lease))) };
   } finally {
     leave();
