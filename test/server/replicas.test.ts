@@ -27,7 +27,7 @@ interface Setup {
   skip(): Promise<string | undefined>;
 }
 
-const reachable = (name: 'redis' | 'rabbitmq', port: number) => () =>
+const reachable = (name: 'redis' | 'rabbitmq' | 'nats', port: number) => () =>
   brokerSkipReason(name, () => {
     const { host, port: p } = hostPort(BROKERS[name], port);
     return tcpReachable(host, p);
@@ -41,6 +41,12 @@ const SETUPS: Setup[] = [
     url: () => BROKERS.rabbitmq,
     store: (dir) => `sqlite:${join(dir, 'idempotency.db')}`,
     skip: reachable('rabbitmq', 5672),
+  },
+  {
+    name: 'nats',
+    url: () => BROKERS.nats,
+    store: (dir) => `sqlite:${join(dir, 'idempotency.db')}`,
+    skip: reachable('nats', 4222),
   },
 ];
 
