@@ -88,7 +88,7 @@ async function retrying(base: string, path: string, init: Parameters<typeof call
 }
 
 for (const setup of SETUPS) {
-  describe(`gateway replicas on ${setup.name}`, { timeout: 240_000 }, async () => {
+  describe(`gateway replicas on ${setup.name}`, { timeout: 480_000 }, async () => {
     const skip = await setup.skip();
     const dir = mkdtempSync(join(tmpdir(), 'busbar-replicas-'));
     const types: string[] = [];
@@ -291,7 +291,7 @@ for (const setup of SETUPS) {
 
     test("a lease extended through another replica keeps a slow worker's message; SIGTERM drains; a different secret is named", {
       skip,
-      timeout: 120_000,
+      timeout: 180_000,
     }, async () => {
       const c = await cluster();
       const [a, b, third] = c.replicas as [(typeof c.replicas)[0], (typeof c.replicas)[0], (typeof c.replicas)[0]];
@@ -320,6 +320,33 @@ for (const setup of SETUPS) {
       assert.equal(acked.status, 200, JSON.stringify(acked.json));
       const again = await call(b.url, '/v1/acks', { body: { receipts: [m!.receipt] } });
       assert.equal(again.status, 200, 'a retried ack (its answer lost) succeeds through any replica');
+
+      // A nack through another replica than the pull returns the message, after its delay, with attempt 2.
+      const nackType = fresh('nack');
+      const proxy = c.proxy.url;
+      assert.equal(
+        (await call(proxy, `/v1/types/${nackType}/messages`, { body: { messages: [{ body: 'n' }] } })).status,
+        200,
+      );
+      const pullOne = async (what: string) => {
+        const until = Date.now() + 30_000;
+        while (Date.now() < until) {
+          const got = await call(proxy, `/v1/types/${nackType}/messages?group=g&max=1&wait=500&lease=3000`);
+          if (got.status === 200 && got.json.messages.length === 1) return got;
+        }
+        throw new Error(`${what} did not arrive within 30 s`);
+      };
+      const n1 = await pullOne('the message');
+      const elsewhere = c.replicas.find((r) => r.id !== n1.replica && r !== a)!;
+      const nacked = await call(elsewhere.url, '/v1/nacks', {
+        body: { receipts: [n1.json.messages[0].receipt], delayMs: 300 },
+      });
+      assert.equal(nacked.status, 200, JSON.stringify(nacked.json));
+      assert.equal(nacked.json.nacked, 1);
+      const n2 = await pullOne('the nacked message');
+      assert.equal(n2.json.messages[0].id, n1.json.messages[0].id);
+      assert.equal(n2.json.messages[0].attempt, 2);
+      assert.equal((await call(proxy, '/v1/acks', { body: { receipts: [n2.json.messages[0].receipt] } })).status, 200);
 
       // SIGTERM on a replica holding a lease: it refuses pulls, still settles what it leased (forwarded from
       // another replica), then exits.

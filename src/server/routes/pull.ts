@@ -53,7 +53,9 @@ export async function pull(
     const gone = () => reply.raw.destroyed || request.raw.socket.destroyed;
     let messages: Message[];
     try {
-      messages = await gw.pool.take(current, options.max, options.wait, gone);
+      // Messages read ahead too long ago to lease properly go back to the group (to come again afresh).
+      const usable = (m: Message) => options.autoAck || gw.leases.leasable(m, options.lease);
+      messages = await gw.pool.take(current, options.max, options.wait, gone, usable);
     } catch (error) {
       gw.pool.discard(current);
       throw toBusError(error, 'BUSBAR_ERR_BROKER', `receiving from '${type}' for group '${options.group}'`);
@@ -70,12 +72,6 @@ export async function pull(
       gw.metrics.group('delivered', type, options.group, messages.length);
       gw.metrics.group('acked', type, options.group, messages.length);
       return { messages, wire: messages.map((m) => toWire(m)) };
-    }
-    // Messages read ahead too long ago to lease properly go back to the group (next pull gets them afresh).
-    const stale = messages.filter((m) => !gw.leases.leasable(m, options.lease));
-    if (stale.length > 0) {
-      void Promise.allSettled(stale.map((m) => m.nack()));
-      messages = messages.filter((m) => !stale.includes(m));
     }
     return { messages, wire: messages.map((m) => toWire(m, gw.leases.grant(current, m, options.lease))) };
   } finally {
