@@ -123,6 +123,5 @@ export class Gateway {
     for (const end of [...this.streams]) end();
     this.leases.clear();
     await this.pool.close();
-    await this.idempotency.close();
   }
 }

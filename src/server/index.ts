@@ -145,6 +145,7 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
     await app.listen({ host: settings.host, port: settings.port });
   } catch (error) {
     await gateway.shutdown();
+    await gateway.idempotency.close();
     if (ownsBus) await bus.close().catch(() => {});
     const reason =
       (error as NodeJS.ErrnoException).code === 'EADDRINUSE'
@@ -177,6 +178,8 @@ export async function startServer(options: StartServerOptions = {}): Promise<Run
         await gateway.shutdown();
         await app.close();
       } finally {
+        // After the last request (a publish still answering may need the store).
+        await gateway.idempotency.close();
         if (ownsBus) await bus.close();
         resolveClosed();
       }
