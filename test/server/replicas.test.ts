@@ -27,7 +27,7 @@ interface Setup {
   skip(): Promise<string | undefined>;
 }
 
-const reachable = (name: 'redis' | 'rabbitmq' | 'nats', port: number) => () =>
+const reachable = (name: 'redis' | 'rabbitmq' | 'nats' | 'kafka', port: number) => () =>
   brokerSkipReason(name, () => {
     const { host, port: p } = hostPort(BROKERS[name], port);
     return tcpReachable(host, p);
@@ -47,6 +47,12 @@ const SETUPS: Setup[] = [
     url: () => BROKERS.nats,
     store: (dir) => `sqlite:${join(dir, 'idempotency.db')}`,
     skip: reachable('nats', 4222),
+  },
+  {
+    name: 'kafka',
+    url: () => BROKERS.kafka,
+    store: (dir) => `sqlite:${join(dir, 'idempotency.db')}`,
+    skip: reachable('kafka', 9092),
   },
 ];
 
