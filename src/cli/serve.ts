@@ -20,7 +20,8 @@ export async function serve(argv: string[], ctx: CommandContext): Promise<void> 
       process.exit(exitCodeOf(reason));
     }
     process.stderr.write(`busbar: ${why}: stopping the gateway\n`);
-    void server.close();
+    // Drains: no new pulls; what clients hold may still be settled (through any replica) for server.drainMs.
+    void server.drain();
   });
   try {
     server = await startServer({

@@ -24,6 +24,7 @@ import { registerOpsRoutes } from './routes/ops.ts';
 import { registerPeekRoutes } from './routes/peek.ts';
 import { registerPublishRoutes } from './routes/publish.ts';
 import { registerPullRoutes } from './routes/pull.ts';
+import { registerReplicaRoutes } from './routes/replicas.ts';
 import { registerStreamRoutes } from './routes/stream.ts';
 
 function onClientError(error: NodeJS.ErrnoException, socket: Socket, headerBytes: number): void {
@@ -129,7 +130,7 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
 
   app.addHook('onRequest', async (request) => {
     const auth = (request.routeOptions.config as { auth?: RouteSpec['auth'] }).auth;
-    if (gw.closing && auth !== 'public') {
+    if (gw.closing && auth !== 'public' && !gw.servesWhileDraining(request.routeOptions.url)) {
       throw httpError('BUSBAR_ERR_CLOSED', 'the gateway is shutting down: retry once it is back');
     }
     if (auth === 'public') return;
@@ -165,5 +166,6 @@ export async function buildApp(gw: Gateway, options: AppOptions = {}): Promise<F
   registerDeadLetterRoutes(app, gw, api);
   registerPeekRoutes(app, gw, api);
   registerConsoleRoutes(app, gw);
+  registerReplicaRoutes(app, gw, api);
   return app;
 }

@@ -146,17 +146,28 @@ export class ConsumerPool {
 
   /**
    * Up to `max` messages: waits up to `waitMs` for the first, then takes what is ready without waiting longer.
-   * `gone()` tells when the asker went away; messages taken after that go straight back to the group.
+   * `gone()` tells when the asker went away; messages taken after that go straight back to the group. Messages
+   * `usable` refuses (read ahead too long ago to lease) go back to the group at once and do not count.
    */
-  async take(entry: PooledConsumer, max: number, waitMs: number, gone: () => boolean): Promise<Message[]> {
+  async take(
+    entry: PooledConsumer,
+    max: number,
+    waitMs: number,
+    gone: () => boolean,
+    usable: (message: Message) => boolean = () => true,
+  ): Promise<Message[]> {
     const messages: Message[] = [];
-    const first = await entry.consumer.receive({ timeout: Math.max(1, waitMs) });
-    if (first === null) return messages;
-    messages.push(first);
-    while (messages.length < max) {
-      const next = await entry.consumer.receive({ timeout: 1 });
-      if (next === null) break;
-      messages.push(next);
+    const until = Date.now() + Math.max(1, waitMs);
+    for (let first = true; messages.length < max; first = false) {
+      const left = messages.length === 0 ? until - Date.now() : 1;
+      if (left <= 0 && !first) break;
+      const next = await entry.consumer.receive({ timeout: Math.max(1, left) });
+      if (next === null) {
+        if (messages.length > 0 || Date.now() >= until) break;
+        continue;
+      }
+      if (usable(next)) messages.push(next);
+      else void next.nack().catch(() => {});
     }
     if (gone()) {
       await Promise.allSettled(messages.map((m) => m.nack()));

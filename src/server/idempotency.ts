@@ -1,10 +1,15 @@
 /**
  * Idempotency-Key: a retried POST with the same key (and the same request) gets the first answer again instead of
  * publishing twice; a retry that arrives while the first is still in progress waits for it. A failed attempt is
- * forgotten, so its retry publishes. Keys are remembered per caller, in this gateway process, for a limited time.
+ * forgotten, so its retry publishes. Keys are remembered per caller for limits.idempotencyTtlMs: in this process,
+ * and, with a shared store (idempotency-store.ts), in a store every replica reads, so that a retry landing on
+ * another replica, or on a restarted one, gets the first answer too.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { isBusError } from '../errors.ts';
 import { httpError } from './errors.ts';
+import type { SharedIdempotencyStore } from './idempotency-store.ts';
 
 export interface StoredAnswer {
   status: number;
@@ -33,9 +38,32 @@ export class IdempotencyCache {
   readonly #maxEntries: number;
   readonly #ttlMs: number;
 
-  constructor(maxEntries: number, ttlMs: number) {
+  #shared: SharedIdempotencyStore | undefined;
+  readonly #pendingMs: number;
+
+  /**
+   * `pendingMs`: how long a key claimed in the shared store by a publish still in progress holds off retries
+   * elsewhere (longer than a publish may take; if the claiming replica dies, a retry publishes after it).
+   */
+  constructor(maxEntries: number, ttlMs: number, pendingMs = 30_000) {
     this.#maxEntries = maxEntries;
     this.#ttlMs = ttlMs;
+    this.#pendingMs = pendingMs;
+  }
+
+  /** Shares answers with the other replicas through `store` from now on. */
+  share(store: SharedIdempotencyStore): void {
+    this.#shared = store;
+  }
+
+  get shared(): SharedIdempotencyStore | undefined {
+    return this.#shared;
+  }
+
+  async close(): Promise<void> {
+    const store = this.#shared;
+    this.#shared = undefined;
+    await store?.close().catch(() => {});
   }
 
   /** Throws 400 for a malformed key. */
@@ -70,13 +98,68 @@ export class IdempotencyCache {
     }
     if (existing) this.#entries.delete(id);
     this.#evict(now);
-    const answer = publish();
+    const shared = this.#shared;
+    const answer = shared ? this.#runShared(shared, id, key, print, publish) : publish();
     const entry: Entry = { fingerprint: print, answer, expiresAt: now + this.#ttlMs };
     this.#entries.set(id, entry);
     answer.catch(() => {
       if (this.#entries.get(id) === entry) this.#entries.delete(id);
     });
     return answer;
+  }
+
+  /** Claims the key in the shared store, publishes and keeps the answer; or waits for the replica that claimed it. */
+  async #runShared(
+    store: SharedIdempotencyStore,
+    id: string,
+    key: string,
+    print: string,
+    publish: () => Promise<StoredAnswer>,
+  ): Promise<StoredAnswer> {
+    const storeId = createHash('sha256').update(id).digest('base64url');
+    const deadline = Date.now() + this.#pendingMs;
+    const unreachable = (error: unknown) =>
+      httpError(
+        'BUSBAR_ERR_BROKER',
+        `the idempotency store (${store.where}) failed: ${(error as Error).message}; nothing was published: retry`,
+        { status: 503 },
+      );
+    for (let pause = 10; ; pause = Math.min(pause * 2, 250)) {
+      const token = randomUUID();
+      let claim: Awaited<ReturnType<SharedIdempotencyStore['claim']>>;
+      try {
+        claim = await store.claim(storeId, token, print, this.#pendingMs);
+      } catch (error) {
+        throw isBusError(error) && error.details?.http ? error : unreachable(error);
+      }
+      if (claim.state === 'claimed') {
+        let answer: StoredAnswer;
+        try {
+          answer = await publish();
+        } catch (error) {
+          await store.release(storeId, token).catch(() => {});
+          throw error;
+        }
+        // If this fails the key stays claimed until pendingMs passes; a retry after that publishes again.
+        await store.complete(storeId, token, print, answer, this.#ttlMs).catch(() => {});
+        return answer;
+      }
+      if (claim.fingerprint !== print) {
+        throw httpError(
+          'BUSBAR_ERR_IDEMPOTENCY_KEY',
+          `Idempotency-Key '${key}' was already used for a different request: use a new key for a new request`,
+        );
+      }
+      if (claim.state === 'done') return claim.answer;
+      if (Date.now() >= deadline) {
+        throw httpError(
+          'BUSBAR_ERR_TIMEOUT',
+          `a request with Idempotency-Key '${key}' is still in progress on another gateway replica: retry with the same key`,
+          { status: 503 },
+        );
+      }
+      await sleep(pause);
+    }
   }
 
   #evict(now: number): void {

@@ -16,9 +16,11 @@ interface Lease {
   readonly claims: ReceiptClaims;
   readonly message: Message;
   readonly entry: PooledConsumer;
-  readonly expiresAt: number;
+  expiresAt: number;
+  /** The latest the lease may be extended to: a little before the broker's own lease on the message ends. */
+  readonly limit: number;
   readonly receipt: string;
-  readonly timer: NodeJS.Timeout;
+  timer: NodeJS.Timeout;
   readonly onSettle: (() => void) | undefined;
 }
 
@@ -35,7 +37,12 @@ export type SettleResult =
   /** Genuine but unknown here: from an earlier run of the gateway, or forgotten long ago. */
   | { status: 'unknown' }
   /** The broker refused or did not answer the ack / nack in time: the message will come again. */
-  | { status: 'failed'; error: unknown };
+  | { status: 'failed'; error: unknown }
+  /** The replica that holds the lease cannot be reached: if it died, the broker returns the message to the group. */
+  | { status: 'gone'; owner: string };
+
+/** What extending a lease gave: its new expiry, or why it could not be extended. */
+export type ExtendResult = { status: 'done'; expiresAt: number } | Exclude<SettleResult, { status: 'done' | 'repeat' }>;
 
 export interface Granted {
   receipt: string;
@@ -55,7 +62,18 @@ export class LeaseTable {
   readonly #settled = new Map<string, { outcome: Outcome; until: number }>();
   readonly #sweeper: NodeJS.Timeout;
 
-  constructor(signer: ReceiptSigner, metrics: Metrics, brokerTimeoutMs: number) {
+  readonly #owner: () => string;
+  readonly #guardMs: number;
+  readonly #idle = new Set<() => void>();
+
+  /**
+   * `owner()` is the URL other replicas reach this one at (written into every receipt); `guardMs` is how long before
+   * the broker's own lease on a message (Delivery.leaseUntil) the gateway's lease must end, so that the gateway's
+   * nack on expiry reaches the broker before the broker would hand the message to another member.
+   */
+  constructor(signer: ReceiptSigner, metrics: Metrics, brokerTimeoutMs: number, owner: () => string, guardMs: number) {
+    this.#owner = owner;
+    this.#guardMs = guardMs;
     this.#signer = signer;
     this.#metrics = metrics;
     this.#brokerTimeoutMs = brokerTimeoutMs;
@@ -77,22 +95,37 @@ export class LeaseTable {
     return counts;
   }
 
-  /** Leases `message` for `leaseMs`; `onSettle` runs once when the lease ends, whichever way. */
+  /**
+   * Leases `message` for `leaseMs` (at most until shortly before the broker's lease on it ends); `onSettle` runs
+   * once when the lease ends, whichever way.
+   */
   grant(entry: PooledConsumer, message: Message, leaseMs: number, onSettle?: () => void): Granted {
     const claims: ReceiptClaims = {
       type: entry.type,
       group: entry.group,
       messageId: message.id,
       nonce: this.#signer.newNonce(),
+      owner: this.#owner(),
     };
-    const expiresAt = Date.now() + leaseMs;
-    const timer = setTimeout(() => void this.#expire(claims.nonce), leaseMs);
+    const now = Date.now();
+    const limit = message.delivery.leaseUntil - this.#guardMs;
+    const expiresAt = Math.max(now + 1, Math.min(now + leaseMs, limit));
+    const timer = setTimeout(() => void this.#expire(claims.nonce), expiresAt - now);
     timer.unref();
     const receipt = this.#signer.sign(claims);
-    this.#active.set(claims.nonce, { claims, message, entry, expiresAt, receipt, timer, onSettle });
+    this.#active.set(claims.nonce, { claims, message, entry, expiresAt, limit, receipt, timer, onSettle });
     entry.held++;
     this.#metrics.group('delivered', entry.type, entry.group);
     return { receipt, expiresAt };
+  }
+
+  /**
+   * Whether `message` can still be leased for at least half of `leaseMs`. A message that waited in the gateway's
+   * consumer (read ahead of pulls) until the broker's lease on it nearly ran out would reach the client with a
+   * lease too short to use, and come again anyway: the caller returns such a message to its group instead.
+   */
+  leasable(message: Message, leaseMs: number): boolean {
+    return message.delivery.leaseUntil - this.#guardMs - Date.now() >= leaseMs / 2;
   }
 
   /** The receipt issued with `nonce`, while its lease is outstanding (lets verification skip the HMAC). */
@@ -107,6 +140,61 @@ export class LeaseTable {
     lease.entry.held--;
     lease.entry.lastUsed = Date.now();
     lease.onSettle?.();
+    if (this.#active.size === 0) for (const wake of [...this.#idle]) wake();
+  }
+
+  /** Resolves once no lease is outstanding, or after `ms` (a draining gateway waits for its clients' acks). */
+  idle(ms: number): Promise<void> {
+    if (this.#active.size === 0) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#idle.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#idle.add(done);
+    });
+  }
+
+  /** When the last outstanding lease runs out (Date.now() ms), or 0 when none is outstanding. */
+  lastExpiry(): number {
+    let last = 0;
+    for (const lease of this.#active.values()) last = Math.max(last, lease.expiresAt);
+    return last;
+  }
+
+  /** The lease behind genuine claims, if it is still outstanding here. */
+  #find(c: ReceiptClaims): Lease | undefined {
+    const lease = this.#active.get(c.nonce);
+    if (!lease) return undefined;
+    const l = lease.claims;
+    return l.type === c.type && l.group === c.group && l.messageId === c.messageId ? lease : undefined;
+  }
+
+  /**
+   * Moves each lease's expiry to `leaseMs` from now, but never past its limit (shortly before the broker's own lease
+   * on the message ends: the gateway cannot hold a message longer than the broker lets it).
+   */
+  extend(claims: readonly ReceiptClaims[], leaseMs: number): ExtendResult[] {
+    const now = Date.now();
+    return claims.map((c) => {
+      const lease = this.#find(c);
+      if (!lease) {
+        const recalled = this.#recall(c, 'ack');
+        return recalled.status === 'repeat'
+          ? { status: 'conflict', previous: 'acked' }
+          : (recalled as Exclude<SettleResult, { status: 'done' | 'repeat' }>);
+      }
+      const expiresAt = Math.max(lease.expiresAt, Math.min(now + leaseMs, lease.limit));
+      if (expiresAt !== lease.expiresAt) {
+        clearTimeout(lease.timer);
+        lease.expiresAt = expiresAt;
+        lease.timer = setTimeout(() => void this.#expire(c.nonce), expiresAt - now);
+        lease.timer.unref();
+      }
+      return { status: 'done', expiresAt };
+    });
   }
 
   async #expire(nonce: string): Promise<void> {
@@ -127,13 +215,8 @@ export class LeaseTable {
     const calls: { index: number; lease: Lease }[] = [];
     const done = action === 'ack' ? 'acked' : 'nacked';
     claims.forEach((c, index) => {
-      const lease = this.#active.get(c.nonce);
-      if (
-        !lease ||
-        lease.claims.type !== c.type ||
-        lease.claims.group !== c.group ||
-        lease.claims.messageId !== c.messageId
-      ) {
+      const lease = this.#find(c);
+      if (!lease) {
         results[index] = this.#recall(c, action);
         return;
       }

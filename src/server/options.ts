@@ -74,6 +74,16 @@ export interface ServerSection {
   consumerIdleMs?: number;
   /** Messages the gateway's consumer of a (type, group) may hold ready ahead of pulls. */
   prefetch?: number;
+  /** The URL the other replicas reach this one at (written into its receipts); default: where it listens. */
+  advertiseUrl?: string;
+  /**
+   * Where Idempotency-Key answers are kept: `memory` (this process), `broker` (the broker itself: Redis), `sqlite:<path>`
+   * (a file every replica opens), or a `redis://` / `rediss://` URL. Default: `broker` on Redis, a file beside the
+   * database on the embedded broker, else `memory`.
+   */
+  idempotencyStore?: string;
+  /** On SIGTERM: how long the gateway waits for clients to settle its leases before it returns the rest and exits. */
+  drainMs?: number;
 }
 
 export interface ServerSettings {
@@ -86,6 +96,9 @@ export interface ServerSettings {
   readonly limits: Readonly<Limits>;
   readonly consumerIdleMs: number;
   readonly prefetch: number;
+  readonly advertiseUrl: string | undefined;
+  readonly idempotencyStore: string | undefined;
+  readonly drainMs: number;
 }
 
 const SECTION_KEYS: Record<string, string> = {
@@ -98,6 +111,9 @@ const SECTION_KEYS: Record<string, string> = {
   limits: `an object with any of ${Object.keys(DEFAULT_LIMITS).join(', ')}`,
   consumerIdleMs: 'a number of milliseconds > 0',
   prefetch: 'a whole number >= 1',
+  advertiseUrl: 'an http:// or https:// URL (where the other replicas reach this one)',
+  idempotencyStore: "'memory', 'broker', 'sqlite:<path>' or a redis:// / rediss:// URL",
+  drainMs: 'a whole number of milliseconds >= 0',
 };
 
 const PATTERN = /^(\*|[A-Za-z0-9][A-Za-z0-9._-]{0,199}\*?)$/;
@@ -233,6 +249,18 @@ export function validateServerSection(input: unknown, where = 'config'): ServerS
         if (!wholeNumber(value, 1, 10_000)) throw bad();
         out.prefetch = value;
         break;
+      case 'advertiseUrl':
+        if (typeof value !== 'string' || !/^https?:\/\/[^/?#\s]+\/?$/i.test(value)) throw bad();
+        out.advertiseUrl = value;
+        break;
+      case 'idempotencyStore':
+        if (typeof value !== 'string' || !/^(memory|broker|sqlite:.+|rediss?:\/\/.+)$/i.test(value)) throw bad();
+        out.idempotencyStore = value;
+        break;
+      case 'drainMs':
+        if (!wholeNumber(value, 0, 2 ** 31 - 1)) throw bad();
+        out.drainMs = value;
+        break;
     }
   }
   return out;
@@ -255,6 +283,9 @@ export function resolveServerSettings(section: ServerSection, overrides: ServerS
     limits,
     consumerIdleMs: merged.consumerIdleMs ?? 60_000,
     prefetch: merged.prefetch ?? 100,
+    advertiseUrl: merged.advertiseUrl,
+    idempotencyStore: merged.idempotencyStore,
+    drainMs: merged.drainMs ?? 10_000,
   });
 }
 

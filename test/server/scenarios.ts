@@ -147,10 +147,10 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       const wrongGroup = await call(url, '/v1/acks', { body: { receipts: [g1[0].receipt], group: 'g2' } });
       assert.equal(wrongGroup.status, 409, wrongGroup.text);
       const receipt: string = g1[0].receipt;
-      const [payload, mac] = receipt.split('.');
+      const [keyId, payload, mac] = receipt.split('.');
       const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString());
       claims[1] = 'g2';
-      const moved = `${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${mac}`;
+      const moved = `${keyId}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${mac}`;
       const forged = await call(url, '/v1/acks', { body: { receipts: [moved] } });
       assert.equal(forged.status, 400, forged.text);
       assert.equal(forged.json.error.code, 'BUSBAR_ERR_INVALID_RECEIPT');

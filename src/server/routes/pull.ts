@@ -7,15 +7,13 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Message } from '../../bus/message.ts';
 import { toBusError } from '../../errors.ts';
 import type { Offset } from '../../transport/contract.ts';
-import { authorize } from '../auth.ts';
 import { BATCH, toStructured } from '../cloudevents.ts';
 import type { PooledConsumer } from '../consumers.ts';
 import { brokerCall, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import type { SettleResult } from '../leases.ts';
 import type { ApiRegistry } from '../openapi.ts';
-import type { ReceiptClaims } from '../receipts.ts';
-import { principalOf } from '../requests.ts';
+import { type Operation, type Result, runAnywhere, verifyReceipts } from '../replicas.ts';
 import { typeParams } from '../schemas.ts';
 import { toWire, type WireMessage } from '../wire.ts';
 
@@ -55,10 +53,17 @@ export async function pull(
     const gone = () => reply.raw.destroyed || request.raw.socket.destroyed;
     let messages: Message[];
     try {
-      messages = await gw.pool.take(current, options.max, options.wait, gone);
+      // Messages read ahead too long ago to lease properly go back to the group (to come again afresh).
+      const usable = (m: Message) => options.autoAck || gw.leases.leasable(m, options.lease);
+      messages = await gw.pool.take(current, options.max, options.wait, gone, usable);
     } catch (error) {
       gw.pool.discard(current);
       throw toBusError(error, 'BUSBAR_ERR_BROKER', `receiving from '${type}' for group '${options.group}'`);
+    }
+    if (gw.closing && messages.length > 0) {
+      // The gateway began draining while this poll waited: it leases nothing more; the messages go back at once.
+      await Promise.allSettled(messages.map((m) => m.nack()));
+      return { messages: [], wire: [] };
     }
     if (options.autoAck) {
       await brokerCall(`acking ${messages.length} message(s)`, gw.settings.limits.brokerTimeoutMs, () =>
@@ -79,9 +84,15 @@ const REASONS: Record<Exclude<SettleResult['status'], 'done' | 'repeat' | 'faile
   expired: 'its lease ran out, so the message returned to its group and will be delivered again',
   unknown: 'this gateway holds no lease for it (it restarted, or the receipt is very old); the message was returned',
   conflict: 'it was already settled the other way',
+  gone:
+    'the gateway replica that leased it cannot be reached; if it is gone, the broker returns the message to the ' +
+    'group within the ack timeout',
 };
 
-/** Verifies, authorizes and settles receipts; answers 200 when all settled, else 409 / 410 with the details. */
+/**
+ * Verifies, authorizes and settles receipts, here or at the replica that leased them (../replicas.ts); answers 200
+ * when all settled, else 409 / 410 with the details.
+ */
 export async function settle(
   gw: Gateway,
   request: FastifyRequest,
@@ -89,25 +100,15 @@ export async function settle(
   action: 'ack' | 'nack',
   options: { group?: string; delayMs?: number },
 ): Promise<{ count: number }> {
-  const principal = principalOf(request);
-  const claims: ReceiptClaims[] = receipts.map((receipt, i) => {
-    try {
-      return gw.signer.verify(receipt, (nonce) => gw.leases.issued(nonce));
-    } catch (error) {
-      throw httpError('BUSBAR_ERR_INVALID_RECEIPT', `receipts[${i}]: ${(error as Error).message}; nothing was settled`);
-    }
-  });
-  for (const c of claims) authorize(principal, 'consume', c.type);
-  claims.forEach((c, i) => {
-    if (options.group !== undefined && c.group !== options.group) {
-      throw httpError(
-        'BUSBAR_ERR_INVALID_RECEIPT',
-        `receipts[${i}] belongs to group '${c.group}', not '${options.group}': a receipt settles only its own group's delivery; nothing was settled`,
-        { status: 409 },
-      );
-    }
-  });
-  const results = await gw.leases.settle(claims, action, options.delayMs);
+  const claims = verifyReceipts(gw, request, receipts, options.group);
+  const op: Operation =
+    action === 'ack' ? { action } : { action, ...(options.delayMs ? { delayMs: options.delayMs } : {}) };
+  const results = await runAnywhere(gw, request, receipts, claims, op);
+  return { count: answerResults(results, action) };
+}
+
+/** Throws the 409 / 410 / 503 for results that are not all done (or repeats); returns how many there are. */
+export function answerResults(results: readonly Result[], action: 'ack' | 'nack' | 'extend'): number {
   const failed: { index: number; reason: string }[] = [];
   let brokerFailure: unknown;
   let expired = false;
@@ -117,14 +118,15 @@ export async function settle(
       failed.push({ index, reason: result.error instanceof Error ? result.error.message : String(result.error) });
     } else if (result.status !== 'done' && result.status !== 'repeat') {
       if (result.status !== 'conflict') expired = true;
-      const extra = result.status === 'conflict' ? ` (${result.previous})` : '';
+      const extra =
+        result.status === 'conflict' ? ` (${result.previous})` : result.status === 'gone' ? ` (${result.owner})` : '';
       failed.push({ index, reason: REASONS[result.status] + extra });
     }
   });
-  if (failed.length === 0) return { count: claims.length };
-  const settled = claims.length - failed.length;
+  if (failed.length === 0) return results.length;
+  const settled = results.length - failed.length;
   const summary =
-    `${failed.length} of ${claims.length} receipt(s) could not be ${action}ed: ` +
+    `${failed.length} of ${results.length} receipt(s) could not be ${action}ed: ` +
     failed
       .slice(0, 3)
       .map((f) => `receipts[${f.index}]: ${f.reason}`)

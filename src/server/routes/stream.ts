@@ -105,6 +105,11 @@ export function registerStreamRoutes(app: FastifyInstance, gw: Gateway, api: Api
             res.write(': keepalive\n\n');
             continue;
           }
+          if (!query.autoAck && !gw.leases.leasable(message, query.lease)) {
+            // Read ahead until its broker lease nearly ran out: back to the group, to come again with a full one.
+            void message.nack().catch(() => {});
+            continue;
+          }
           let data: string;
           if (query.autoAck) {
             await brokerCall('ack', gw.settings.limits.brokerTimeoutMs, () => message.ack());
