@@ -19,6 +19,7 @@ import type {
 } from '../../transport/contract.ts';
 import { DeliveryQueue } from '../../transport/queue.ts';
 import type { FailoverConnection } from './connection.ts';
+import { fixDispositions } from './dispositions.ts';
 import type { Management } from './management.ts';
 import type { Publisher } from './publisher.ts';
 import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
@@ -221,6 +222,7 @@ export class Amqp10Subscription implements Subscription {
     // A session of its own: rhea's session window advances only past settled deliveries, so deliveries this
     // consumer holds must not stall other consumers, publishes or management replies on the connection.
     const session = connection.create_session();
+    fixDispositions(session);
     session.begin();
     this.#sessions.set(session, connection);
     await Promise.all(types.map((type) => this.#open(connection, session, type)));
