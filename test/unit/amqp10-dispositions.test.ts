@@ -3,10 +3,14 @@ import { test } from 'node:test';
 import rhea from 'rhea';
 import { runsOf } from '../../src/transports/amqp10/dispositions.ts';
 
-const outcome = rhea.message as unknown as Record<'accepted' | 'modified' | 'released', (fields?: object) => unknown>;
-const accepted = () => ({ settled: true, state: outcome.accepted() });
-const modified = () => ({ settled: true, state: outcome.modified({ delivery_failed: true }) });
-const released = () => ({ settled: true, state: outcome.released() });
+// As rhea's Delivery.accept()/modified()/release() record them: the described outcome.
+const outcome = rhea.message as unknown as Record<
+  'accepted' | 'modified' | 'released',
+  (fields?: object) => { described(): unknown }
+>;
+const accepted = () => ({ settled: true, state: outcome.accepted().described() });
+const modified = () => ({ settled: true, state: outcome.modified({ delivery_failed: true }).described() });
+const released = () => ({ settled: true, state: outcome.released().described() });
 
 test('an ack beside a nack in one tick are written as separate dispositions (rhea 3.0.5 merged them into one accept)', () => {
   // Deliveries 0 (acked) and 1 (returned) would go out as one frame "0-1 accepted": the second delivery lost.
