@@ -1,6 +1,10 @@
 /**
  * The transport contract: the one interface every broker adapter implements.
  * The bus layer (src/bus/) is written only against this file, never against a broker.
+ * A transport is a folder src/transports/<name>/ that imports only src/transport/ and src/errors.ts. The toolkit
+ * beside this file: queue.ts (DeliveryQueue: rules 1 and 3), sweeper.ts (LeaseSweeper: an emulated ack timeout),
+ * options.ts (OptionReader, endpoints, TLS files: one error for a bad option), rules.ts (admin argument checks),
+ * envelope.ts + cloudevents.ts (wire attribute names, completing a received envelope), deferred.ts, uuid.ts.
  *
  * Rules every Subscription follows (test/conformance/ checks each; src/transport/queue.ts implements 1 and 3):
  * 1. Leaving a `for await` loop early (break, return, throw) closes the subscription exactly as close() does: its

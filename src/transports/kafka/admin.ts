@@ -2,6 +2,7 @@
  * TransportAdmin on Kafka's admin API: a type is a topic plus its retry topic (`<type>.busbar-retry`), created and
  * grown together; purge is DeleteRecords up to the end offsets; stats come from ListOffsets and OffsetFetch.
  */
+
 import type { Admin } from '@platformatic/kafka';
 import { BusError } from '../../errors.ts';
 import type {
@@ -12,6 +13,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount, partitionsCannotShrink } from '../../transport/rules.ts';
 import { hasKafkaError, kafkaError } from './errors.ts';
 import type { KafkaSettings } from './options.ts';
 import { checkKafkaType, isRetryTopic, retryTopicOf } from './wire.ts';
@@ -66,9 +68,8 @@ export class KafkaAdmin implements TransportAdmin {
   async ensureType(type: string, options: TypeOptions = {}): Promise<void> {
     checkKafkaType(type);
     const partitions = options.partitions ?? this.#settings.partitions;
-    if (!Number.isInteger(partitions) || (partitions < 1 && partitions !== -1)) {
-      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
-    }
+    // -1: the broker's num.partitions.
+    if (partitions !== -1) checkPartitionCount(type, partitions);
     for (const topic of [type, retryTopicOf(type)]) {
       try {
         await this.#admin.createTopics({
@@ -172,16 +173,9 @@ export class KafkaAdmin implements TransportAdmin {
 
   async setPartitions(type: string, partitions: number): Promise<void> {
     checkKafkaType(type);
-    if (!Number.isInteger(partitions) || partitions < 1) {
-      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
-    }
+    checkPartitionCount(type, partitions);
     const current = await this.#requirePartitions(type);
-    if (partitions < current) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `message type '${type}' has ${current} partitions and Kafka cannot remove partitions: ask for ${current} or more`,
-      );
-    }
+    if (partitions < current) throw partitionsCannotShrink(type, current, partitions);
     const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
     const grow = [...counts].filter(([, count]) => count < partitions).map(([name]) => ({ name, count: partitions }));
     if (grow.length === 0) return;

@@ -12,6 +12,7 @@ import type {
   TypeInfo,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkBatch, checkPartitionCount, checkRetention, partitionsCannotShrink } from '../../transport/rules.ts';
 
 export const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600 * 1000 };
 
@@ -89,6 +90,7 @@ export class MemoryBroker {
   }
 
   publish(type: string, batch: readonly TransportMessage[]): void {
+    checkBatch(batch);
     const topic = this.#topic(type)!;
     const now = Date.now();
     for (const message of batch) {
@@ -316,7 +318,7 @@ export class MemoryBroker {
   ensureType(type: string, partitions?: number): void {
     const existed = this.#topics.has(type);
     const topic = this.#topic(type)!;
-    if (!existed && partitions) topic.partitions = partitions;
+    if (!existed && partitions !== undefined) topic.partitions = checkPartitionCount(type, partitions);
   }
 
   deleteType(type: string): void {
@@ -337,18 +339,14 @@ export class MemoryBroker {
 
   setPartitions(type: string, partitions: number): void {
     const topic = this.#known(type);
-    if (partitions < topic.partitions) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `type '${type}' has ${topic.partitions} partitions and cannot shrink to ${partitions}: partitions only grow`,
-      );
-    }
+    checkPartitionCount(type, partitions);
+    if (partitions < topic.partitions) throw partitionsCannotShrink(type, topic.partitions, partitions);
     topic.partitions = partitions;
   }
 
   setRetention(type: string, retention: Retention): void {
     const topic = this.#known(type);
-    topic.retention = { ...topic.retention, ...retention };
+    topic.retention = { ...topic.retention, ...checkRetention(retention) };
     this.#trim(topic, Date.now());
   }
 

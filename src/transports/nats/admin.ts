@@ -16,6 +16,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount } from '../../transport/rules.ts';
 import { apiCode, JS_STREAM_NAME_IN_USE, JS_STREAM_NOT_FOUND, toNatsError } from './errors.ts';
 import { groupOfDurable, partsSubjectOf, STREAM_PREFIX, streamName, subjectOf, typeOfStream } from './names.ts';
 import type { NatsSettings } from './options.ts';
@@ -243,9 +244,7 @@ function retentionOf(info: StreamInfo): Retention {
 }
 
 function checkPartitions(type: string, partitions: number): void {
-  if (!Number.isInteger(partitions) || partitions < 1) {
-    throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a positive integer, got ${partitions}`);
-  }
+  checkPartitionCount(type, partitions);
   if (partitions > 1) {
     throw new BusError(
       'BUSBAR_ERR_UNSUPPORTED',

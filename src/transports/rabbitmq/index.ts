@@ -18,6 +18,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount } from '../../transport/rules.ts';
 import { Broker } from './broker.ts';
 import { ReconnectingConnection } from './connection.ts';
 import { rabbitOptions } from './options.ts';
@@ -102,12 +103,7 @@ class RabbitAdmin implements TransportAdmin {
   }
 
   async setPartitions(type: string, partitions: number): Promise<void> {
-    if (!Number.isInteger(partitions) || partitions < 1) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `cannot set ${type} to ${partitions} partitions: RabbitMQ types have 1`,
-      );
-    }
+    checkPartitionCount(type, partitions);
     if (partitions !== 1) this.#noPartitions(type, partitions);
     await brokerCall(`declare type ${type}`, () => this.#broker.ensureType(type));
   }

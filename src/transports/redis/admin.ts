@@ -11,6 +11,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount, partitionsCannotShrink } from '../../transport/rules.ts';
 import { type RedisConnection, redisError } from './connection.ts';
 import { COUNT_AFTER, DROP, PURGE } from './scripts.ts';
 import { entryTime, type Keys } from './wire.ts';
@@ -37,7 +38,7 @@ export class RedisAdmin implements TransportAdmin {
 
   async ensureType(type: string, options: TypeOptions = {}): Promise<void> {
     checkTypeName(type);
-    const partitions = checkPartitions(options.partitions ?? 1);
+    const partitions = checkPartitionCount(type, options.partitions ?? 1);
     const { keys } = this.#host;
     await guard(`registering type '${type}'`, () =>
       Promise.all([
@@ -82,15 +83,10 @@ export class RedisAdmin implements TransportAdmin {
   /** Records the count (a stream serves any number of consumers per group, so it changes nothing else). */
   async setPartitions(type: string, partitions: number): Promise<void> {
     checkTypeName(type);
-    checkPartitions(partitions);
+    checkPartitionCount(type, partitions);
     await this.ensureType(type);
     const current = (await this.#info(type)).partitions;
-    if (partitions < current) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `type '${type}' has ${current} partitions and cannot shrink to ${partitions}: partitions only grow`,
-      );
-    }
+    if (partitions < current) throw partitionsCannotShrink(type, current, partitions);
     await guard(`setting partitions of '${type}'`, () =>
       this.#redis.send(['HSET', this.#host.keys.meta(type), 'partitions', String(partitions)]),
     );
@@ -192,13 +188,6 @@ export class RedisAdmin implements TransportAdmin {
       oldestAgeMs: oldest === null ? null : Math.max(0, Date.now() - entryTime(oldest)),
     };
   }
-}
-
-function checkPartitions(partitions: number): number {
-  if (!Number.isInteger(partitions) || partitions < 1) {
-    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `invalid partitions ${partitions}: use a whole number >= 1`);
-  }
-  return partitions;
 }
 
 async function guard<T>(context: string, action: () => Promise<T>): Promise<T> {
