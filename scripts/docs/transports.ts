@@ -21,6 +21,7 @@ const ROWS: Array<[string, (c: Capabilities) => string]> = [
   ['purge', (c) => yes(c.purge)],
   ['unread per group (lag)', (c) => yes(c.lag)],
   ['persistence', (c) => yes(c.persistence)],
+  ['create a group before its first consumer', (c) => yes(c.createGroup === true)],
 ];
 
 function yes(value: boolean): string {

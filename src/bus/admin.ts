@@ -1,5 +1,5 @@
 import { BusError, checkTypeName } from '../errors.ts';
-import type { Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
+import type { Capabilities, Offset, Retention, TransportAdmin, TypeInfo, TypeStats } from '../transport/contract.ts';
 import { deadLetterTypeOf } from './options.ts';
 
 /** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
@@ -47,9 +47,40 @@ function count(value: number | undefined, name: string): void {
 /** CORTX's MessageBusAdmin: message types, partitions, expiry, purge and analytics. */
 export class Admin {
   readonly #admin: TransportAdmin;
+  readonly #capabilities: Capabilities | undefined;
+  readonly #transportName: string;
 
-  constructor(admin: TransportAdmin) {
+  constructor(admin: TransportAdmin, capabilities?: Capabilities, transportName = 'this') {
     this.#admin = admin;
+    this.#capabilities = capabilities;
+    this.#transportName = transportName;
+  }
+
+  /**
+   * Creates consumer group `group` on `type` before its first consumer starts, so it misses nothing published
+   * meanwhile: from now on (`offset: 'latest'`, the default) or from the oldest message kept (`'earliest'`, where the
+   * transport has replay). Creates the type too if it does not exist. Idempotent: an existing group keeps its
+   * position and what it has not read. Throws BUSBAR_ERR_UNSUPPORTED on a transport that cannot (its capabilities
+   * say createGroup: false; docs/transports.md).
+   */
+  async createConsumerGroup(type: string, group: string, options: { offset?: Offset } = {}): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    const offset = options.offset ?? 'latest';
+    if (offset !== 'latest' && offset !== 'earliest') {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `offset must be 'earliest' or 'latest', not ${JSON.stringify(options.offset)}`,
+      );
+    }
+    const ensureGroup = this.#admin.ensureGroup;
+    if (this.#capabilities?.createGroup !== true || ensureGroup === undefined) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `the ${this.#transportName} transport cannot create consumer group '${group}' before a consumer joins it: start the group's first consumer (offset: 'earliest' where the transport has replay) before messages are sent`,
+      );
+    }
+    await ensureGroup.call(this.#admin, type, group, offset);
   }
 
   /**

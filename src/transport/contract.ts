@@ -153,6 +153,14 @@ export interface TransportAdmin {
   purge(type: string): Promise<void>;
   /** Stats for one type, or for every type when none is named. */
   stats(type?: string): Promise<TypeStats[]>;
+  /**
+   * Creates consumer group `group` on `type` (and the type, if new) before any member joins: it starts at `offset`
+   * (`latest`: the broker's end now; `earliest`: the oldest message kept, where `replay` holds), and from then on
+   * the broker keeps every message of the type for it, within the type's retention, until a member acks it.
+   * Idempotent: a group that exists keeps its position and its unread messages. Present exactly where
+   * `capabilities.createGroup` is true.
+   */
+  ensureGroup?(type: string, group: string, offset: Offset): Promise<void>;
 }
 
 /** How a transport provides a feature: by the broker itself, emulated in the transport or bus layer, or not at all. */
@@ -176,6 +184,11 @@ export interface Capabilities {
   readonly lag: boolean;
   /** Accepted messages survive a broker (or process) restart. */
   readonly persistence: boolean;
+  /**
+   * admin.ensureGroup exists: a group can be created before its first member, and keeps what is published
+   * meanwhile. Absent means false (every transport will declare it; then it becomes required).
+   */
+  readonly createGroup?: boolean;
 }
 
 export interface Transport {

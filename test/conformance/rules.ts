@@ -233,4 +233,37 @@ export function ruleScenarios(ctx: RuleContext): void {
     assert.equal(await dlq.receive({ timeout: 500 }), null, 'more than one dead letter');
     await dlq.close();
   });
+
+  scenario('R7 a consumer group created before its first consumer keeps what is sent meanwhile', async () => {
+    const bus = ctx.bus();
+    const admin = bus.admin();
+    const type = newType();
+    const group = newGroup();
+    if (ctx.caps().createGroup !== true) {
+      await assert.rejects(admin.createConsumerGroup(type, group), { code: 'BUSBAR_ERR_UNSUPPORTED' });
+      return;
+    }
+    await admin.createConsumerGroup(type, group);
+    await bus.producer({ messageType: type }).send(['a', 'b', 'c']);
+    // Again: the group exists, so it keeps its position and what it has not read.
+    await admin.createConsumerGroup(type, group);
+    await bus.send(type, 'd');
+    if (ctx.caps().lag) {
+      const deadline = Date.now() + patience;
+      let unread: number | undefined;
+      while (unread !== 4 && Date.now() < deadline) {
+        const [stats] = await admin.stats(type);
+        unread = stats?.groups.find((g) => g.group === group)?.unread;
+        if (unread !== 4) await sleep(100);
+      }
+      assert.equal(unread, 4, 'stats() does not show the created group with 4 unread');
+    }
+    // `latest` would start a new group after the four: these arrive only because the group existed before them.
+    const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type], offset: 'latest' });
+    await consumer.ready;
+    const got = await collect(consumer, 4, patience);
+    assert.deepEqual([...got.values()].map((m) => m.body).sort(), ['a', 'b', 'c', 'd']);
+    await consumer.close();
+    await assert.rejects(admin.createConsumerGroup(type, 'bad group'), { code: 'BUSBAR_ERR_INVALID_GROUP_NAME' });
+  });
 }

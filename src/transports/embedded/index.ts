@@ -6,6 +6,7 @@ import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  Offset,
   Retention,
   Subscription,
   Transport,
@@ -35,6 +36,7 @@ export const EMBEDDED_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  createGroup: true,
 });
 
 class EmbeddedTransport implements Transport {
@@ -142,6 +144,14 @@ class EmbeddedAdmin implements TransportAdmin {
   purge(type: string): Promise<void> {
     checkTypeName(type);
     return this.#write(`purging '${type}'`, (store) => store.purge(type));
+  }
+
+  ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    return this.#write(`creating group '${group}' on '${type}'`, (store, now) => {
+      store.attach(type, group, offset, now);
+    });
   }
 
   async stats(type?: string): Promise<TypeStats[]> {

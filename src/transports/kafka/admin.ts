@@ -4,9 +4,10 @@
  */
 
 import type { Admin } from '@platformatic/kafka';
-import { BusError } from '../../errors.ts';
+import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  Offset,
   Retention,
   TransportAdmin,
   TypeInfo,
@@ -237,6 +238,39 @@ export class KafkaAdmin implements TransportAdmin {
       for (const p of topic.partitions) result.get(topic.name)![p.partitionIndex]!.end = p.offset;
     }
     return result;
+  }
+
+  /**
+   * Commits the group's start offsets (the ends of the type's topic and retry topic for `latest`, their starts for
+   * `earliest`) on every partition it has none for, so its first member starts there. Kafka keeps an empty group's
+   * offsets for the broker's offsets.retention.minutes (7 days by default). A group with live members (Kafka
+   * refuses offsets from outside then) already has its position.
+   */
+  async ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkKafkaType(type);
+    checkTypeName(group, 'consumer group');
+    await this.ensureType(type);
+    try {
+      const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
+      const [listed] = await this.#admin.listConsumerGroupOffsets({ groups: [group] });
+      const committed = new Map<string, Set<number>>();
+      for (const topic of listed?.topics ?? []) {
+        const done = topic.partitions.filter((p) => p.committedOffset >= 0n).map((p) => p.partitionIndex);
+        committed.set(topic.name, new Set(done));
+      }
+      const topics = [...(await this.#offsets(counts))]
+        .map(([name, ranges]) => ({
+          name,
+          partitionOffsets: ranges
+            .map((r, partition) => ({ partition, offset: offset === 'earliest' ? r.start : r.end }))
+            .filter((p) => !committed.get(name)?.has(p.partition)),
+        }))
+        .filter((t) => t.partitionOffsets.length > 0);
+      if (topics.length > 0) await this.#admin.alterConsumerGroupOffsets({ groupId: group, topics });
+    } catch (error) {
+      if (hasKafkaError(error, 'UNKNOWN_MEMBER_ID') || hasKafkaError(error, 'REBALANCE_IN_PROGRESS')) return;
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not create consumer group '${group}' on '${type}'`);
+    }
   }
 
   async purge(type: string): Promise<void> {

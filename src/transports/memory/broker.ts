@@ -103,6 +103,16 @@ export class MemoryBroker {
 
   join(type: string, groupName: string, offset: Offset, member: Member): void {
     const topic = this.#topic(type)!;
+    this.#group(topic, groupName, offset).members.add(member);
+    this.#dispatch(topic);
+  }
+
+  /** Creates the group without a member (admin.ensureGroup); an existing one is left as it is. */
+  ensureGroup(type: string, groupName: string, offset: Offset): void {
+    this.#group(this.#topic(type)!, groupName, offset);
+  }
+
+  #group(topic: Topic, groupName: string, offset: Offset): Group {
     let group = topic.groups.get(groupName);
     if (!group) {
       const cursor = offset === 'latest' ? topic.nextSeq : (topic.log[0]?.seq ?? topic.nextSeq);
@@ -117,8 +127,7 @@ export class MemoryBroker {
       };
       topic.groups.set(groupName, group);
     }
-    group.members.add(member);
-    this.#dispatch(topic);
+    return group;
   }
 
   /** Removes the member and returns its unsettled deliveries to the group at once. */

@@ -7,6 +7,7 @@ import { BusError } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  Offset,
   Subscription,
   Transport,
   TransportConfig,
@@ -26,6 +27,7 @@ export const MEMORY_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: false,
+  createGroup: true,
 });
 
 const shared = new Map<string, { broker: MemoryBroker; users: number }>();
@@ -52,6 +54,7 @@ class MemoryTransport implements Transport {
         broker.setRetention(type, retention),
       purge: async (type: string) => broker.purge(type),
       stats: async (type?: string) => broker.stats(type),
+      ensureGroup: async (type: string, group: string, offset: Offset) => broker.ensureGroup(type, group, offset),
     };
   }
 

@@ -2,11 +2,12 @@
  * `amqp://` and `amqps://`: RabbitMQ over AMQP 0-9-1 with amqplib. One topic exchange `busbar` (routing key = message
  * type), a stream per type as its replay log, a quorum queue per (type, group). See docs/wire/rabbitmq.md.
  */
-import { BusError, toBusError } from '../../errors.ts';
+import { BusError, checkTypeName, toBusError } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
   GroupStats,
+  Offset,
   Retention,
   Subscription,
   Transport,
@@ -41,6 +42,8 @@ export const RABBITMQ_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // The group's quorum queue, declared and bound without a consumer, keeps what is routed to it.
+  createGroup: true,
 });
 
 const noop = () => {};
@@ -73,6 +76,12 @@ class RabbitAdmin implements TransportAdmin {
   async ensureType(type: string, options?: TypeOptions): Promise<void> {
     if (options?.partitions !== undefined && options.partitions !== 1) this.#noPartitions(type, options.partitions);
     await brokerCall(`declare type ${type}`, () => this.#broker.ensureType(type));
+  }
+
+  ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    return brokerCall(`create group ${group} on ${type}`, () => this.#broker.prepareGroup(type, group, offset));
   }
 
   deleteType(type: string): Promise<void> {

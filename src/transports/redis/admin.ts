@@ -5,6 +5,7 @@
 import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  Offset,
   Retention,
   TransportAdmin,
   TypeInfo,
@@ -46,6 +47,21 @@ export class RedisAdmin implements TransportAdmin {
         this.#redis.send(['HSETNX', keys.meta(type), 'partitions', String(partitions)]),
       ]),
     );
+  }
+
+  /** XGROUP CREATE at the stream's end (`$`) or start (`0`); an existing group (BUSYGROUP) is left as it is. */
+  async ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    await this.ensureType(type);
+    const start = offset === 'earliest' ? '0' : '$';
+    await guard(`creating group '${group}' on '${type}'`, async () => {
+      try {
+        await this.#redis.send(['XGROUP', 'CREATE', this.#host.keys.stream(type), group, start, 'MKSTREAM']);
+      } catch (error) {
+        if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error;
+      }
+    });
   }
 
   async deleteType(type: string): Promise<void> {
