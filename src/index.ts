@@ -6,6 +6,7 @@ export { Message } from './bus/message.ts';
 export { compose, deduplicate, type HandlerFn, type Middleware, timeout } from './bus/middleware.ts';
 export * from './bus/options.ts';
 export { message, Outgoing, Producer, type ProducerOptions } from './bus/producer.ts';
+export type { InferOutput, StandardSchemaV1, StandardSchemaV1Issue, StandardSchemaV1Result } from './bus/schema.ts';
 export { type BusOptions, type ResolvedConfig, resolveConfig } from './config/index.ts';
 export { BusError, ERROR_CODES, type ErrorCode, isBusError } from './errors.ts';
 export { BYTES_TYPE, JSON_TYPE, TEXT_TYPE } from './message/codec.ts';

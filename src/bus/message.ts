@@ -21,7 +21,8 @@ export class Message<T = unknown> {
   #decodeError: BusError | undefined;
   #settled = false;
 
-  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void) {
+  /** `validated`: the body a schema already checked (its output), so `body` returns it as it is. */
+  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void, validated?: { value: T }) {
     const m = delivery.message;
     this.id = m.id;
     this.type = m.type;
@@ -34,6 +35,10 @@ export class Message<T = unknown> {
     this.raw = m.body;
     this.#delivery = delivery;
     this.#onSettle = onSettle;
+    if (validated) {
+      this.#decoded = true;
+      this.#body = validated.value;
+    }
   }
 
   /**
