@@ -31,7 +31,7 @@ export interface ConsumerOptions<T = unknown> {
    * A Standard Schema v1 validator (Zod, Valibot, ArkType, ...) for the decoded body: receive() returns only
    * messages whose body passes it, typed as its output (`Message<T>`); a message that fails it, or whose body does
    * not decode, goes to its dead-letter type at once with the reason in `busbar-dlq-reason` (it would fail again on
-   * every redelivery).
+   * every redelivery) when a receive() meets it: the consumer pulls only while a receive() waits.
    */
   schema?: StandardSchemaV1<unknown, T>;
 }
