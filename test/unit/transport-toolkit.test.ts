@@ -100,6 +100,27 @@ describe('LeaseSweeper', () => {
   });
 });
 
+describe('LeaseSweeper out of order', () => {
+  it('expires a delivery added later with an earlier lease on time, and the others after', async () => {
+    const order: number[] = [];
+    const done = deferred();
+    const sweeper = new LeaseSweeper<Delivery & { n: number }>((d) => {
+      order.push(d.n);
+      if (order.length === 2) done.resolve();
+    });
+    const now = Date.now();
+    sweeper.add(lease(1, now + 60_000));
+    sweeper.add(lease(2, now + 10));
+    sweeper.add(lease(3, now + 20));
+    const late = lease(4, now + 60_000);
+    sweeper.add(late);
+    await done.promise;
+    assert.deepEqual(order, [2, 3]);
+    assert.equal(sweeper.size, 2);
+    sweeper.stop();
+  });
+});
+
 describe('OptionReader', () => {
   it('refuses an unknown option and a bad value with BUSBAR_ERR_INVALID_CONFIG in one message shape', () => {
     assert.throws(
