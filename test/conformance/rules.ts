@@ -5,29 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { type Capabilities, deadLetterTypeOf, type MessageBus } from '../../src/index.ts';
+import { deadLetterTypeOf } from '../../src/index.ts';
 import {
   type Delivery,
   MAX_ACK_TIMEOUT_MS,
   type Subscription,
-  type Transport,
   type TransportMessage,
 } from '../../src/transport/contract.ts';
-import { collect } from './suite.ts';
+import { collect, type SuiteContext, sleep } from './context.ts';
 
-export interface RuleContext {
-  bus(): MessageBus;
-  caps(): Capabilities;
-  /** A transport of its own on the suite's broker, closed when the suite ends. */
-  openTransport(): Promise<Transport>;
-  newType(prefix?: string): string;
-  newGroup(): string;
-  ackTimeoutMs: number;
-  patience: number;
-  scenario(title: string, run: () => Promise<void>, needs?: () => string | undefined): void;
-}
+/** The rules' scenarios take the suite's context (context.ts). */
+export type RuleContext = SuiteContext;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const NOTHING = Symbol('nothing');
 /** What `promise` gives within `ms`, or NOTHING: only for something that must NOT happen (so no verdict races). */
 const within = <T>(promise: Promise<T>, ms: number) =>
