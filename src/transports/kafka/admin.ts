@@ -41,8 +41,8 @@ function limit(value: number | undefined, what: string): string {
   return String(value);
 }
 
-/** How long deleteType waits for the broker's metadata to stop listing a deleted topic. */
-const DELETE_SETTLE_MS = 5_000;
+/** How long an admin call waits for the broker's metadata to show the topics it created, grew or deleted. */
+const METADATA_SETTLE_MS = 5_000;
 
 export class KafkaAdmin implements TransportAdmin {
   readonly #admin: Admin;
@@ -71,6 +71,7 @@ export class KafkaAdmin implements TransportAdmin {
     const partitions = options.partitions ?? this.#settings.partitions;
     // -1: the broker's num.partitions.
     if (partitions !== -1) checkPartitionCount(type, partitions);
+    const created: string[] = [];
     for (const topic of [type, retryTopicOf(type)]) {
       try {
         await this.#admin.createTopics({
@@ -79,6 +80,7 @@ export class KafkaAdmin implements TransportAdmin {
           replicas: this.#settings.replicas,
           configs: [{ name: 'max.message.bytes', value: String(this.#settings.maxMessageBytes) }],
         });
+        created.push(topic);
       } catch (error) {
         if (!hasKafkaError(error, 'TOPIC_ALREADY_EXISTS')) {
           throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not create Kafka topic '${topic}'`);
@@ -86,6 +88,18 @@ export class KafkaAdmin implements TransportAdmin {
       }
     }
     this.#known.add(type);
+    // The controller has the topics; the broker's metadata follows a moment later (longer on a loaded machine).
+    // Resolve once they are listed, so that a list, a stats or a group's offsets right after see them.
+    if (created.length > 0) await this.#settled(created, Math.max(1, partitions));
+  }
+
+  /** Waits (at most METADATA_SETTLE_MS) until the metadata lists every topic with at least `partitions` partitions. */
+  async #settled(topics: string[], partitions: number): Promise<void> {
+    for (const deadline = Date.now() + METADATA_SETTLE_MS; Date.now() < deadline; ) {
+      const counts = await this.#partitionCounts(topics).catch(() => new Map<string, number>());
+      if (topics.every((t) => (counts.get(t) ?? 0) >= partitions)) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   async deleteType(type: string): Promise<void> {
@@ -106,7 +120,7 @@ export class KafkaAdmin implements TransportAdmin {
     }
     // The controller has the deletion; the broker's metadata follows a moment later. Resolve once the type is no
     // longer listed, so that a list right after deregistering does not show it.
-    for (const deadline = Date.now() + DELETE_SETTLE_MS; Date.now() < deadline; ) {
+    for (const deadline = Date.now() + METADATA_SETTLE_MS; Date.now() < deadline; ) {
       const left = await this.#topicNames(`to see '${type}' deleted`);
       if (!topics.some((t) => left.has(t))) return;
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -189,6 +203,10 @@ export class KafkaAdmin implements TransportAdmin {
         `could not grow message type '${type}' to ${partitions} partitions`,
       );
     }
+    await this.#settled(
+      grow.map((t) => t.name),
+      partitions,
+    );
   }
 
   async setRetention(type: string, retention: Retention): Promise<void> {
