@@ -32,9 +32,15 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 process.on('exit', stopBurners);
 
-// Each burner spins until killed; a burner that outlives this script (kill -9 of the parent) stops within an hour.
-const SPIN =
-  'const end = Date.now() + 3_600_000; let x = 0; while (Date.now() < end) x = (x + Math.sqrt(x + 1)) % 1e9;';
+// Each burner spins until killed, and stops by itself within a moment once this script is gone (kill -9 of it
+// leaves the burners orphaned: their parent pid changes), or after an hour at the most.
+const SPIN = [
+  'const parent = process.ppid; const end = Date.now() + 3_600_000; let x = 0;',
+  'for (let n = 0; Date.now() < end; n++) {',
+  '  x = (x + Math.sqrt(x + 1)) % 1e9;',
+  '  if (n % 100_000 === 0 && process.ppid !== parent) break;',
+  '}',
+].join(' ');
 for (let i = 0; i < count; i++) {
   burners.push(spawn(process.execPath, ['-e', SPIN], { stdio: 'ignore' }));
 }
