@@ -3,7 +3,7 @@
  * configuration errors, 1 otherwise.
  */
 import { BusError, isBusError } from '../errors.ts';
-import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { type CommandContext, demo, groups, purge, receive, send, stats, types } from './commands.ts';
 import { RECEIVE_HELP } from './receive.ts';
 import { SEND_HELP } from './send.ts';
 import { STATS_HELP } from './stats.ts';
@@ -24,6 +24,7 @@ Commands:
   send <type> [body...]       send messages (bodies from args, or one per line from stdin)
   receive <type> --group G    receive messages and print one per line
   types list|create|delete    list, register or deregister message types
+  groups create <type> <grp>  create a consumer group before its first consumer (it misses nothing sent meanwhile)
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
   serve                       run the REST gateway
@@ -44,6 +45,13 @@ ${COMMON}`,
 
 create on an existing type grows it to N partitions (as CORTX's add_concurrency) and says so; fewer partitions than
 it has is an error (partitions never shrink). Deleting a type that does not exist is an error, never a silent no-op.
+
+${COMMON}`,
+  groups: `Usage: busbar groups create <type> <group> [--offset latest|earliest]
+
+Creates the consumer group now, so that every message sent from now on (latest, the default) or every message kept
+(earliest, where the broker keeps a log) waits for the group's first consumer. An existing group is left as it is.
+Brokers that cannot hold messages for a group without a consumer refuse (see docs/transports.md).
 
 ${COMMON}`,
   purge: `Usage: busbar purge <type>
@@ -76,6 +84,7 @@ const COMMANDS: Record<string, Command> = {
   send,
   receive,
   types,
+  groups,
   purge,
   stats,
   demo,
