@@ -49,10 +49,13 @@ export class DeliveryQueue<D extends Delivery = Delivery> implements AsyncIterab
 
   push(delivery: D): void {
     if (this.#ended) return;
-    const waiter = this.#waiters.shift();
-    if (waiter) {
-      // A waiter exists only while the queue is empty, so this delivery was not waiting: its lease is fresh.
-      waiter.resolve({ done: false, value: delivery });
+    if (this.#waiters.length > 0) {
+      // A waiter exists only while the queue is empty: hand it over at once, unless its lease already ended.
+      if (delivery.leaseUntil <= Date.now()) {
+        this.#hooks.onExpired?.(delivery);
+        return;
+      }
+      this.#waiters.shift()!.resolve({ done: false, value: delivery });
       return;
     }
     this.#items.push(delivery);

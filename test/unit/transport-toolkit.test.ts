@@ -47,6 +47,18 @@ describe('DeliveryQueue', () => {
     assert.deepEqual(expired, [old]);
   });
 
+  it('does not hand a waiting reader a delivery pushed with its lease already ended', async () => {
+    const expired: Delivery[] = [];
+    const queue = new DeliveryQueue({ onLeave: () => undefined, onExpired: (d) => expired.push(d) });
+    const waiting = queue[Symbol.asyncIterator]().next();
+    const old = lease(1, Date.now() - 1);
+    queue.push(old);
+    const live = lease(2, Date.now() + 60_000);
+    queue.push(live);
+    assert.strictEqual((await waiting).value, live);
+    assert.deepEqual(expired, [old]);
+  });
+
   it('ends at once on end(): queued deliveries are not handed out but drain() returns them; waiters wake', async () => {
     const queue = new DeliveryQueue({ onLeave: () => undefined });
     const iterator = queue[Symbol.asyncIterator]();
