@@ -29,6 +29,7 @@ export {
   traceWithOpenTelemetry,
 } from './bus/otel.ts';
 export { message, Outgoing, Producer, type ProducerOptions, type ProducerStats } from './bus/producer.ts';
+export type { InferOutput, StandardSchemaV1, StandardSchemaV1Issue, StandardSchemaV1Result } from './bus/schema.ts';
 export {
   ackChannel,
   deliverChannel,

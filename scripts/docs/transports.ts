@@ -22,6 +22,7 @@ const ROWS: Array<[string, (c: Capabilities) => string]> = [
   ['unread per group (lag)', (c) => yes(c.lag)],
   ['persistence', (c) => yes(c.persistence)],
   ['peek (browse without consuming)', (c) => peekCell(c)],
+  ['create a group before its first consumer', (c) => yes(c.createGroup === true)],
 ];
 
 function peekCell(c: Capabilities): string {

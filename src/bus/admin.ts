@@ -1,5 +1,7 @@
 import { BusError, checkTypeName } from '../errors.ts';
 import type {
+  Capabilities,
+  Offset,
   PeekedMessage,
   Retention,
   Transport,
@@ -74,7 +76,7 @@ function count(value: number | undefined, name: string): void {
 export class Admin {
   readonly #admin: TransportAdmin;
   readonly #deadLetters: DeadLetters | undefined;
-  readonly #capabilities: Transport['capabilities'] | undefined;
+  readonly #capabilities: Capabilities | undefined;
   readonly #transportName: string | undefined;
 
   /** `transport` enables the dead-letter operations (MessageBus.admin() passes it). */
@@ -166,6 +168,33 @@ export class Admin {
   /** Removes every dead letter of `type`; resolves with how many where they were counted one by one. */
   async purgeDeadLetters(type: string): Promise<number | undefined> {
     return this.#dlq().purge(type);
+  }
+
+  /**
+   * Creates consumer group `group` on `type` before its first consumer starts, so it misses nothing published
+   * meanwhile: from now on (`offset: 'latest'`, the default) or from the oldest message kept (`'earliest'`, where the
+   * transport has replay). Creates the type too if it does not exist. Idempotent: an existing group keeps its
+   * position and what it has not read. Throws BUSBAR_ERR_UNSUPPORTED on a transport that cannot (its capabilities
+   * say createGroup: false; docs/transports.md).
+   */
+  async createConsumerGroup(type: string, group: string, options: { offset?: Offset } = {}): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    const offset = options.offset ?? 'latest';
+    if (offset !== 'latest' && offset !== 'earliest') {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `offset must be 'earliest' or 'latest', not ${JSON.stringify(options.offset)}`,
+      );
+    }
+    const ensureGroup = this.#admin.ensureGroup;
+    if (this.#capabilities?.createGroup !== true || ensureGroup === undefined) {
+      throw new BusError(
+        'BUSBAR_ERR_UNSUPPORTED',
+        `the ${this.#transportName ?? 'this'} transport cannot create consumer group '${group}' before a consumer joins it: start the group's first consumer (offset: 'earliest' where the transport has replay) before messages are sent`,
+      );
+    }
+    await ensureGroup.call(this.#admin, type, group, offset);
   }
 
   /**

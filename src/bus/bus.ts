@@ -90,21 +90,23 @@ export class MessageBus {
     return batch.map((m) => m.id);
   }
 
-  producer(options: ProducerOptions): Producer {
+  /** With `schema`, send() takes the schema's input type and checks every body first; see ProducerOptions.schema. */
+  producer<T = unknown>(options: ProducerOptions<T>): Producer<T> {
     this.#checkOpen();
-    return this.#track(new Producer(this.#transport, { producerId: this.#source, ...options }));
+    return this.#track(new Producer<T>(this.#transport, { producerId: this.#source, ...options }));
   }
 
-  consumer(options: ConsumerOptions): Consumer {
+  /** With `schema`, receive() returns `Message<T>`, T being the schema's output; see ConsumerOptions.schema. */
+  consumer<T = unknown>(options: ConsumerOptions<T>): Consumer<T> {
     this.#checkOpen();
     const defaults = { ackTimeoutMs: this.#ackTimeoutMs, receiveTimeoutMs: this.#receiveTimeoutMs };
-    return this.#track(new Consumer(this.#transport, options, defaults));
+    return this.#track(new Consumer<T>(this.#transport, options, defaults));
   }
 
   /** Runs `handler` for every message of `types` in `options.group`: resolve = ack, throw = retry, then dead-letter. */
-  handle<T = unknown>(types: string | readonly string[], options: HandleOptions, handler: HandlerFn<T>): Handler {
+  handle<T = unknown>(types: string | readonly string[], options: HandleOptions<T>, handler: HandlerFn<T>): Handler {
     this.#checkOpen();
-    const running = startHandler(this.#transport, types, options, handler as HandlerFn, {
+    const running = startHandler(this.#transport, types, options as HandleOptions<never>, handler as HandlerFn, {
       ackTimeoutMs: this.#ackTimeoutMs,
     });
     return this.#track(running, running.done);

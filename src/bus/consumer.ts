@@ -9,9 +9,10 @@ import {
 import { deadLetter } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { DEFAULT_ACK_TIMEOUT_MS, DEFAULT_PREFETCH, deadLetterTypeOf } from './options.ts';
+import { checkSchema, type StandardSchemaV1, validateBody } from './schema.ts';
 import { deliverChannel } from './tracing.ts';
 
-export interface ConsumerOptions {
+export interface ConsumerOptions<T = unknown> {
   /** Identifies this member of the group (logs, broker consumer names). Defaults to a random id. */
   consumerId?: string;
   consumerGroup: string;
@@ -27,6 +28,13 @@ export interface ConsumerOptions {
   maxAttempts?: number;
   deadLetterType?: (type: string) => string;
   signal?: AbortSignal;
+  /**
+   * A Standard Schema v1 validator (Zod, Valibot, ArkType, ...) for the decoded body: receive() returns only
+   * messages whose body passes it, typed as its output (`Message<T>`); a message that fails it, or whose body does
+   * not decode, goes to its dead-letter type at once with the reason in `busbar-dlq-reason` (it would fail again on
+   * every redelivery) when a receive() meets it: the consumer pulls only while a receive() waits.
+   */
+  schema?: StandardSchemaV1<unknown, T>;
 }
 
 export interface ReceiveOptions {
@@ -43,8 +51,14 @@ export interface ConsumerDefaults {
   receiveTimeoutMs?: number;
 }
 
-interface Waiter {
-  resolve: (message: Message | null) => void;
+/** A delivery pulled for the application, with its body's schema output when the consumer has a schema. */
+interface Pulled {
+  readonly delivery: Delivery;
+  readonly validated?: { value: unknown } | undefined;
+}
+
+interface Waiter<T> {
+  resolve: (message: Message<T> | null) => void;
   reject: (error: unknown) => void;
   timer?: NodeJS.Timeout | undefined;
   signal?: AbortSignal | undefined;
@@ -56,7 +70,7 @@ interface Waiter {
  * those whose lease ends first (contract rule 3). A delivery that arrives after its receive() gave up is kept for
  * the next receive(), and dropped there if its lease has ended: another member may hold the message by then.
  */
-export class Consumer implements AsyncIterable<Message> {
+export class Consumer<T = unknown> implements AsyncIterable<Message<T>> {
   readonly consumerId: string;
   readonly consumerGroup: string;
   readonly messageTypes: readonly string[];
@@ -67,9 +81,10 @@ export class Consumer implements AsyncIterable<Message> {
   readonly #subscription: Subscription;
   readonly #deliveries: AsyncIterator<Delivery>;
   /** Pulled after the receive() that wanted them gave up: at most one per give-up, handed out only while leased. */
-  readonly #ahead: Delivery[] = [];
-  readonly #waiters: Waiter[] = [];
-  readonly #unacked = new Set<Message>();
+  readonly #ahead: Pulled[] = [];
+  readonly #waiters: Waiter<T>[] = [];
+  readonly #unacked = new Set<Message<T>>();
+  readonly #schema: StandardSchemaV1<unknown, T> | undefined;
   readonly #maxAttempts: number;
   readonly #deadLetterType: (type: string) => string;
   readonly #receiveTimeoutMs: number;
@@ -77,7 +92,7 @@ export class Consumer implements AsyncIterable<Message> {
   /** The subscription's iteration ended (closed, or failed: see #failure). */
   #ended = false;
   readonly #onAbort = () => void this.close();
-  readonly #forget = (message: Message) => this.#unacked.delete(message);
+  readonly #forget = (message: Message<T>) => this.#unacked.delete(message);
   /**
    * The receive() signal this consumer listens to. The listener stays until another signal or close(): a reader
    * that passes the same signal to every receive() pays for one listener, not one per wait.
@@ -90,8 +105,9 @@ export class Consumer implements AsyncIterable<Message> {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  constructor(transport: Transport, options: ConsumerOptions, defaults: ConsumerDefaults = {}) {
+  constructor(transport: Transport, options: ConsumerOptions<T>, defaults: ConsumerDefaults = {}) {
     this.#transport = transport;
+    this.#schema = checkSchema(options.schema, 'consumer') as StandardSchemaV1<unknown, T> | undefined;
     this.#receiveTimeoutMs = defaults.receiveTimeoutMs ?? 0;
     this.consumerGroup = checkTypeName(options.consumerGroup, 'consumer group');
     const types = typeof options.messageTypes === 'string' ? [options.messageTypes] : [...(options.messageTypes ?? [])];
@@ -150,9 +166,11 @@ export class Consumer implements AsyncIterable<Message> {
           await this.#deadLetter(delivery);
           continue;
         }
+        const pulled = await this.#check(delivery);
+        if (!pulled) continue;
         const waiter = this.#waiters.shift();
-        if (waiter) this.#hand(waiter, delivery);
-        else this.#ahead.push(delivery);
+        if (waiter) this.#hand(waiter, pulled);
+        else this.#ahead.push(pulled);
       }
     } catch (error) {
       this.#ended = true;
@@ -162,11 +180,34 @@ export class Consumer implements AsyncIterable<Message> {
   }
 
   /** The next delivery pulled ahead whose lease still runs; expired ones are the group's again and are dropped. */
-  #takeAhead(): Delivery | undefined {
+  #takeAhead(): Pulled | undefined {
     const now = Date.now();
-    for (let delivery = this.#ahead.shift(); delivery; delivery = this.#ahead.shift()) {
-      if (delivery.leaseUntil > now) return delivery;
+    for (let pulled = this.#ahead.shift(); pulled; pulled = this.#ahead.shift()) {
+      if (pulled.delivery.leaseUntil > now) return pulled;
     }
+    return undefined;
+  }
+
+  /**
+   * Without a schema, the delivery as it is. With one, its body's schema output, or undefined once a body that
+   * does not decode or does not match has been dead-lettered.
+   */
+  async #check(delivery: Delivery): Promise<Pulled | undefined> {
+    if (!this.#schema) return { delivery };
+    const probe = new Message(delivery);
+    const failure = probe.decodeError;
+    const result = failure
+      ? ({ ok: false, reason: `the body does not decode: ${failure.message}` } as const)
+      : await validateBody(this.#schema, probe.body);
+    if (result.ok) return { delivery, validated: { value: result.value } };
+    const reason = `body does not match the consumer's schema: ${result.reason}`;
+    await deadLetter(
+      this.#transport,
+      delivery,
+      this.#deadLetterType(delivery.message.type),
+      this.consumerGroup,
+      reason,
+    );
     return undefined;
   }
 
@@ -177,7 +218,7 @@ export class Consumer implements AsyncIterable<Message> {
   }
 
   /** One message, or null when `timeout` ms pass with none, `signal` aborts the wait, or the consumer is closed. */
-  receive(options: ReceiveOptions = {}): Promise<Message | null> {
+  receive(options: ReceiveOptions = {}): Promise<Message<T> | null> {
     const timeout = options.timeout ?? this.#receiveTimeoutMs;
     if (!Number.isFinite(timeout) || timeout < 0) {
       return Promise.reject(
@@ -190,8 +231,8 @@ export class Consumer implements AsyncIterable<Message> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#closed || this.#ended) return Promise.resolve(null);
     if (options.signal !== undefined && options.signal !== this.#watched) this.#watch(options.signal);
-    return new Promise<Message | null>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, signal: options.signal };
+    return new Promise<Message<T> | null>((resolve, reject) => {
+      const waiter: Waiter<T> = { resolve, reject, signal: options.signal };
       if (timeout > 0) waiter.timer = setTimeout(() => this.#giveUp(waiter), timeout);
       this.#waiters.push(waiter);
       this.#pull();
@@ -204,28 +245,38 @@ export class Consumer implements AsyncIterable<Message> {
     signal?.addEventListener('abort', this.#onReceiveAbort);
   }
 
-  #giveUp(waiter: Waiter): void {
+  #giveUp(waiter: Waiter<T>): void {
     const index = this.#waiters.indexOf(waiter);
     if (index >= 0) this.#waiters.splice(index, 1);
     clearTimeout(waiter.timer);
     waiter.resolve(null);
   }
 
-  #hand(waiter: Waiter, delivery: Delivery): void {
+  #hand(waiter: Waiter<T>, pulled: Pulled): void {
     clearTimeout(waiter.timer);
-    this.#take(delivery).then(waiter.resolve, waiter.reject);
+    this.#take(pulled).then(waiter.resolve, waiter.reject);
   }
 
-  #finish(waiter: Waiter): void {
+  #finish(waiter: Waiter<T>): void {
     clearTimeout(waiter.timer);
     if (this.#failure) waiter.reject(this.#failure);
     else waiter.resolve(null);
   }
 
-  async #take(delivery: Delivery): Promise<Message> {
-    const message = new Message(delivery, this.#forget, this.consumerGroup);
+  async #take(pulled: Pulled): Promise<Message<T>> {
+    const message = new Message<T>(
+      pulled.delivery,
+      this.#forget,
+      this.consumerGroup,
+      pulled.validated as { value: T } | undefined,
+    );
     if (deliverChannel.hasSubscribers) {
-      deliverChannel.traceSync(() => {}, { type: message.type, group: this.consumerGroup, message, sync: true });
+      deliverChannel.traceSync(() => {}, {
+        type: message.type,
+        group: this.consumerGroup,
+        message: message as Message,
+        sync: true,
+      });
     }
     if (this.autoAck) await message.ack();
     else this.#unacked.add(message);
@@ -239,7 +290,7 @@ export class Consumer implements AsyncIterable<Message> {
   }
 
   /** Leaving the loop early (break, return, throw) closes the consumer, as with a transport's Subscription. */
-  async *[Symbol.asyncIterator](): AsyncIterator<Message> {
+  async *[Symbol.asyncIterator](): AsyncIterator<Message<T>> {
     try {
       for (;;) {
         const message = await this.receive({ timeout: 0 });

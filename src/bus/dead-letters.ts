@@ -9,8 +9,8 @@
 import { randomUUID } from 'node:crypto';
 import { BusError, checkTypeName } from '../errors.ts';
 import { DEAD_LETTER_HEADERS } from '../message/envelope.ts';
-import { uuidv7 } from '../message/uuid.ts';
 import type { Delivery, Transport, TransportMessage } from '../transport/contract.ts';
+import { uuidv7 } from '../transport/uuid.ts';
 import { DEAD_LETTER_GROUP } from './dead-letter.ts';
 import { deadLetterTypeOf } from './options.ts';
 

@@ -5,9 +5,10 @@ import { deadLetter, describeFailure } from './dead-letter.ts';
 import { Message } from './message.ts';
 import { compose, type HandlerFn, type Middleware } from './middleware.ts';
 import { backoffMs, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY, deadLetterTypeOf } from './options.ts';
+import { checkSchema, type StandardSchemaV1, validateBody } from './schema.ts';
 import { traceDeliver } from './tracing.ts';
 
-export interface HandleOptions {
+export interface HandleOptions<T = unknown> {
   group: string;
   consumerId?: string;
   /** Messages handled at once. Default 1. */
@@ -22,6 +23,12 @@ export interface HandleOptions {
   signal?: AbortSignal;
   /** Called when the bus cannot ack, nack or dead-letter (the message then returns after its ack timeout). */
   onError?: (error: unknown, message: Message) => void;
+  /**
+   * A Standard Schema v1 validator (Zod, Valibot, ArkType, ...) for the decoded body: the handler sees only bodies
+   * that pass it, as its output (`Message<T>`); a message that fails it, or whose body does not decode, goes to its
+   * dead-letter type at once, without retries, with the reason in `busbar-dlq-reason`.
+   */
+  schema?: StandardSchemaV1<unknown, T>;
 }
 
 /** A running handler; close() stops taking messages and waits for the ones in progress. */
@@ -50,7 +57,7 @@ export class Handler {
 export function startHandler(
   transport: Transport,
   types: string | readonly string[],
-  options: HandleOptions,
+  options: HandleOptions<never>,
   handler: HandlerFn,
   defaults: { ackTimeoutMs?: number } = {},
 ): Handler {
@@ -64,6 +71,7 @@ export function startHandler(
   const retry = { ...DEFAULT_RETRY, ...options.retry };
   const deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
   const run = compose(options.middlewares ?? [], handler);
+  const schema = checkSchema(options.schema, 'bus.handle()');
   const onError = options.onError ?? ((error: unknown) => process.emitWarning(describeFailure(error), 'BusbarWarning'));
   const subscription = transport.consume({
     types: typeList,
@@ -79,12 +87,25 @@ export function startHandler(
   let stopping = false;
 
   async function process1(delivery: Delivery): Promise<void> {
-    const message = new Message(delivery, undefined, group);
+    let message = new Message(delivery, undefined, group);
     const dlq = deadLetterType(delivery.message.type);
     try {
       if (delivery.attempt > maxAttempts) {
         await deadLetter(transport, delivery, dlq, group, `delivered ${delivery.attempt} times without an ack`);
         return;
+      }
+      if (schema) {
+        // A body that fails its schema fails the same way on every attempt: dead-letter it at once.
+        const failure = message.decodeError;
+        const result = failure
+          ? ({ ok: false, reason: `the body does not decode: ${failure.message}` } as const)
+          : await validateBody(schema, message.body);
+        if (!result.ok) {
+          const reason = `body does not match the handler's schema: ${result.reason}`;
+          await deadLetter(transport, delivery, dlq, group, reason);
+          return;
+        }
+        message = new Message(delivery, undefined, group, { value: result.value });
       }
       try {
         await traceDeliver(message, group, async () => run(message));

@@ -24,7 +24,8 @@ export class Message<T = unknown> {
   #decodeError: BusError | undefined;
   #settled = false;
 
-  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void, group?: string) {
+  /** `group`: the consumer group it was read in (tracing); `validated`: the body a schema already checked (its output). */
+  constructor(delivery: Delivery, onSettle?: (message: Message<T>) => void, group?: string, validated?: { value: T }) {
     const m = delivery.message;
     this.group = group;
     this.id = m.id;
@@ -38,6 +39,10 @@ export class Message<T = unknown> {
     this.raw = m.body;
     this.#delivery = delivery;
     this.#onSettle = onSettle;
+    if (validated) {
+      this.#decoded = true;
+      this.#body = validated.value;
+    }
   }
 
   /**

@@ -1,11 +1,13 @@
-/** Defaults of the bus layer, exported so users can see and reuse them. */
-export const DEFAULT_ACK_TIMEOUT_MS = 30_000;
-export const DEFAULT_PREFETCH = 16;
-export const DEFAULT_MAX_ATTEMPTS = 5;
-export const DEFAULT_RETRY = { initialDelayMs: 100, maxDelayMs: 30_000, factor: 2 } as const;
-export const DEFAULT_ASYNC_BATCH = 500;
-export const DEFAULT_ASYNC_MAX_PENDING = 100_000;
-export const DEFAULT_ASYNC_RETRIES = 5;
+/** The bus layer's retry arithmetic; the defaults live in src/defaults.ts (re-exported here). */
+export {
+  DEFAULT_ACK_TIMEOUT_MS,
+  DEFAULT_ASYNC_BATCH,
+  DEFAULT_ASYNC_MAX_PENDING,
+  DEFAULT_ASYNC_RETRIES,
+  DEFAULT_MAX_ATTEMPTS,
+  DEFAULT_PREFETCH,
+  DEFAULT_RETRY,
+} from '../defaults.ts';
 
 export function deadLetterTypeOf(type: string): string {
   return `${type}.dlq`;

@@ -11,6 +11,7 @@ import {
   DEFAULT_ASYNC_RETRIES,
   DEFAULT_RETRY,
 } from './options.ts';
+import { checkSchema, type StandardSchemaV1, schemaRejected, validateBody } from './schema.ts';
 
 /** A body with its own key, headers or content type, for producer.send() lists. */
 export class Outgoing {
@@ -53,7 +54,7 @@ export function buildBatch(
   });
 }
 
-export interface ProducerOptions {
+export interface ProducerOptions<T = unknown> {
   producerId?: string;
   messageType: string;
   /** 'sync' (default): send() resolves once the broker durably accepted every message. 'async': send() returns once
@@ -67,6 +68,12 @@ export interface ProducerOptions {
   maxPending?: number;
   /** async: retries of a retryable publish failure before it is reported. */
   retries?: number;
+  /**
+   * A Standard Schema v1 validator (Zod, Valibot, ArkType, ...): send() checks every body first (a `message(body,
+   * options)` by its body) and sends the schema's output; a body that fails rejects the whole call with
+   * BUSBAR_ERR_INVALID_ARGUMENT naming it and the issues, and nothing is sent.
+   */
+  schema?: StandardSchemaV1<T, unknown>;
   /**
    * A local SQLite file for what the broker has not confirmed: `true` (the default path), a path, or options. Then
    * send() resolves once its messages are durable at the broker or in the spool, and the spool is replayed in order
@@ -90,7 +97,7 @@ export interface ProducerEvents {
 }
 
 /** CORTX's MessageProducer. */
-export class Producer extends EventEmitter<ProducerEvents> {
+export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
   readonly producerId: string;
   readonly messageType: string;
   readonly method: 'sync' | 'async';
@@ -99,6 +106,7 @@ export class Producer extends EventEmitter<ProducerEvents> {
   readonly #maxBatch: number;
   readonly #maxPending: number;
   readonly #retries: number;
+  readonly #schema: StandardSchemaV1 | undefined;
   readonly #queue: TransportMessage[] = [];
   readonly #unreported: BusError[] = [];
   readonly #idle: Array<() => void> = [];
@@ -108,9 +116,10 @@ export class Producer extends EventEmitter<ProducerEvents> {
   #closed = false;
   #closing: Promise<void> | undefined;
 
-  constructor(transport: Transport, options: ProducerOptions) {
+  constructor(transport: Transport, options: ProducerOptions<T>) {
     super();
     this.#transport = transport;
+    this.#schema = checkSchema(options?.schema, 'producer');
     this.messageType = checkTypeName(options?.messageType);
     this.producerId = options.producerId ?? DEFAULT_SOURCE;
     const method = options.method ?? 'sync';
@@ -153,14 +162,28 @@ export class Producer extends EventEmitter<ProducerEvents> {
     return { queued: this.#queue.length, spool: this.#spool?.stats() };
   }
 
-  async send(messages: readonly unknown[]): Promise<void> {
+  /** Every body through the schema, its output in its place; the first failure rejects the call. */
+  async #validate(messages: readonly unknown[]): Promise<readonly unknown[]> {
+    if (!Array.isArray(messages)) return messages;
+    const schema = this.#schema!;
+    return Promise.all(
+      messages.map(async (item: unknown, i) => {
+        const result = await validateBody(schema, item instanceof Outgoing ? item.body : item);
+        if (!result.ok) throw schemaRejected(this.messageType, result.reason, i);
+        return item instanceof Outgoing ? new Outgoing(result.value as Body, item.options) : result.value;
+      }),
+    );
+  }
+
+  async send(messages: readonly (T | Outgoing)[]): Promise<void> {
     if (this.#closed) {
       throw new BusError(
         'BUSBAR_ERR_CLOSED',
         `producer ${this.producerId} is closed: create a new one with bus.producer()`,
       );
     }
-    const batch = buildBatch(this.messageType, this.producerId, messages, this.#defaults, 'producer.send');
+    const checked = this.#schema ? await this.#validate(messages) : messages;
+    const batch = buildBatch(this.messageType, this.producerId, checked, this.#defaults, 'producer.send');
     if (batch.length === 0) return;
     if (this.#spool) {
       await this.#spool.send(batch);

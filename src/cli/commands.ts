@@ -36,6 +36,28 @@ export async function types(argv: string[], ctx: CommandContext): Promise<void> 
   }
 }
 
+/** `busbar groups create <type> <group> [--offset latest|earliest]`: a group that keeps what is sent before it reads. */
+export async function groups(argv: string[], ctx: CommandContext): Promise<void> {
+  const { values, positionals } = parse('groups', argv, { offset: { type: 'string' } });
+  const action = positionals[0];
+  if (action !== 'create') {
+    throw new BusError('BUSBAR_ERR_USAGE', `unknown action '${action ?? ''}': use busbar groups create <type> <group>`);
+  }
+  const type = requireArg(positionals[1], 'message type', 'groups');
+  const group = requireArg(positionals[2], 'consumer group', 'groups');
+  const offset = values.offset ?? 'latest';
+  if (offset !== 'earliest' && offset !== 'latest') {
+    throw new BusError('BUSBAR_ERR_USAGE', `--offset takes earliest or latest, not '${offset}'`);
+  }
+  const bus = await connect(values);
+  try {
+    await bus.admin().createConsumerGroup(type, group, { offset });
+    ctx.out.write(`consumer group '${group}' on '${type}' keeps every message sent from now on until it reads them\n`);
+  } finally {
+    await bus.close();
+  }
+}
+
 export async function purge(argv: string[]): Promise<void> {
   const { values, positionals } = parse('purge', argv, {});
   const type = requireArg(positionals[0], 'message type', 'purge');

@@ -4,7 +4,7 @@
  */
 import { BusError, isBusError } from '../errors.ts';
 import { BRIDGE_HELP } from './bridge.ts';
-import { type CommandContext, demo, purge, receive, send, stats, types } from './commands.ts';
+import { type CommandContext, demo, groups, purge, receive, send, stats, types } from './commands.ts';
 import { DLQ_HELP, dlq } from './dlq.ts';
 import { PEEK_HELP, peek } from './peek.ts';
 import { RECEIVE_HELP } from './receive.ts';
@@ -29,6 +29,7 @@ Commands:
   send <type> [body...]       send messages (bodies from args, or one per line from stdin)
   receive <type> --group G    receive messages and print one per line
   types list|create|delete    list, register or deregister message types
+  groups create <type> <grp>  create a consumer group before its first consumer (it misses nothing sent meanwhile)
   purge <type>                remove every stored message of a type
   stats [type]                depth, unread, in-flight and oldest age per group
   peek <type>                 show stored messages without consuming them
@@ -54,6 +55,13 @@ ${COMMON}`,
 
 create on an existing type grows it to N partitions (as CORTX's add_concurrency) and says so; fewer partitions than
 it has is an error (partitions never shrink). Deleting a type that does not exist is an error, never a silent no-op.
+
+${COMMON}`,
+  groups: `Usage: busbar groups create <type> <group> [--offset latest|earliest]
+
+Creates the consumer group now, so that every message sent from now on (latest, the default) or every message kept
+(earliest, where the broker keeps a log) waits for the group's first consumer. An existing group is left as it is.
+Brokers that cannot hold messages for a group without a consumer refuse (see docs/transports.md).
 
 ${COMMON}`,
   purge: `Usage: busbar purge <type>
@@ -104,6 +112,7 @@ const COMMANDS: Record<string, Command> = {
   send,
   receive,
   types,
+  groups,
   purge,
   stats,
   dlq,

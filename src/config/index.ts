@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { DEFAULT_ACK_TIMEOUT_MS } from '../bus/options.ts';
+import { DEFAULT_ACK_TIMEOUT_MS } from '../defaults.ts';
 import { BusError } from '../errors.ts';
 import type { TlsConfig, TransportConfig } from '../transport/contract.ts';
 import { knownSchemes, transportNameFor } from '../transport/registry.ts';

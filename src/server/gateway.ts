@@ -5,7 +5,7 @@
 
 import type { FastifyRequest } from 'fastify';
 import type { MessageBus } from '../bus/bus.ts';
-import { DEFAULT_ACK_TIMEOUT_MS } from '../bus/options.ts';
+import { DEFAULT_ACK_TIMEOUT_MS } from '../defaults.ts';
 import { Authenticator, authorize } from './auth.ts';
 import { ConsumerPool } from './consumers.ts';
 import { httpError } from './errors.ts';

@@ -1,6 +1,10 @@
 /**
  * The transport contract: the one interface every broker adapter implements.
  * The bus layer (src/bus/) is written only against this file, never against a broker.
+ * A transport is a folder src/transports/<name>/ that imports only src/transport/ and src/errors.ts. The toolkit
+ * beside this file: queue.ts (DeliveryQueue: rules 1 and 3), sweeper.ts (LeaseSweeper: an emulated ack timeout),
+ * options.ts (OptionReader, endpoints, TLS files: one error for a bad option), rules.ts (admin argument checks),
+ * envelope.ts + cloudevents.ts (wire attribute names, completing a received envelope), deferred.ts, uuid.ts.
  *
  * Rules every Subscription follows (test/conformance/ checks each; src/transport/queue.ts implements 1 and 3):
  * 1. Leaving a `for await` loop early (break, return, throw) closes the subscription exactly as close() does: its
@@ -180,6 +184,14 @@ export interface TransportAdmin {
    * where capabilities.peek says so; an unknown type gives [].
    */
   peek?(type: string, options: PeekOptions): Promise<PeekedMessage[]>;
+  /**
+   * Creates consumer group `group` on `type` (and the type, if new) before any member joins: it starts at `offset`
+   * (`latest`: the broker's end now; `earliest`: the oldest message kept, where `replay` holds), and from then on
+   * the broker keeps every message of the type for it, within the type's retention, until a member acks it.
+   * Idempotent: a group that exists keeps its position and its unread messages. Present exactly where
+   * `capabilities.createGroup` is true.
+   */
+  ensureGroup?(type: string, group: string, offset: Offset): Promise<void>;
 }
 
 /** How a transport provides a feature: by the broker itself, emulated in the transport or bus layer, or not at all. */
@@ -208,6 +220,11 @@ export interface Capabilities {
    * default for a transport that does not declare it) means no peek: the bus answers BUSBAR_ERR_UNSUPPORTED.
    */
   readonly peek?: { readonly position: boolean; readonly time: boolean } | undefined;
+  /**
+   * admin.ensureGroup exists: a group can be created before its first member, and keeps what is published
+   * meanwhile. Absent means false (every transport will declare it; then it becomes required).
+   */
+  readonly createGroup?: boolean;
 }
 
 export interface Transport {

@@ -5,29 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { type Capabilities, deadLetterTypeOf, type MessageBus } from '../../src/index.ts';
+import { deadLetterTypeOf } from '../../src/index.ts';
 import {
   type Delivery,
   MAX_ACK_TIMEOUT_MS,
   type Subscription,
-  type Transport,
   type TransportMessage,
 } from '../../src/transport/contract.ts';
-import { collect } from './suite.ts';
+import { collect, type SuiteContext, sleep } from './context.ts';
 
-export interface RuleContext {
-  bus(): MessageBus;
-  caps(): Capabilities;
-  /** A transport of its own on the suite's broker, closed when the suite ends. */
-  openTransport(): Promise<Transport>;
-  newType(prefix?: string): string;
-  newGroup(): string;
-  ackTimeoutMs: number;
-  patience: number;
-  scenario(title: string, run: () => Promise<void>, needs?: () => string | undefined): void;
-}
+/** The rules' scenarios take the suite's context (context.ts). */
+export type RuleContext = SuiteContext;
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const NOTHING = Symbol('nothing');
 /** What `promise` gives within `ms`, or NOTHING: only for something that must NOT happen (so no verdict races). */
 const within = <T>(promise: Promise<T>, ms: number) =>
@@ -232,5 +221,38 @@ export function ruleScenarios(ctx: RuleContext): void {
     assert.equal(await pending, null, 'the dead-lettered message was also handed out');
     assert.equal(await dlq.receive({ timeout: 500 }), null, 'more than one dead letter');
     await dlq.close();
+  });
+
+  scenario('R7 a consumer group created before its first consumer keeps what is sent meanwhile', async () => {
+    const bus = ctx.bus();
+    const admin = bus.admin();
+    const type = newType();
+    const group = newGroup();
+    if (ctx.caps().createGroup !== true) {
+      await assert.rejects(admin.createConsumerGroup(type, group), { code: 'BUSBAR_ERR_UNSUPPORTED' });
+      return;
+    }
+    await admin.createConsumerGroup(type, group);
+    await bus.producer({ messageType: type }).send(['a', 'b', 'c']);
+    // Again: the group exists, so it keeps its position and what it has not read.
+    await admin.createConsumerGroup(type, group);
+    await bus.send(type, 'd');
+    if (ctx.caps().lag) {
+      const deadline = Date.now() + patience;
+      let unread: number | undefined;
+      while (unread !== 4 && Date.now() < deadline) {
+        const [stats] = await admin.stats(type);
+        unread = stats?.groups.find((g) => g.group === group)?.unread;
+        if (unread !== 4) await sleep(100);
+      }
+      assert.equal(unread, 4, 'stats() does not show the created group with 4 unread');
+    }
+    // `latest` would start a new group after the four: these arrive only because the group existed before them.
+    const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type], offset: 'latest' });
+    await consumer.ready;
+    const got = await collect(consumer, 4, patience);
+    assert.deepEqual([...got.values()].map((m) => m.body).sort(), ['a', 'b', 'c', 'd']);
+    await consumer.close();
+    await assert.rejects(admin.createConsumerGroup(type, 'bad group'), { code: 'BUSBAR_ERR_INVALID_GROUP_NAME' });
   });
 }

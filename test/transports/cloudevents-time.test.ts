@@ -17,8 +17,8 @@ import { connect as natsConnect, headers as natsHeaders } from '@nats-io/transpo
 import { Producer } from '@platformatic/kafka';
 import amqp from 'amqplib';
 import { createClient } from 'redis';
-import { normaliseTime } from '../../src/message/cloudevents.ts';
 import { completeEnvelope, RECEIVED_HEADERS } from '../../src/message/envelope.ts';
+import { normaliseTime } from '../../src/transport/cloudevents.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 
 const name = (prefix: string) => `ce-${prefix}-${randomUUID().slice(0, 8)}`;

@@ -441,11 +441,16 @@ test('bad URLs and files give BusErrors that say what to do', async () => {
   );
   await assert.rejects(
     createEmbeddedTransport({ url: `embedded:${freshPath()}?sync=sometimes`, endpoints: [], options: {} }),
-    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_URL'),
+    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG'),
   );
   await assert.rejects(
     createEmbeddedTransport({ url: `embedded:${freshPath()}?colour=blue`, endpoints: [], options: {} }),
-    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_URL') && /colour/.test(e.message),
+    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') && /colour/.test(e.message),
+  );
+  // The same option from a config file fails the same way.
+  await assert.rejects(
+    createEmbeddedTransport({ url: `embedded:${freshPath()}`, endpoints: [], options: { pollMs: 'soon' } }),
+    (e) => isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') && /^invalid embedded option 'pollMs'/.test(e.message),
   );
 });
 

@@ -352,13 +352,13 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
       createKafkaTransport({ url: `kafka://${endpoint}`, endpoints: [endpoint], options: { fetchMaxByte: 1024 } }),
       (e: unknown) =>
         isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') &&
-        /unknown option 'fetchMaxByte'.*fetchMaxBytes/.test((e as Error).message),
+        /unknown kafka option 'fetchMaxByte'.*fetchMaxBytes/.test((e as Error).message),
     );
     await assert.rejects(
       createKafkaTransport({ url: `kafka://${endpoint}`, endpoints: [endpoint], options: { fetchMaxBytes: 10 } }),
       (e: unknown) =>
         isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') &&
-        /fetchMaxBytes' must be an integer >= 1024/.test((e as Error).message),
+        /invalid kafka option 'fetchMaxBytes': expected a whole number >= 1024/.test((e as Error).message),
     );
   });
 });

@@ -1,15 +1,14 @@
 /**
  * The redis transport's delivery path without a Redis: a subscription over scripted connections, so the tests can
  * count and fail commands. Acks of one turn share one XACK, a failed XACK leaves each ack retryable, a read asks for
- * every slot freed in a turn, close() returns what it holds in one RELEASE per stream; plus the inbox and the wire
+ * every slot freed in a turn, close() returns what it holds in one RELEASE per stream; plus the wire
  * decoding's string reuse.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { setImmediate as nextTurn, setTimeout as sleep } from 'node:timers/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { isBusError } from '../../src/errors.ts';
 import type { ConsumeOptions, Delivery } from '../../src/transport/contract.ts';
-import { Inbox } from '../../src/transports/redis/inbox.ts';
 import { FORGET_CONSUMER, RELEASE } from '../../src/transports/redis/scripts.ts';
 import { RedisSubscription, type SubscriptionHost } from '../../src/transports/redis/subscription.ts';
 import { decodeEntry, encodeFields, Keys } from '../../src/transports/redis/wire.ts';
@@ -241,48 +240,6 @@ describe('redis delivery path (scripted connections)', () => {
     const forget = redis.commands('EVALSHA', FORGET_CONSUMER.sha);
     assert.equal(forget.length, 2);
     assert.ok(redis.sent.indexOf(forget[0]!) > redis.sent.indexOf(releases[1]!), 'forgotten after the releases');
-  });
-});
-
-describe('redis inbox', () => {
-  const lease = (n: number): Delivery =>
-    ({ leaseUntil: Number.POSITIVE_INFINITY, n, attempt: 1 }) as unknown as Delivery & { n: number };
-
-  it('hands out deliveries in order through a queue that never quite empties, and says when it is empty', async () => {
-    let empties = 0;
-    const inbox = new Inbox(
-      () => empties++,
-      () => undefined,
-    );
-    const iterator = inbox[Symbol.asyncIterator]();
-    let pushed = 0;
-    let taken = 0;
-    for (let round = 0; round < 50; round++) {
-      for (let i = 0; i < 100; i++) inbox.push(lease(pushed++));
-      for (let i = 0; i < 99; i++) {
-        const next = await iterator.next();
-        assert.equal((next.value as unknown as { n: number }).n, taken++);
-      }
-    }
-    assert.equal(inbox.length, 50);
-    assert.equal(empties, 0);
-    while (inbox.length > 0) assert.equal(((await iterator.next()).value as unknown as { n: number }).n, taken++);
-    assert.equal(empties, 1);
-    const waiting = iterator.next();
-    await nextTurn();
-    inbox.push(lease(pushed++));
-    assert.equal(((await waiting).value as unknown as { n: number }).n, taken++);
-  });
-
-  it('skips deliveries whose lease ran out while they waited', async () => {
-    const inbox = new Inbox(
-      () => undefined,
-      () => undefined,
-    );
-    inbox.push({ leaseUntil: Date.now() - 1 } as Delivery);
-    const live = { leaseUntil: Date.now() + 60_000 } as Delivery;
-    inbox.push(live);
-    assert.strictEqual((await inbox[Symbol.asyncIterator]().next()).value, live);
   });
 });
 

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decodeBody, encodeBody } from '../../src/message/codec.ts';
 import { completeEnvelope } from '../../src/message/envelope.ts';
-import { uuidv7 } from '../../src/message/uuid.ts';
+import { uuidv7 } from '../../src/transport/uuid.ts';
 
 test('codecs are chosen by the body and content type, and bytes stay untouched', () => {
   const bytes = new Uint8Array([0, 255, 10]);

@@ -6,6 +6,7 @@ import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  Offset,
   PeekedMessage,
   PeekOptions,
   Retention,
@@ -19,6 +20,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkBatch, checkPartitionCount, checkRetention, partitionsCannotShrink } from '../../transport/rules.ts';
 import { closedError, Engine } from './engine.ts';
 import { parseEmbeddedOptions } from './options.ts';
 import { toMessage } from './rows.ts';
@@ -38,6 +40,7 @@ export const EMBEDDED_CAPABILITIES: Capabilities = Object.freeze({
   lag: true,
   persistence: true,
   peek: Object.freeze({ position: true, time: true }),
+  createGroup: true,
 });
 
 class EmbeddedTransport implements Transport {
@@ -57,7 +60,7 @@ class EmbeddedTransport implements Transport {
     if (this.#closing) return Promise.reject(closedError());
     checkTypeName(type);
     if (batch.length === 0) return Promise.resolve();
-    for (const message of batch) checkMessage(message);
+    checkBatch(batch);
     return this.#engine.run(
       this.#engine.publishOperation(type, batch),
       'BUSBAR_ERR_PUBLISH',
@@ -105,7 +108,7 @@ class EmbeddedAdmin implements TransportAdmin {
 
   ensureType(type: string, options: TypeOptions = {}): Promise<void> {
     checkTypeName(type);
-    const partitions = checkPartitions(options.partitions ?? 1);
+    const partitions = checkPartitionCount(type, options.partitions ?? 1);
     return this.#write(`creating type '${type}'`, (store, now) => store.ensureType(type, partitions, now));
   }
 
@@ -146,14 +149,9 @@ class EmbeddedAdmin implements TransportAdmin {
 
   async setPartitions(type: string, partitions: number): Promise<void> {
     checkTypeName(type);
-    checkPartitions(partitions);
+    checkPartitionCount(type, partitions);
     const current = (await this.#read(() => this.#engine.store.typeInfo(type)))?.partitions ?? 1;
-    if (partitions < current) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `type '${type}' has ${current} partitions and they can only grow: ask for ${current} or more`,
-      );
-    }
+    if (partitions < current) throw partitionsCannotShrink(type, current, partitions);
     await this.#write(`setting partitions of '${type}'`, (store, now) => {
       store.ensureType(type, partitions, now);
       store.growPartitions(type, partitions);
@@ -162,15 +160,7 @@ class EmbeddedAdmin implements TransportAdmin {
 
   setRetention(type: string, retention: Retention): Promise<void> {
     checkTypeName(type);
-    for (const name of ['maxAgeMs', 'maxBytes'] as const) {
-      const value = retention[name];
-      if (value !== undefined && !(typeof value === 'number' && value >= 0 && Number.isFinite(value))) {
-        throw new BusError(
-          'BUSBAR_ERR_INVALID_ARGUMENT',
-          `retention ${name} must be a number >= 0, not ${JSON.stringify(value)}`,
-        );
-      }
-    }
+    checkRetention(retention);
     return this.#write(`setting retention of '${type}'`, (store, now) => {
       store.ensureType(type, 1, now);
       store.setRetention(type, retention);
@@ -182,6 +172,14 @@ class EmbeddedAdmin implements TransportAdmin {
   purge(type: string): Promise<void> {
     checkTypeName(type);
     return this.#write(`purging '${type}'`, (store) => store.purge(type));
+  }
+
+  ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    return this.#write(`creating group '${group}' on '${type}'`, (store, now) => {
+      store.attach(type, group, offset, now);
+    });
   }
 
   async stats(type?: string): Promise<TypeStats[]> {
@@ -204,25 +202,6 @@ class EmbeddedAdmin implements TransportAdmin {
       }
       return stats;
     });
-  }
-}
-
-function checkPartitions(partitions: number): number {
-  if (!Number.isInteger(partitions) || partitions < 1) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_ARGUMENT',
-      `partitions must be an integer >= 1, not ${JSON.stringify(partitions)}`,
-    );
-  }
-  return partitions;
-}
-
-function checkMessage(message: TransportMessage): void {
-  if (!(message.body instanceof Uint8Array)) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_ARGUMENT',
-      `message ${message.id} has a body that is not a Uint8Array: encode it first`,
-    );
   }
 }
 

@@ -7,6 +7,7 @@ import { homedir } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 import { BusError } from '../../errors.ts';
 import type { TransportConfig } from '../../transport/contract.ts';
+import { OptionReader } from '../../transport/options.ts';
 
 export type SyncMode = 'normal' | 'full';
 
@@ -46,27 +47,15 @@ export function parseEmbeddedOptions(config: TransportConfig, cwd: string = proc
   const rawPath = decodeURIComponent(queryAt >= 0 ? rest.slice(0, queryAt) : rest);
   const query = Object.fromEntries(new URLSearchParams(queryAt >= 0 ? rest.slice(queryAt + 1) : ''));
   const options: Record<string, string | number | boolean> = { ...query, ...config.options };
-  for (const name of Object.keys(options)) {
-    if (!KNOWN.includes(name)) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_URL',
-        `unknown embedded option '${name}' in ${JSON.stringify(url)}: use ${KNOWN.join(', ')} (e.g. embedded:./bus.db?sync=full)`,
-      );
-    }
-  }
-  const sync = String(options.sync ?? DEFAULT_SYNC).toLowerCase();
-  if (sync !== 'normal' && sync !== 'full') {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_URL',
-      `embedded option sync must be 'normal' or 'full', not ${JSON.stringify(options.sync)}`,
-    );
-  }
+  // One error code for a bad option whether it came from the query string or the config file.
+  const reader = new OptionReader('embedded', options, KNOWN);
+  const sync = reader.oneOf<SyncMode>('sync', ['normal', 'full'], DEFAULT_SYNC);
   return Object.freeze({
     path: resolvePath(rawPath, cwd),
     sync,
-    busyTimeoutMs: nonNegative(options, 'busyTimeoutMs', DEFAULT_BUSY_TIMEOUT_MS),
-    pollMs: positive(options, 'pollMs', DEFAULT_POLL_MS),
-    retentionIntervalMs: positive(options, 'retentionIntervalMs', DEFAULT_RETENTION_INTERVAL_MS),
+    busyTimeoutMs: reader.number('busyTimeoutMs', DEFAULT_BUSY_TIMEOUT_MS),
+    pollMs: reader.number('pollMs', DEFAULT_POLL_MS, { min: Number.MIN_VALUE }),
+    retentionIntervalMs: reader.number('retentionIntervalMs', DEFAULT_RETENTION_INTERVAL_MS, { min: Number.MIN_VALUE }),
   });
 }
 
@@ -81,29 +70,4 @@ function resolvePath(raw: string, cwd: string): string {
   }
   if (raw === '~' || raw.startsWith('~/')) return join(homedir(), raw.slice(1));
   return resolve(cwd, raw);
-}
-
-function number(options: Record<string, unknown>, name: string, fallback: number): number {
-  const value = options[name];
-  if (value === undefined) return fallback;
-  const parsed = typeof value === 'number' ? value : Number(value);
-  if (!Number.isFinite(parsed)) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_URL',
-      `embedded option ${name} must be a number of ms, not ${JSON.stringify(value)}`,
-    );
-  }
-  return parsed;
-}
-
-function positive(options: Record<string, unknown>, name: string, fallback: number): number {
-  const value = number(options, name, fallback);
-  if (value <= 0) throw new BusError('BUSBAR_ERR_INVALID_URL', `embedded option ${name} must be > 0, not ${value}`);
-  return value;
-}
-
-function nonNegative(options: Record<string, unknown>, name: string, fallback: number): number {
-  const value = number(options, name, fallback);
-  if (value < 0) throw new BusError('BUSBAR_ERR_INVALID_URL', `embedded option ${name} must be >= 0, not ${value}`);
-  return value;
 }

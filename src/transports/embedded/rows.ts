@@ -2,8 +2,9 @@
  * Between messages and `messages` rows. Reading is lenient: rows written by other programs (docs/wire/embedded.md)
  * may lack attributes or carry odd values, and must still be delivered rather than block their group.
  */
-import { completeEnvelope } from '../../message/envelope.ts';
+
 import type { TransportMessage } from '../../transport/contract.ts';
+import { completeEnvelope } from '../../transport/envelope.ts';
 
 const NO_HEADERS: Readonly<Record<string, string>> = Object.freeze({});
 

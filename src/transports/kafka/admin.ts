@@ -2,16 +2,19 @@
  * TransportAdmin on Kafka's admin API: a type is a topic plus its retry topic (`<type>.busbar-retry`), created and
  * grown together; purge is DeleteRecords up to the end offsets; stats come from ListOffsets and OffsetFetch.
  */
+
 import type { Admin } from '@platformatic/kafka';
-import { BusError } from '../../errors.ts';
+import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  Offset,
   Retention,
   TransportAdmin,
   TypeInfo,
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount, partitionsCannotShrink } from '../../transport/rules.ts';
 import { hasKafkaError, kafkaError } from './errors.ts';
 import type { KafkaSettings } from './options.ts';
 import { checkKafkaType, isRetryTopic, retryTopicOf } from './wire.ts';
@@ -38,8 +41,8 @@ function limit(value: number | undefined, what: string): string {
   return String(value);
 }
 
-/** How long deleteType waits for the broker's metadata to stop listing a deleted topic. */
-const DELETE_SETTLE_MS = 5_000;
+/** How long an admin call waits for the broker's metadata to show the topics it created, grew or deleted. */
+const METADATA_SETTLE_MS = 5_000;
 
 export class KafkaAdmin implements TransportAdmin {
   readonly #admin: Admin;
@@ -66,9 +69,9 @@ export class KafkaAdmin implements TransportAdmin {
   async ensureType(type: string, options: TypeOptions = {}): Promise<void> {
     checkKafkaType(type);
     const partitions = options.partitions ?? this.#settings.partitions;
-    if (!Number.isInteger(partitions) || (partitions < 1 && partitions !== -1)) {
-      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
-    }
+    // -1: the broker's num.partitions.
+    if (partitions !== -1) checkPartitionCount(type, partitions);
+    const created: string[] = [];
     for (const topic of [type, retryTopicOf(type)]) {
       try {
         await this.#admin.createTopics({
@@ -77,6 +80,7 @@ export class KafkaAdmin implements TransportAdmin {
           replicas: this.#settings.replicas,
           configs: [{ name: 'max.message.bytes', value: String(this.#settings.maxMessageBytes) }],
         });
+        created.push(topic);
       } catch (error) {
         if (!hasKafkaError(error, 'TOPIC_ALREADY_EXISTS')) {
           throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not create Kafka topic '${topic}'`);
@@ -84,6 +88,18 @@ export class KafkaAdmin implements TransportAdmin {
       }
     }
     this.#known.add(type);
+    // The controller has the topics; the broker's metadata follows a moment later (longer on a loaded machine).
+    // Resolve once they are listed, so that a list, a stats or a group's offsets right after see them.
+    if (created.length > 0) await this.#settled(created, Math.max(1, partitions));
+  }
+
+  /** Waits (at most METADATA_SETTLE_MS) until the metadata lists every topic with at least `partitions` partitions. */
+  async #settled(topics: string[], partitions: number): Promise<void> {
+    for (const deadline = Date.now() + METADATA_SETTLE_MS; Date.now() < deadline; ) {
+      const counts = await this.#partitionCounts(topics).catch(() => new Map<string, number>());
+      if (topics.every((t) => (counts.get(t) ?? 0) >= partitions)) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   async deleteType(type: string): Promise<void> {
@@ -104,7 +120,7 @@ export class KafkaAdmin implements TransportAdmin {
     }
     // The controller has the deletion; the broker's metadata follows a moment later. Resolve once the type is no
     // longer listed, so that a list right after deregistering does not show it.
-    for (const deadline = Date.now() + DELETE_SETTLE_MS; Date.now() < deadline; ) {
+    for (const deadline = Date.now() + METADATA_SETTLE_MS; Date.now() < deadline; ) {
       const left = await this.#topicNames(`to see '${type}' deleted`);
       if (!topics.some((t) => left.has(t))) return;
       await new Promise((resolve) => setTimeout(resolve, 50));
@@ -172,16 +188,9 @@ export class KafkaAdmin implements TransportAdmin {
 
   async setPartitions(type: string, partitions: number): Promise<void> {
     checkKafkaType(type);
-    if (!Number.isInteger(partitions) || partitions < 1) {
-      throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a whole number >= 1, not ${partitions}`);
-    }
+    checkPartitionCount(type, partitions);
     const current = await this.#requirePartitions(type);
-    if (partitions < current) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `message type '${type}' has ${current} partitions and Kafka cannot remove partitions: ask for ${current} or more`,
-      );
-    }
+    if (partitions < current) throw partitionsCannotShrink(type, current, partitions);
     const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
     const grow = [...counts].filter(([, count]) => count < partitions).map(([name]) => ({ name, count: partitions }));
     if (grow.length === 0) return;
@@ -194,6 +203,10 @@ export class KafkaAdmin implements TransportAdmin {
         `could not grow message type '${type}' to ${partitions} partitions`,
       );
     }
+    await this.#settled(
+      grow.map((t) => t.name),
+      partitions,
+    );
   }
 
   async setRetention(type: string, retention: Retention): Promise<void> {
@@ -243,6 +256,39 @@ export class KafkaAdmin implements TransportAdmin {
       for (const p of topic.partitions) result.get(topic.name)![p.partitionIndex]!.end = p.offset;
     }
     return result;
+  }
+
+  /**
+   * Commits the group's start offsets (the ends of the type's topic and retry topic for `latest`, their starts for
+   * `earliest`) on every partition it has none for, so its first member starts there. Kafka keeps an empty group's
+   * offsets for the broker's offsets.retention.minutes (7 days by default). A group with live members (Kafka
+   * refuses offsets from outside then) already has its position.
+   */
+  async ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkKafkaType(type);
+    checkTypeName(group, 'consumer group');
+    await this.ensureType(type);
+    try {
+      const counts = await this.#partitionCounts([type, retryTopicOf(type)]);
+      const [listed] = await this.#admin.listConsumerGroupOffsets({ groups: [group] });
+      const committed = new Map<string, Set<number>>();
+      for (const topic of listed?.topics ?? []) {
+        const done = topic.partitions.filter((p) => p.committedOffset >= 0n).map((p) => p.partitionIndex);
+        committed.set(topic.name, new Set(done));
+      }
+      const topics = [...(await this.#offsets(counts))]
+        .map(([name, ranges]) => ({
+          name,
+          partitionOffsets: ranges
+            .map((r, partition) => ({ partition, offset: offset === 'earliest' ? r.start : r.end }))
+            .filter((p) => !committed.get(name)?.has(p.partition)),
+        }))
+        .filter((t) => t.partitionOffsets.length > 0);
+      if (topics.length > 0) await this.#admin.alterConsumerGroupOffsets({ groupId: group, topics });
+    } catch (error) {
+      if (hasKafkaError(error, 'UNKNOWN_MEMBER_ID') || hasKafkaError(error, 'REBALANCE_IN_PROGRESS')) return;
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not create consumer group '${group}' on '${type}'`);
+    }
   }
 
   async purge(type: string): Promise<void> {

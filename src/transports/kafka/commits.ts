@@ -3,23 +3,8 @@
  * share one promise and go out together, so acking many messages costs few round trips.
  */
 import type { CommitOptionsPartition } from '@platformatic/kafka';
+import { type Deferred, deferred } from '../../transport/deferred.ts';
 import { kafkaError } from './errors.ts';
-
-interface Deferred {
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
-
-function deferred(): Deferred {
-  let resolve!: () => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
 
 export type CommitSender = (offsets: CommitOptionsPartition[]) => Promise<void>;
 

@@ -34,6 +34,8 @@ export const KAFKA_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // The group's committed offsets, set without a member (admin.ensureGroup).
+  createGroup: true,
 });
 
 type Records = Producer<Buffer, Buffer, Buffer, Buffer>;

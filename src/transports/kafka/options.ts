@@ -2,11 +2,10 @@
  * TransportConfig -> the settings of busbar's Kafka clients, checked once and frozen.
  * URL: `kafka://h1:9092,h2:9092[?clientId=...&partitions=3&sasl=scram-sha-256]`; every endpoint is a bootstrap broker.
  */
-import { readFileSync } from 'node:fs';
 import type { ConnectionOptions as TlsOptions } from 'node:tls';
 import type { SASLOptions } from '@platformatic/kafka';
-import { BusError } from '../../errors.ts';
 import type { TransportConfig } from '../../transport/contract.ts';
+import { OptionReader, parseEndpoint, readTlsFiles } from '../../transport/options.ts';
 
 export const DEFAULT_PORT = 9092;
 export const DEFAULT_ENDPOINT = `127.0.0.1:${DEFAULT_PORT}`;
@@ -61,95 +60,36 @@ const KNOWN = [
   'tls',
 ];
 
-function integer(config: TransportConfig, name: string, fallback: number, min: number): number {
-  const raw = config.options[name];
-  if (raw === undefined) return fallback;
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `kafka option '${name}' must be an integer >= ${min}, not ${JSON.stringify(raw)}`,
-    );
-  }
-  return value;
-}
-
 function endpoint(raw: string): string {
-  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(raw.trim());
-  if (!match || (match[2] !== undefined && (Number(match[2]) < 1 || Number(match[2]) > 65535))) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `kafka endpoint ${JSON.stringify(raw)} is not host:port: write e.g. kafka://broker1:9092,broker2:9092`,
-    );
-  }
-  return `${match[1]}:${match[2] ?? DEFAULT_PORT}`;
-}
-
-function readPem(path: string | undefined, what: string): string | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path, 'utf8');
-  } catch (error) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `cannot read the TLS ${what} file ${path}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
+  const { host, port } = parseEndpoint('kafka', raw, DEFAULT_PORT);
+  return `${host.includes(':') ? `[${host}]` : host}:${port}`;
 }
 
 export function kafkaSettings(config: TransportConfig): KafkaSettings {
-  for (const key of Object.keys(config.options)) {
-    if (!KNOWN.includes(key)) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_CONFIG',
-        `unknown option '${key}' for the kafka transport: use one of ${KNOWN.join(', ')} (see docs/wire/kafka.md)`,
-      );
-    }
-  }
+  const options = new OptionReader('kafka', config.options, KNOWN);
   const endpoints = config.endpoints.length > 0 ? config.endpoints.map(endpoint) : [DEFAULT_ENDPOINT];
-  const secureUrl = /^kafkas:/i.test(config.url) || config.options.tls === true || config.options.tls === 'true';
-  const tls =
-    config.tls || secureUrl
-      ? {
-          ca: readPem(config.tls?.ca, 'CA'),
-          cert: readPem(config.tls?.cert, 'certificate'),
-          key: readPem(config.tls?.key, 'key'),
-          rejectUnauthorized: config.tls?.rejectUnauthorized ?? true,
-        }
-      : undefined;
+  const secureUrl = /^kafkas:/i.test(config.url) || options.flag('tls', false);
+  const tls = config.tls || secureUrl ? { rejectUnauthorized: true, ...readTlsFiles(config.tls) } : undefined;
   let sasl: SASLOptions | undefined;
   if (config.username !== undefined) {
-    const name = String(config.options.sasl ?? 'plain').toLowerCase();
-    const mechanism = SASL_MECHANISMS[name];
-    if (!mechanism) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_CONFIG',
-        `kafka option 'sasl' must be one of ${Object.keys(SASL_MECHANISMS).join(', ')}, not ${JSON.stringify(config.options.sasl)}`,
-      );
-    }
+    const mechanism = SASL_MECHANISMS[options.oneOf('sasl', Object.keys(SASL_MECHANISMS), 'plain')]!;
     sasl = { mechanism, username: config.username, password: config.password ?? '' };
   }
-  const sessionTimeoutMs = integer(config, 'sessionTimeoutMs', DEFAULT_SESSION_TIMEOUT_MS, 1000);
-  const heartbeatIntervalMs = integer(config, 'heartbeatIntervalMs', DEFAULT_HEARTBEAT_INTERVAL_MS, 100);
+  const sessionTimeoutMs = options.integer('sessionTimeoutMs', DEFAULT_SESSION_TIMEOUT_MS, { min: 1000 });
+  const heartbeatIntervalMs = options.integer('heartbeatIntervalMs', DEFAULT_HEARTBEAT_INTERVAL_MS, { min: 100 });
   if (heartbeatIntervalMs >= sessionTimeoutMs) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `kafka option 'heartbeatIntervalMs' (${heartbeatIntervalMs}) must be below 'sessionTimeoutMs' (${sessionTimeoutMs})`,
-    );
+    throw options.invalid('heartbeatIntervalMs', `a number of ms below sessionTimeoutMs (${sessionTimeoutMs})`);
   }
   return Object.freeze({
     bootstrapBrokers: Object.freeze(endpoints),
-    clientId: String(config.options.clientId ?? 'busbar'),
-    partitions: integer(config, 'partitions', -1, 1),
-    replicas: integer(config, 'replicas', -1, 1),
-    maxMessageBytes: integer(config, 'maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES, 1024),
+    clientId: options.string('clientId', 'busbar'),
+    partitions: options.integer('partitions', -1, { min: 1 }),
+    replicas: options.integer('replicas', -1, { min: 1 }),
+    maxMessageBytes: options.integer('maxMessageBytes', DEFAULT_MAX_MESSAGE_BYTES, { min: 1024 }),
     sessionTimeoutMs,
     heartbeatIntervalMs,
-    fetchMaxBytes: integer(config, 'fetchMaxBytes', DEFAULT_FETCH_MAX_BYTES, 1024),
-    connectTimeoutMs: integer(config, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, 1),
+    fetchMaxBytes: options.integer('fetchMaxBytes', DEFAULT_FETCH_MAX_BYTES, { min: 1024 }),
+    connectTimeoutMs: options.integer('connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, { min: 1 }),
     tls,
     sasl,
   });

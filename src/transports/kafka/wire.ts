@@ -8,10 +8,10 @@
  */
 import type { Message, MessageToProduce } from '@platformatic/kafka';
 import { BusError, checkTypeName } from '../../errors.ts';
-import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import { ByteNames } from '../../transport/byte-names.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../transport/cloudevents.ts';
 import type { Envelope, TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 export const CE_PREFIX = 'ce_';
 export const CONTENT_TYPE = 'content-type';

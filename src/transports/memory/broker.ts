@@ -14,6 +14,7 @@ import type {
   TypeInfo,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkBatch, checkPartitionCount, checkRetention, partitionsCannotShrink } from '../../transport/rules.ts';
 
 export const DEFAULT_RETENTION: Retention = { maxAgeMs: 7 * 24 * 3600 * 1000 };
 
@@ -91,6 +92,7 @@ export class MemoryBroker {
   }
 
   publish(type: string, batch: readonly TransportMessage[]): void {
+    checkBatch(batch);
     const topic = this.#topic(type)!;
     const now = Date.now();
     for (const message of batch) {
@@ -103,6 +105,16 @@ export class MemoryBroker {
 
   join(type: string, groupName: string, offset: Offset, member: Member): void {
     const topic = this.#topic(type)!;
+    this.#group(topic, groupName, offset).members.add(member);
+    this.#dispatch(topic);
+  }
+
+  /** Creates the group without a member (admin.ensureGroup); an existing one is left as it is. */
+  ensureGroup(type: string, groupName: string, offset: Offset): void {
+    this.#group(this.#topic(type)!, groupName, offset);
+  }
+
+  #group(topic: Topic, groupName: string, offset: Offset): Group {
     let group = topic.groups.get(groupName);
     if (!group) {
       const cursor = offset === 'latest' ? topic.nextSeq : (topic.log[0]?.seq ?? topic.nextSeq);
@@ -117,8 +129,7 @@ export class MemoryBroker {
       };
       topic.groups.set(groupName, group);
     }
-    group.members.add(member);
-    this.#dispatch(topic);
+    return group;
   }
 
   /** Removes the member and returns its unsettled deliveries to the group at once. */
@@ -318,7 +329,7 @@ export class MemoryBroker {
   ensureType(type: string, partitions?: number): void {
     const existed = this.#topics.has(type);
     const topic = this.#topic(type)!;
-    if (!existed && partitions) topic.partitions = partitions;
+    if (!existed && partitions !== undefined) topic.partitions = checkPartitionCount(type, partitions);
   }
 
   deleteType(type: string): void {
@@ -339,18 +350,14 @@ export class MemoryBroker {
 
   setPartitions(type: string, partitions: number): void {
     const topic = this.#known(type);
-    if (partitions < topic.partitions) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `type '${type}' has ${topic.partitions} partitions and cannot shrink to ${partitions}: partitions only grow`,
-      );
-    }
+    checkPartitionCount(type, partitions);
+    if (partitions < topic.partitions) throw partitionsCannotShrink(type, topic.partitions, partitions);
     topic.partitions = partitions;
   }
 
   setRetention(type: string, retention: Retention): void {
     const topic = this.#known(type);
-    topic.retention = { ...topic.retention, ...retention };
+    topic.retention = { ...topic.retention, ...checkRetention(retention) };
     this.#trim(topic, Date.now());
   }
 

@@ -7,6 +7,7 @@ import { BusError } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
+  Offset,
   PeekOptions,
   Subscription,
   Transport,
@@ -28,6 +29,7 @@ export const MEMORY_CAPABILITIES: Capabilities = Object.freeze({
   peek: Object.freeze({ position: true, time: true }),
   lag: true,
   persistence: false,
+  createGroup: true,
 });
 
 const shared = new Map<string, { broker: MemoryBroker; users: number }>();
@@ -55,6 +57,7 @@ class MemoryTransport implements Transport {
       purge: async (type: string) => broker.purge(type),
       stats: async (type?: string) => broker.stats(type),
       peek: async (type: string, options: PeekOptions) => broker.peek(type, options),
+      ensureGroup: async (type: string, group: string, offset: Offset) => broker.ensureGroup(type, group, offset),
     };
   }
 

@@ -18,7 +18,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
-import { type MemberRecord, parseMemberRecord } from './adoption.ts';
+import { type MemberRecord, memberPayload, parseMemberRecord } from './adoption.ts';
 import { bufferOf, endClient, newSessionId, openClient, puback, publishConfirmed } from './connection.ts';
 import { type MqttSettings, resolveSettings } from './options.ts';
 import { MqttSubscription } from './subscription.ts';
@@ -39,6 +39,9 @@ export const MQTT_CAPABILITIES: Capabilities = Object.freeze({
   lag: false,
   // With `persistence true` in mosquitto.conf (this machine's setting) sessions and queued messages survive a restart.
   persistence: true,
+  // A member session that subscribes and leaves at once: the broker queues the group's messages in it, and the
+  // group's first member adopts it as it adopts any departed member's session.
+  createGroup: true,
 });
 
 /** How long after a reconnect a publish that reached no subscriber is suspect (see #mayHaveLostSubscriptions). */
@@ -87,7 +90,57 @@ class MqttTransport implements Transport {
         );
       },
       stats: (type) => this.#stats(type),
+      ensureGroup: (type, group) => this.#ensureGroup(type, group),
     };
+  }
+
+  /**
+   * A group before its first member: a session of the group subscribes to the type (QoS 1, persistent) and leaves
+   * with an `offline` member record. The broker keeps the group's share of each message in it (never PUBACKed here)
+   * until the first member adopts the session and hands them back on the group's redelivery topic. MQTT keeps no log,
+   * so `earliest` and `latest` both start now. Calling it again adds another such session: harmless, since a shared
+   * subscription gives each message to one session of the group only.
+   */
+  async #ensureGroup(type: string, group: string): Promise<void> {
+    checkTypeName(group, 'consumer group');
+    await this.#ensureType(type);
+    const settings = this.#settings;
+    const session = newSessionId('busbar', group, 'created');
+    const { client, connected } = openClient(
+      settings.client,
+      {
+        clientId: session,
+        clean: false,
+        reconnectPeriod: 0,
+        properties: { sessionExpiryInterval: settings.sessionExpirySec },
+      },
+      // Messages arriving while this session is connected stay unacknowledged in it, for the adopter.
+      () => {},
+    );
+    try {
+      await connected;
+      const filters = {
+        [this.#topics.shared(group, this.#topics.messages(type))]: { qos: 1 as const },
+        [this.#topics.shared(group, this.#topics.redeliveries(group, type))]: { qos: 1 as const },
+      };
+      const granted = await client.subscribeAsync(filters);
+      const refused = granted.filter((g) => g.qos === 128).map((g) => g.topic);
+      if (refused.length) {
+        throw new BusError(
+          'BUSBAR_ERR_FORBIDDEN',
+          `the MQTT broker refused the subscriptions ${refused.join(', ')}: check its ACL`,
+        );
+      }
+      await publishConfirmed(
+        client,
+        this.#topics.member(group, session),
+        memberPayload('offline', [type], 'admin.createConsumerGroup'),
+        { retain: true, properties: { messageExpiryInterval: settings.sessionExpirySec } },
+        settings.publishTimeoutMs,
+      );
+    } finally {
+      await endClient(client).catch(() => {});
+    }
   }
 
   /** Called for every PUBLISH on the transport's own client: registry records and sync markers. */

@@ -15,6 +15,7 @@ import type {
   TransportMessage,
 } from '../../transport/contract.ts';
 import { DeliveryQueue } from '../../transport/queue.ts';
+import { LeaseSweeper } from '../../transport/sweeper.ts';
 import { adoptSession, type MemberRecord, memberPayload, parseMemberRecord } from './adoption.ts';
 import { bufferOf, endClient, newSessionId, openClient, puback, publishConfirmed } from './connection.ts';
 import type { MqttSettings } from './options.ts';
@@ -33,7 +34,6 @@ class MqttDelivery implements Delivery {
   readonly topicType: string;
   readonly messageId: number;
   readonly connection: number;
-  timer: NodeJS.Timeout | undefined;
   settled = false;
   /** Set when the delivery is queued for the application: its ack timer starts then. */
   leaseUntil = Number.POSITIVE_INFINITY;
@@ -76,6 +76,10 @@ export class MqttSubscription implements Subscription {
   readonly #queue = new DeliveryQueue({ onLeave: () => this.close() });
   /** Deliveries of the current connection not yet settled (queued, handed out, or waiting for a not-before time). */
   readonly #open = new Set<MqttDelivery>();
+  /** The handed-out deliveries of #open: the emulated ack timeout hands one left open past its lease back. */
+  readonly #leases = new LeaseSweeper<MqttDelivery>((delivery) => {
+    if (this.settle(delivery)) void this.handBack(delivery);
+  });
   readonly #waiting = new Set<NodeJS.Timeout>();
   readonly #members = new Map<string, MemberRecord>();
   readonly #adopting = new Set<string>();
@@ -196,9 +200,7 @@ export class MqttSubscription implements Subscription {
 
   #hand(delivery: MqttDelivery): void {
     delivery.leaseUntil = Date.now() + this.#options.ackTimeoutMs;
-    delivery.timer = setTimeout(() => {
-      if (this.settle(delivery)) void this.handBack(delivery);
-    }, this.#options.ackTimeoutMs);
+    this.#leases.add(delivery);
     this.#queue.push(delivery);
   }
 
@@ -206,7 +208,7 @@ export class MqttSubscription implements Subscription {
   settle(delivery: MqttDelivery): boolean {
     if (delivery.settled) return false;
     delivery.settled = true;
-    clearTimeout(delivery.timer);
+    this.#leases.delete(delivery);
     this.#open.delete(delivery);
     return delivery.connection === this.#connection && this.#client.connected;
   }
@@ -248,7 +250,7 @@ export class MqttSubscription implements Subscription {
   #dropConnection(): void {
     for (const delivery of this.#open) {
       delivery.settled = true;
-      clearTimeout(delivery.timer);
+      this.#leases.delete(delivery);
     }
     this.#open.clear();
     for (const timer of this.#waiting) clearTimeout(timer);
@@ -313,7 +315,7 @@ export class MqttSubscription implements Subscription {
       this.#options.signal?.removeEventListener('abort', this.#onAbort);
       clearTimeout(this.#adoptTimer);
       this.#queue.end();
-      for (const delivery of this.#open) clearTimeout(delivery.timer);
+      this.#leases.stop();
       for (const timer of this.#waiting) clearTimeout(timer);
       // Hand-backs still running finish, or leave their original in the session for the adopter; never wait long.
       let timer: NodeJS.Timeout | undefined;

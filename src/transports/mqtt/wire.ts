@@ -6,9 +6,9 @@
  * uses valid names too: every message stays a valid CloudEvent.
  */
 import type { IPublishPacket } from 'mqtt';
-import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../transport/cloudevents.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 /** Delivery count carried by redelivered copies (1 when absent). */
 export const ATTEMPT_PROPERTY = 'busbarattempt';

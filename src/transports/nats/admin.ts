@@ -1,26 +1,50 @@
 /** TransportAdmin over JetStream streams: one stream per type, one durable consumer per group. */
 import {
+  AckPolicy,
+  DeliverPolicy,
   DiscardPolicy,
   type JetStreamManager,
+  ReplayPolicy,
   RetentionPolicy,
   StorageType,
   type StreamConfig,
   type StreamInfo,
 } from '@nats-io/jetstream';
-import { BusError } from '../../errors.ts';
+import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  Offset,
   Retention,
   TransportAdmin,
   TypeInfo,
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
-import { apiCode, JS_STREAM_NAME_IN_USE, JS_STREAM_NOT_FOUND, toNatsError } from './errors.ts';
-import { groupOfDurable, partsSubjectOf, STREAM_PREFIX, streamName, subjectOf, typeOfStream } from './names.ts';
+import { checkPartitionCount } from '../../transport/rules.ts';
+import {
+  apiCode,
+  isNoResponders,
+  JS_CONSUMER_EXISTS,
+  JS_CONSUMER_NAME_EXISTS,
+  JS_CONSUMER_NOT_FOUND,
+  JS_STREAM_NAME_IN_USE,
+  JS_STREAM_NOT_FOUND,
+  toNatsError,
+} from './errors.ts';
+import {
+  durableName,
+  groupOfDurable,
+  partsSubjectOf,
+  STREAM_PREFIX,
+  streamName,
+  subjectOf,
+  typeOfStream,
+} from './names.ts';
 import type { NatsSettings } from './options.ts';
 
 const MS = 1_000_000;
+/** ack_wait of a group created before its first member; that member's ackTimeoutMs replaces it. */
+const GROUP_ACK_WAIT_MS = 30_000;
 
 export class NatsAdmin implements TransportAdmin {
   readonly #jsm: JetStreamManager;
@@ -31,6 +55,59 @@ export class NatsAdmin implements TransportAdmin {
   constructor(jsm: JetStreamManager, settings: NatsSettings) {
     this.#jsm = jsm;
     this.#settings = settings;
+  }
+
+  /**
+   * Creates the group's durable consumer on the type's stream if it is new; keeps ack_wait at `ackTimeoutMs` (a
+   * consumer's attach passes its own; admin.ensureGroup leaves an existing group's as it is).
+   */
+  async ensureGroup(type: string, group: string, offset: Offset, ackTimeoutMs?: number): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    await this.ensureStream(type);
+    const stream = streamName(type);
+    const durable = durableName(group);
+    const ackWait = (ackTimeoutMs ?? GROUP_ACK_WAIT_MS) * MS;
+    try {
+      let info = await this.#consumerInfo(stream, durable);
+      if (!info) {
+        try {
+          await this.#jsm.consumers.add(stream, {
+            durable_name: durable,
+            ack_policy: AckPolicy.Explicit,
+            deliver_policy: offset === 'earliest' ? DeliverPolicy.All : DeliverPolicy.New,
+            replay_policy: ReplayPolicy.Instant,
+            ack_wait: ackWait,
+            // Attempts are counted by the bus, which dead-letters; the server never gives up on its own.
+            max_deliver: -1,
+            // Each member bounds itself by its prefetch; the group as a whole is not capped.
+            max_ack_pending: -1,
+            // Only the heads of large messages are deliveries; their parts are read by sequence.
+            filter_subject: subjectOf(type),
+          });
+          return;
+        } catch (error) {
+          const code = apiCode(error);
+          if (code !== JS_CONSUMER_EXISTS && code !== JS_CONSUMER_NAME_EXISTS) throw error;
+          info = await this.#consumerInfo(stream, durable);
+        }
+      }
+      if (ackTimeoutMs !== undefined && info && info.config.ack_wait !== ackWait) {
+        await this.#jsm.consumers.update(stream, durable, { ack_wait: ackWait });
+      }
+    } catch (error) {
+      if (isNoResponders(error)) this.forget(type);
+      throw toNatsError(error, 'BUSBAR_ERR_BROKER', `nats: could not attach group '${group}' to '${type}'`);
+    }
+  }
+
+  async #consumerInfo(stream: string, durable: string) {
+    try {
+      return await this.#jsm.consumers.info(stream, durable);
+    } catch (error) {
+      if (apiCode(error) === JS_CONSUMER_NOT_FOUND) return undefined;
+      throw error;
+    }
   }
 
   async ensureType(type: string, options?: TypeOptions): Promise<void> {
@@ -243,9 +320,7 @@ function retentionOf(info: StreamInfo): Retention {
 }
 
 function checkPartitions(type: string, partitions: number): void {
-  if (!Number.isInteger(partitions) || partitions < 1) {
-    throw new BusError('BUSBAR_ERR_PARTITIONS', `partitions must be a positive integer, got ${partitions}`);
-  }
+  checkPartitionCount(type, partitions);
   if (partitions > 1) {
     throw new BusError(
       'BUSBAR_ERR_UNSUPPORTED',

@@ -14,9 +14,9 @@
 import type { MsgHdrs } from '@nats-io/transport-node';
 import { headers as natsHeaders } from '@nats-io/transport-node';
 import { BusError } from '../../errors.ts';
-import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../transport/cloudevents.ts';
 import type { Envelope, TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 import { PARTS_HEADER, parseParts } from './large.ts';
 
 export const CE_PREFIX = 'ce-';

@@ -3,14 +3,11 @@
  * group, PubAck per message, NAK with delay, redelivery after ack_wait. Wire mapping: docs/wire/nats.md.
  */
 import {
-  AckPolicy,
-  DeliverPolicy,
   type JetStreamClient,
   type JetStreamManager,
   jetstream,
   jetstreamManager,
   type PubAck,
-  ReplayPolicy,
 } from '@nats-io/jetstream';
 import { connect, type MsgHdrs, type NatsConnection, headers as natsHeaders } from '@nats-io/transport-node';
 import { BusError } from '../../errors.ts';
@@ -24,15 +21,7 @@ import type {
   TransportMessage,
 } from '../../transport/contract.ts';
 import { NatsAdmin } from './admin.ts';
-import {
-  apiCode,
-  isNoResponders,
-  JS_CONSUMER_EXISTS,
-  JS_CONSUMER_NAME_EXISTS,
-  JS_CONSUMER_NOT_FOUND,
-  JS_NO_MESSAGE_FOUND,
-  toNatsError,
-} from './errors.ts';
+import { apiCode, isNoResponders, JS_NO_MESSAGE_FOUND, toNatsError } from './errors.ts';
 import { MSG_ID_HEADER, toNatsHeaders } from './headers.ts';
 import { headerBytes, PARTS_HEADER, splitBody } from './large.ts';
 import { durableName, partsSubjectOf, streamName, subjectOf } from './names.ts';
@@ -50,9 +39,10 @@ export const NATS_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // A durable consumer without a member: the stream keeps its messages for it (retention: limits).
+  createGroup: true,
 });
 
-const MS = 1_000_000;
 /** nats-server's default max_payload, for the moment before the server's INFO is known. */
 const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
@@ -178,51 +168,8 @@ class NatsTransport implements Transport, SubscriptionHost {
   }
 
   /** Creates the group's durable consumer on the type's stream if it is new; keeps ack_wait current. */
-  async attach(type: string, options: ConsumeOptions): Promise<void> {
-    await this.admin.ensureStream(type);
-    const stream = streamName(type);
-    const durable = durableName(options.group);
-    const ackWait = options.ackTimeoutMs * MS;
-    try {
-      let info = await this.#consumerInfo(stream, durable);
-      if (!info) {
-        try {
-          await this.#jsm.consumers.add(stream, {
-            durable_name: durable,
-            ack_policy: AckPolicy.Explicit,
-            deliver_policy: options.offset === 'earliest' ? DeliverPolicy.All : DeliverPolicy.New,
-            replay_policy: ReplayPolicy.Instant,
-            ack_wait: ackWait,
-            // Attempts are counted by the bus, which dead-letters; the server never gives up on its own.
-            max_deliver: -1,
-            // Each member bounds itself by its prefetch; the group as a whole is not capped.
-            max_ack_pending: -1,
-            // Only the heads of large messages are deliveries; their parts are read by sequence.
-            filter_subject: subjectOf(type),
-          });
-          return;
-        } catch (error) {
-          const code = apiCode(error);
-          if (code !== JS_CONSUMER_EXISTS && code !== JS_CONSUMER_NAME_EXISTS) throw error;
-          info = await this.#consumerInfo(stream, durable);
-        }
-      }
-      if (info && info.config.ack_wait !== ackWait) {
-        await this.#jsm.consumers.update(stream, durable, { ack_wait: ackWait });
-      }
-    } catch (error) {
-      if (isNoResponders(error)) this.admin.forget(type);
-      throw toNatsError(error, 'BUSBAR_ERR_BROKER', `nats: could not attach group '${options.group}' to '${type}'`);
-    }
-  }
-
-  async #consumerInfo(stream: string, durable: string) {
-    try {
-      return await this.#jsm.consumers.info(stream, durable);
-    } catch (error) {
-      if (apiCode(error) === JS_CONSUMER_NOT_FOUND) return undefined;
-      throw error;
-    }
+  attach(type: string, options: ConsumeOptions): Promise<void> {
+    return this.admin.ensureGroup(type, options.group, options.offset, options.ackTimeoutMs);
   }
 
   close(): Promise<void> {

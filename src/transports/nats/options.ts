@@ -2,6 +2,7 @@
 import type { NodeConnectionOptions } from '@nats-io/transport-node';
 import { BusError } from '../../errors.ts';
 import type { TransportConfig } from '../../transport/contract.ts';
+import { OptionReader } from '../../transport/options.ts';
 
 export const DEFAULT_SERVER = '127.0.0.1:4222';
 
@@ -41,72 +42,33 @@ const KNOWN = [
   'name',
 ] as const;
 
-function positiveInt(options: TransportConfig['options'], key: string, fallback: number): number {
-  const raw = options[key];
-  if (raw === undefined) return fallback;
-  const value = typeof raw === 'string' ? Number(raw) : raw;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value <= 0) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `options.${key} for the nats transport must be a positive integer, got ${JSON.stringify(raw)}`,
-    );
-  }
-  return value;
-}
-
 export function parseSettings(config: TransportConfig): NatsSettings {
-  const options = config.options;
-  for (const key of Object.keys(options)) {
-    if (!(KNOWN as readonly string[]).includes(key)) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_CONFIG',
-        `unknown option '${key}' for the nats transport: use one of ${KNOWN.join(', ')}`,
-      );
-    }
-  }
-  const storage = options.storage ?? DEFAULT_SETTINGS.storage;
-  if (storage !== 'file' && storage !== 'memory') {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `options.storage for the nats transport must be 'file' or 'memory', got ${JSON.stringify(storage)}`,
-    );
-  }
-  const replicas = positiveInt(options, 'replicas', DEFAULT_SETTINGS.replicas);
-  if (replicas > 5) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `options.replicas for the nats transport must be 1-5, got ${replicas}`,
-    );
-  }
+  const options = new OptionReader('nats', config.options, KNOWN);
+  const storage = options.oneOf('storage', ['file', 'memory'], DEFAULT_SETTINGS.storage);
+  const replicas = options.integer('replicas', DEFAULT_SETTINGS.replicas, { min: 1, max: 5 });
   return Object.freeze({
-    requestTimeoutMs: positiveInt(options, 'requestTimeoutMs', DEFAULT_SETTINGS.requestTimeoutMs),
+    requestTimeoutMs: options.integer('requestTimeoutMs', DEFAULT_SETTINGS.requestTimeoutMs, { min: 1 }),
     replicas,
-    duplicateWindowMs: positiveInt(options, 'duplicateWindowMs', DEFAULT_SETTINGS.duplicateWindowMs),
+    duplicateWindowMs: options.integer('duplicateWindowMs', DEFAULT_SETTINGS.duplicateWindowMs, { min: 1 }),
     storage,
   });
 }
 
-function flag(value: string | number | boolean | undefined): boolean {
-  return value === true || value === 'true' || value === '1' || value === 1;
-}
-
 export function connectionOptions(config: TransportConfig): NodeConnectionOptions {
-  const options = config.options;
+  const options = new OptionReader('nats', config.options, KNOWN);
   const servers = config.endpoints.length > 0 ? [...config.endpoints] : [DEFAULT_SERVER];
-  const secure = config.tls !== undefined || flag(options.tls);
-  const token = options.token;
-  if (token !== undefined && typeof token !== 'string') {
-    throw new BusError('BUSBAR_ERR_INVALID_CONFIG', 'options.token for the nats transport must be a string');
-  }
+  const secure = config.tls !== undefined || options.flag('tls', false);
+  const token = options.raw('token');
+  if (token !== undefined && typeof token !== 'string') throw options.invalid('token', 'a string');
   if (token !== undefined && config.username !== undefined) {
     throw new BusError(
       'BUSBAR_ERR_INVALID_CONFIG',
-      'the nats transport takes either a token (options.token) or a username and password, not both',
+      "invalid nats option 'token': give either a token or a username and password, not both",
     );
   }
   return {
     servers,
-    name: typeof options.name === 'string' ? options.name : 'busbar',
+    name: options.string('name', 'busbar'),
     ...(config.username !== undefined ? { user: config.username, pass: config.password ?? '' } : {}),
     ...(token !== undefined ? { token } : {}),
     ...(secure
@@ -119,11 +81,11 @@ export function connectionOptions(config: TransportConfig): NodeConnectionOption
           },
         }
       : {}),
-    timeout: positiveInt(options, 'connectTimeoutMs', CONNECTION_DEFAULTS.connectTimeoutMs),
+    timeout: options.integer('connectTimeoutMs', CONNECTION_DEFAULTS.connectTimeoutMs, { min: 1 }),
     // Never give up: a broker restart or a network cut must heal without the application doing anything.
     maxReconnectAttempts: -1,
-    reconnectTimeWait: positiveInt(options, 'reconnectTimeWaitMs', CONNECTION_DEFAULTS.reconnectTimeWaitMs),
-    pingInterval: positiveInt(options, 'pingIntervalMs', CONNECTION_DEFAULTS.pingIntervalMs),
+    reconnectTimeWait: options.integer('reconnectTimeWaitMs', CONNECTION_DEFAULTS.reconnectTimeWaitMs, { min: 1 }),
+    pingInterval: options.integer('pingIntervalMs', CONNECTION_DEFAULTS.pingIntervalMs, { min: 1 }),
     // Every request (PubAck, ack confirmation) would otherwise capture a stack trace; busbar's errors say where.
     noAsyncTraces: true,
   };

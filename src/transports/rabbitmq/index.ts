@@ -2,11 +2,12 @@
  * `amqp://` and `amqps://`: RabbitMQ over AMQP 0-9-1 with amqplib. One topic exchange `busbar` (routing key = message
  * type), a stream per type as its replay log, a quorum queue per (type, group). See docs/wire/rabbitmq.md.
  */
-import { BusError, toBusError } from '../../errors.ts';
+import { BusError, checkTypeName, toBusError } from '../../errors.ts';
 import type {
   Capabilities,
   ConsumeOptions,
   GroupStats,
+  Offset,
   Retention,
   Subscription,
   Transport,
@@ -18,6 +19,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount } from '../../transport/rules.ts';
 import { Broker } from './broker.ts';
 import { ReconnectingConnection } from './connection.ts';
 import { rabbitOptions } from './options.ts';
@@ -40,6 +42,8 @@ export const RABBITMQ_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // The group's quorum queue, declared and bound without a consumer, keeps what is routed to it.
+  createGroup: true,
 });
 
 const noop = () => {};
@@ -74,6 +78,12 @@ class RabbitAdmin implements TransportAdmin {
     await brokerCall(`declare type ${type}`, () => this.#broker.ensureType(type));
   }
 
+  ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    return brokerCall(`create group ${group} on ${type}`, () => this.#broker.prepareGroup(type, group, offset));
+  }
+
   deleteType(type: string): Promise<void> {
     return brokerCall(`delete type ${type}`, () => this.#deleteType(type));
   }
@@ -102,12 +112,7 @@ class RabbitAdmin implements TransportAdmin {
   }
 
   async setPartitions(type: string, partitions: number): Promise<void> {
-    if (!Number.isInteger(partitions) || partitions < 1) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `cannot set ${type} to ${partitions} partitions: RabbitMQ types have 1`,
-      );
-    }
+    checkPartitionCount(type, partitions);
     if (partitions !== 1) this.#noPartitions(type, partitions);
     await brokerCall(`declare type ${type}`, () => this.#broker.ensureType(type));
   }

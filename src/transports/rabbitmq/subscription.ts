@@ -14,6 +14,7 @@ import type {
   TransportMessage,
 } from '../../transport/contract.ts';
 import { DeliveryQueue } from '../../transport/queue.ts';
+import { LeaseSweeper } from '../../transport/sweeper.ts';
 import { ChannelAcker } from './acks.ts';
 import type { Broker } from './broker.ts';
 import { attemptOf, fromAmqp, groupQueue } from './wire.ts';
@@ -151,10 +152,8 @@ export class RabbitSubscription implements Subscription {
   readonly #inflight: InflightCounter;
   readonly #onClose: (subscription: RabbitSubscription) => void;
   readonly #deliveries = new DeliveryQueue({ onLeave: () => this.close() });
-  /** Open deliveries in arrival order, which is also deadline order (one ackTimeoutMs per subscription). */
-  readonly #live = new Set<RabbitDelivery>();
-  /** One timer for the oldest open delivery, rather than one per delivery. */
-  #sweeper: NodeJS.Timeout | undefined;
+  /** Open deliveries, and the emulated ack timeout that returns one left open past its lease. */
+  readonly #live = new LeaseSweeper<RabbitDelivery>((delivery) => delivery.expire());
   #channel: Channel | undefined;
   #acker: ChannelAcker | undefined;
   #closed = false;
@@ -226,29 +225,11 @@ export class RabbitSubscription implements Subscription {
     const delivery = new RabbitDelivery(this, channel, acker, raw, type, queue, this.#options.ackTimeoutMs);
     this.#live.add(delivery);
     this.#inflight.add(queue, 1);
-    if (!this.#sweeper) this.#sweepAt(delivery.leaseUntil);
     this.#deliveries.push(delivery);
   }
 
-  #sweepAt(deadline: number): void {
-    this.#sweeper = setTimeout(() => this.#sweep(), Math.max(0, deadline - Date.now()));
-    this.#sweeper.unref();
-  }
-
-  #sweep(): void {
-    this.#sweeper = undefined;
-    const now = Date.now();
-    for (const delivery of this.#live) {
-      if (delivery.leaseUntil > now) {
-        this.#sweepAt(delivery.leaseUntil);
-        return;
-      }
-      delivery.expire();
-    }
-  }
-
   #lost(channel: Channel): void {
-    for (const delivery of [...this.#live]) if (delivery.channel === channel) delivery.lose();
+    for (const delivery of this.#live) if (delivery.channel === channel) delivery.lose();
     if (channel !== this.#channel || this.#closed || this.#reattaching) return;
     this.#channel = undefined;
     void this.#reattach();
@@ -279,10 +260,10 @@ export class RabbitSubscription implements Subscription {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      clearTimeout(this.#sweeper);
+      this.#live.stop();
       this.#deliveries.end();
       this.#deliveries.drain();
-      for (const delivery of [...this.#live]) delivery.lose();
+      for (const delivery of this.#live) delivery.lose();
       const channel = this.#channel;
       this.#channel = undefined;
       this.#acker?.flush();

@@ -8,9 +8,9 @@
  * attribute or as the broker's or busbar's bookkeeping: those travel together in `cloudEvents:busbarheaders`.
  */
 import type { Message, Options } from 'amqplib';
-import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../message/cloudevents.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { HEADERS_EXTENSION, isExtensionName, packHeaders, unpackHeaders } from '../../transport/cloudevents.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 /** The topic exchange every message is published to, with the message type as routing key. */
 export const EXCHANGE = 'busbar';

@@ -5,6 +5,7 @@
 import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
+  Offset,
   PeekedMessage,
   PeekOptions,
   Retention,
@@ -13,6 +14,7 @@ import type {
   TypeOptions,
   TypeStats,
 } from '../../transport/contract.ts';
+import { checkPartitionCount, partitionsCannotShrink } from '../../transport/rules.ts';
 import { type RedisConnection, redisError } from './connection.ts';
 import { COUNT_AFTER, DROP, PURGE } from './scripts.ts';
 import { decodeEntry, entryTime, type Keys } from './wire.ts';
@@ -39,7 +41,7 @@ export class RedisAdmin implements TransportAdmin {
 
   async ensureType(type: string, options: TypeOptions = {}): Promise<void> {
     checkTypeName(type);
-    const partitions = checkPartitions(options.partitions ?? 1);
+    const partitions = checkPartitionCount(type, options.partitions ?? 1);
     const { keys } = this.#host;
     await guard(`registering type '${type}'`, () =>
       Promise.all([
@@ -83,6 +85,21 @@ export class RedisAdmin implements TransportAdmin {
     return out;
   }
 
+  /** XGROUP CREATE at the stream's end (`$`) or start (`0`); an existing group (BUSYGROUP) is left as it is. */
+  async ensureGroup(type: string, group: string, offset: Offset): Promise<void> {
+    checkTypeName(type);
+    checkTypeName(group, 'consumer group');
+    await this.ensureType(type);
+    const start = offset === 'earliest' ? '0' : '$';
+    await guard(`creating group '${group}' on '${type}'`, async () => {
+      try {
+        await this.#redis.send(['XGROUP', 'CREATE', this.#host.keys.stream(type), group, start, 'MKSTREAM']);
+      } catch (error) {
+        if (!(error instanceof Error && error.message.startsWith('BUSYGROUP'))) throw error;
+      }
+    });
+  }
+
   async deleteType(type: string): Promise<void> {
     checkTypeName(type);
     const { keys } = this.#host;
@@ -118,15 +135,10 @@ export class RedisAdmin implements TransportAdmin {
   /** Records the count (a stream serves any number of consumers per group, so it changes nothing else). */
   async setPartitions(type: string, partitions: number): Promise<void> {
     checkTypeName(type);
-    checkPartitions(partitions);
+    checkPartitionCount(type, partitions);
     await this.ensureType(type);
     const current = (await this.#info(type)).partitions;
-    if (partitions < current) {
-      throw new BusError(
-        'BUSBAR_ERR_PARTITIONS',
-        `type '${type}' has ${current} partitions and cannot shrink to ${partitions}: partitions only grow`,
-      );
-    }
+    if (partitions < current) throw partitionsCannotShrink(type, current, partitions);
     await guard(`setting partitions of '${type}'`, () =>
       this.#redis.send(['HSET', this.#host.keys.meta(type), 'partitions', String(partitions)]),
     );
@@ -228,13 +240,6 @@ export class RedisAdmin implements TransportAdmin {
       oldestAgeMs: oldest === null ? null : Math.max(0, Date.now() - entryTime(oldest)),
     };
   }
-}
-
-function checkPartitions(partitions: number): number {
-  if (!Number.isInteger(partitions) || partitions < 1) {
-    throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `invalid partitions ${partitions}: use a whole number >= 1`);
-  }
-  return partitions;
 }
 
 async function guard<T>(context: string, action: () => Promise<T>): Promise<T> {

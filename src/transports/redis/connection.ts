@@ -3,10 +3,10 @@
  * a duplicate per subscription for its blocking XREADGROUP, Lua scripts by SHA with a fallback to EVAL, and
  * node-redis failures turned into BusErrors.
  */
-import { readFileSync } from 'node:fs';
 import { createClient, createSentinel, ErrorReply, RESP_TYPES } from 'redis';
 import { BusError, type ErrorCode } from '../../errors.ts';
 import type { TransportConfig } from '../../transport/contract.ts';
+import { OptionReader, parseEndpoint, readTlsFiles } from '../../transport/options.ts';
 import type { Script } from './scripts.ts';
 
 export type Arg = string | Buffer;
@@ -44,17 +44,12 @@ export function parseSettings(config: TransportConfig): RedisSettings {
       `invalid Redis URL: expected redis://[user:password@]host[:port][,host2:port2][/db][?options] or rediss://...`,
     );
   }
-  for (const key of Object.keys(config.options)) {
-    if (!KNOWN_OPTIONS.includes(key)) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_CONFIG',
-        `unknown redis transport option '${key}': use ${KNOWN_OPTIONS.join(', ')}`,
-      );
-    }
-  }
+  const options = new OptionReader('redis', config.options, KNOWN_OPTIONS);
   const hosts = config.endpoints.length ? config.endpoints : url[2]!.split(',').filter(Boolean);
-  const sentinelName = optionalString(config, 'sentinel');
-  const endpoints = (hosts.length ? hosts : ['localhost']).map((h) => parseEndpoint(h, sentinelName ? 26379 : 6379));
+  const sentinelName = options.string('sentinel');
+  const endpoints = (hosts.length ? hosts : ['localhost']).map((h) =>
+    parseEndpoint('redis', h, sentinelName ? 26379 : 6379),
+  );
   if (endpoints.length > 1 && !sentinelName) {
     throw new BusError(
       'BUSBAR_ERR_INVALID_CONFIG',
@@ -67,9 +62,9 @@ export function parseSettings(config: TransportConfig): RedisSettings {
     throw new BusError('BUSBAR_ERR_INVALID_URL', `invalid Redis database '${dbText}': use a number such as /0`);
   }
   const tlsWanted = url[1]!.toLowerCase() === 'rediss' || config.tls !== undefined;
-  const prefix = optionalString(config, 'prefix') ?? DEFAULT_PREFIX;
+  const prefix = options.string('prefix', DEFAULT_PREFIX);
   if (!/^[A-Za-z0-9._-]+$/.test(prefix)) {
-    throw new BusError('BUSBAR_ERR_INVALID_CONFIG', `invalid redis key prefix '${prefix}': use A-Z a-z 0-9 . _ -`);
+    throw options.invalid('prefix', 'a key prefix of A-Z a-z 0-9 . _ -');
   }
   return {
     mode: sentinelName ? 'sentinel' : 'single',
@@ -78,69 +73,12 @@ export function parseSettings(config: TransportConfig): RedisSettings {
     username: config.username,
     password: config.password,
     database,
-    tls: tlsWanted ? readTls(config) : undefined,
+    tls: tlsWanted ? readTlsFiles(config.tls) : undefined,
     prefix,
-    connectTimeoutMs: positiveNumber(config, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS),
-    commandTimeoutMs: positiveNumber(config, 'commandTimeoutMs', DEFAULT_COMMAND_TIMEOUT_MS),
-    replicas: replicaCount(config),
+    connectTimeoutMs: options.integer('connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, { min: 1 }),
+    commandTimeoutMs: options.integer('commandTimeoutMs', DEFAULT_COMMAND_TIMEOUT_MS, { min: 1 }),
+    replicas: options.integer('replicas', 0),
   };
-}
-
-function parseEndpoint(text: string, defaultPort: number): { host: string; port: number } {
-  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(text);
-  if (!match) throw new BusError('BUSBAR_ERR_INVALID_URL', `invalid Redis endpoint '${text}': use host:port`);
-  return { host: match[1]!.replace(/^\[|\]$/g, ''), port: match[2] ? Number(match[2]) : defaultPort };
-}
-
-function optionalString(config: TransportConfig, key: string): string | undefined {
-  const value = config.options[key];
-  return value === undefined || value === '' ? undefined : String(value);
-}
-
-function positiveNumber(config: TransportConfig, key: string, fallback: number): number {
-  const value = config.options[key];
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) {
-    throw new BusError('BUSBAR_ERR_INVALID_CONFIG', `invalid redis option ${key}=${value}: use a positive number`);
-  }
-  return n;
-}
-
-function replicaCount(config: TransportConfig): number {
-  const value = config.options.replicas;
-  if (value === undefined) return 0;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0) {
-    throw new BusError('BUSBAR_ERR_INVALID_CONFIG', `invalid redis option replicas=${value}: use a whole number >= 0`);
-  }
-  return n;
-}
-
-function readTls(config: TransportConfig): NonNullable<RedisSettings['tls']> {
-  const read = (what: string, path: string | undefined) => {
-    if (path === undefined) return undefined;
-    try {
-      return readFileSync(path);
-    } catch (error) {
-      throw new BusError(
-        'BUSBAR_ERR_INVALID_CONFIG',
-        `cannot read TLS ${what} file '${path}': ${(error as Error).message}`,
-        {
-          cause: error,
-        },
-      );
-    }
-  };
-  const tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized?: boolean } = {};
-  const ca = read('ca', config.tls?.ca);
-  const cert = read('cert', config.tls?.cert);
-  const key = read('key', config.tls?.key);
-  if (ca) tls.ca = ca;
-  if (cert) tls.cert = cert;
-  if (key) tls.key = key;
-  if (config.tls?.rejectUnauthorized !== undefined) tls.rejectUnauthorized = config.tls.rejectUnauthorized;
-  return tls;
 }
 
 /** The part of node-redis's client (or sentinel) surface busbar uses. */

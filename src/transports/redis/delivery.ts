@@ -1,22 +1,6 @@
 /** One delivery of a stream entry to a subscription; ack and nack are idempotent and may be retried on failure. */
 import type { Delivery, NackOptions, TransportMessage } from '../../transport/contract.ts';
 
-export interface Deferred {
-  readonly promise: Promise<void>;
-  resolve(): void;
-  reject(error: unknown): void;
-}
-
-export function deferred(): Deferred {
-  let resolve!: () => void;
-  let reject!: (error: unknown) => void;
-  const promise = new Promise<void>((res, rej) => {
-    resolve = res;
-    reject = rej;
-  });
-  return { promise, resolve, reject };
-}
-
 /** What settles a delivery: its subscription. */
 export interface Settler {
   /** Resolves once Redis recorded the ack; on failure it calls `delivery.failed()` with this promise first. */

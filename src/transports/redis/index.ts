@@ -33,6 +33,8 @@ export const REDIS_CAPABILITIES: Capabilities = Object.freeze({
   // As durable as the server's persistence (appendonly yes + appendfsync always makes an XADD reply durable).
   persistence: true,
   peek: Object.freeze({ position: true, time: true }),
+  // XGROUP CREATE without a consumer: the stream keeps entries for the group.
+  createGroup: true,
 });
 
 /** How long a process trusts its cached registration and retention of a type before reading them again. */

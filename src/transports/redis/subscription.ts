@@ -7,9 +7,10 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConsumeOptions, Delivery, NackOptions, Subscription } from '../../transport/contract.ts';
+import { type Deferred, deferred } from '../../transport/deferred.ts';
+import { DeliveryQueue } from '../../transport/queue.ts';
 import { isAuthError, isNoGroup, type RedisConnection, redisError } from './connection.ts';
-import { type Deferred, deferred, RedisDelivery } from './delivery.ts';
-import { Inbox } from './inbox.ts';
+import { RedisDelivery } from './delivery.ts';
 import { CLAIM, FORGET_CONSUMER, PRUNE_CONSUMERS, RELEASE } from './scripts.ts';
 import { decodeEntry, type Keys } from './wire.ts';
 
@@ -47,10 +48,7 @@ export class RedisSubscription implements Subscription {
   readonly ready: Promise<void>;
   readonly options: ConsumeOptions;
   readonly #host: SubscriptionHost;
-  readonly #queue = new Inbox(
-    () => this.#capacityFreed(),
-    () => this.close(),
-  );
+  readonly #queue = new DeliveryQueue({ onEmpty: () => this.#capacityFreed(), onLeave: () => this.close() });
   readonly #consumer: string;
   readonly #streams: string[];
   readonly #indexOfStream = new Map<string, number>();

@@ -4,9 +4,9 @@
  * user headers as fields of their own name, and the body, untouched, as the `data` field.
  */
 import { BusError } from '../../errors.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
 import { ByteNames } from '../../transport/byte-names.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 export const DATA_FIELD = 'data';
 export const CONTENT_TYPE_FIELD = 'content-type';
