@@ -227,14 +227,18 @@ class Amqp10Transport implements Transport {
   readonly capabilities = AMQP10_CAPABILITIES;
   readonly admin: TransportAdmin;
   readonly #primary: FailoverConnection;
-  readonly #sites: readonly Site[];
+  readonly #management: Management;
+  readonly #options: Amqp10Options;
+  /** Made at the first consume(): a bus that only publishes keeps one connection. */
+  #sites: readonly Site[] | undefined;
   readonly #publisher: Publisher;
   readonly #subscriptions = new Set<Amqp10Subscription>();
   #closing: Promise<void> | undefined;
 
-  constructor(primary: FailoverConnection, management: Management, sites: readonly Site[], options: Amqp10Options) {
+  constructor(primary: FailoverConnection, management: Management, options: Amqp10Options) {
     this.#primary = primary;
-    this.#sites = sites;
+    this.#management = management;
+    this.#options = options;
     const carrier = new GroupCarrier(primary, management);
     this.#publisher = new Publisher(primary, options.publishTimeoutMs, (address) => carrier.prepare(address));
     this.admin = new Amqp10Admin(management, carrier);
@@ -250,19 +254,39 @@ class Amqp10Transport implements Transport {
     await this.#publisher.send(type, batch.map(toAmqp));
   }
 
+  /**
+   * One endpoint: consumers share the primary connection. Several: a consumer reads each of them over its own
+   * connection (so messages stored on a broker that was down are delivered once it is back).
+   */
+  #consumerSites(): readonly Site[] {
+    if (this.#sites) return this.#sites;
+    const options = this.#options;
+    this.#sites =
+      options.endpoints.length > 1
+        ? options.endpoints.map((endpoint) => {
+            const failover = new FailoverConnection({ ...options, endpoints: [endpoint] });
+            failover.startInBackground();
+            return { failover, management: new Management(failover) };
+          })
+        : [{ failover: this.#primary, management: this.#management }];
+    return this.#sites;
+  }
+
   consume(options: ConsumeOptions): Subscription {
     this.#checkOpen();
-    const subscription = new Amqp10Subscription(this.#sites, this.#publisher, options, (s) =>
+    const subscription = new Amqp10Subscription(this.#consumerSites(), this.#publisher, options, (s) =>
       this.#subscriptions.delete(s),
     );
     this.#subscriptions.add(subscription);
     return subscription;
   }
 
+  /** Bounded: each subscription and connection closes within its own time limit, whatever the broker does. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#subscriptions].map((s) => s.close()));
-      await Promise.allSettled([this.#primary, ...this.#sites.map((s) => s.failover)].map((f) => f.close()));
+      const connections = new Set([this.#primary, ...(this.#sites ?? []).map((s) => s.failover)]);
+      await Promise.allSettled([...connections].map((f) => f.close()));
     })();
     return this.#closing;
   }
@@ -272,17 +296,7 @@ const createAmqp10Transport: TransportFactory = async (config: TransportConfig) 
   const options = amqp10Options(config);
   const primary = new FailoverConnection(options);
   await primary.start();
-  const management = new Management(primary);
-  // One endpoint: the consumer shares the connection. Several: it reads each of them over its own connection.
-  let sites: Site[] = [{ failover: primary, management }];
-  if (options.endpoints.length > 1) {
-    sites = options.endpoints.map((endpoint) => {
-      const failover = new FailoverConnection({ ...options, endpoints: [endpoint] });
-      failover.startInBackground();
-      return { failover, management: new Management(failover) };
-    });
-  }
-  return new Amqp10Transport(primary, management, sites, options);
+  return new Amqp10Transport(primary, new Management(primary), options);
 };
 
 export default createAmqp10Transport;

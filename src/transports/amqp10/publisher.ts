@@ -44,31 +44,17 @@ export class Publisher {
     failover.onOpen((connection) => void this.#resend(connection));
   }
 
-  /** Resolves once the broker accepted every message; rejects with a BusError otherwise. */
+  /**
+   * Resolves once the broker accepted every message; rejects with a BusError otherwise, at the latest after
+   * publishTimeoutMs (retryable), whatever the broker or the connection does meanwhile.
+   */
   async send(address: string, messages: readonly Message[]): Promise<void> {
-    await this.#prepare(address);
     const items: Outgoing[] = [];
-    const results = messages.map(
-      (message) =>
-        new Promise<void>((resolve, reject) => {
-          const item: Outgoing = {
-            address,
-            message,
-            sentOn: undefined,
-            done: false,
-            settle: (error) => {
-              if (item.done) return;
-              item.done = true;
-              this.#outstanding.delete(item);
-              if (error) reject(error);
-              else resolve();
-            },
-          };
-          items.push(item);
-          this.#outstanding.add(item);
-          this.#write(item);
-        }),
-    );
+    let expire: ((error: BusError) => void) | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      expire = reject;
+    });
+    expired.catch(() => {});
     const timer = setTimeout(() => {
       const error = new BusError(
         'BUSBAR_ERR_PUBLISH',
@@ -76,8 +62,32 @@ export class Publisher {
         { retryable: true },
       );
       for (const item of items) item.settle(error);
+      expire!(error);
     }, this.#timeoutMs);
     try {
+      // Bounded by the same deadline: carrying the groups to a broker goes through management requests.
+      await Promise.race([this.#prepare(address), expired]);
+      const results = messages.map(
+        (message) =>
+          new Promise<void>((resolve, reject) => {
+            const item: Outgoing = {
+              address,
+              message,
+              sentOn: undefined,
+              done: false,
+              settle: (error) => {
+                if (item.done) return;
+                item.done = true;
+                this.#outstanding.delete(item);
+                if (error) reject(error);
+                else resolve();
+              },
+            };
+            items.push(item);
+            this.#outstanding.add(item);
+            this.#write(item);
+          }),
+      );
       const outcomes = await Promise.allSettled(results);
       const failed = outcomes.find((o) => o.status === 'rejected');
       if (failed) throw (failed as PromiseRejectedResult).reason;
@@ -113,14 +123,19 @@ export class Publisher {
     const sender = connection.open_sender({ target: { address }, autosettle: true });
     const made: SenderSlot = { sender, waiting: [] };
     slot = made;
-    sender.on('sendable', () => {
+    const flush = () => {
       while (made.waiting.length > 0 && sender.sendable()) {
         const item = made.waiting.shift()!;
         if (!item.done) this.#transmit(sender, connection, item);
       }
-    });
+    };
+    sender.on('sendable', flush);
     for (const outcome of ['accepted', 'rejected', 'released', 'modified'] as const) {
-      sender.on(outcome, (context: EventContext) => this.#settled(context, outcome));
+      sender.on(outcome, (context: EventContext) => {
+        this.#settled(context, outcome);
+        // rhea's 'sendable' comes with the broker's credit only; a full session buffer frees up on settlement.
+        if (made.waiting.length > 0) flush();
+      });
     }
     sender.on('sender_error', () => {
       const error = sender.error as { description?: string; condition?: string } | undefined;
