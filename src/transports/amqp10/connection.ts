@@ -12,6 +12,7 @@
  * comes.
  */
 import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import rhea, { type Connection, type ConnectionOptions, type EventContext } from 'rhea';
 import { BusError } from '../../errors.ts';
 import type { Amqp10Options, Endpoint } from './options.ts';
@@ -208,7 +209,9 @@ export class FailoverConnection {
     if (o.tls) {
       Object.assign(options, {
         transport: 'tls',
-        servername: endpoint.host,
+        // SNI carries host names only (RFC 6066): none for an IP address ('' keeps rhea from setting the host), whose
+        // certificate is still checked against the address.
+        servername: isIP(endpoint.host) ? '' : endpoint.host,
         rejectUnauthorized: o.rejectUnauthorized,
         ...(o.ca ? { ca: o.ca } : {}),
         ...(o.cert ? { cert: o.cert } : {}),
