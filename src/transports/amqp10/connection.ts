@@ -223,6 +223,7 @@ export class FailoverConnection {
     else options.enable_sasl_external = true;
     return new Promise((resolve, reject) => {
       const connection = this.#container.connect(options as ConnectionOptions);
+      batchWrites(connection);
       const timer = setTimeout(() => fail(new Error('no answer')), Math.max(1, deadline - Date.now()));
       const fail = (error: Error) => {
         clearTimeout(timer);
@@ -365,6 +366,25 @@ export class FailoverConnection {
       }
     });
   }
+}
+
+/**
+ * rhea writes every frame of an output pass with its own socket.write (a system call each: 100 transfers of a
+ * publish, 100 dispositions of a consumer's acks); corked for the pass, they leave in one writev.
+ */
+function batchWrites(connection: Connection): void {
+  const raw = connection as unknown as { output(): void; socket?: { cork(): void; uncork(): void } };
+  const output = raw.output;
+  if (typeof output !== 'function') return;
+  raw.output = function corked(this: typeof raw) {
+    const socket = this.socket;
+    socket?.cork();
+    try {
+      output.call(this);
+    } finally {
+      socket?.uncork();
+    }
+  };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -70,28 +70,38 @@ class GroupCarrier {
   readonly #failover: FailoverConnection;
   readonly #management: Management;
   readonly #known = new Map<string, Set<string>>();
-  readonly #prepared = new Map<string, { connection: Connection; at: number; done: Promise<void> }>();
+  readonly #prepared = new Map<string, { connection: Connection; at: number; ready: boolean; done: Promise<void> }>();
 
   constructor(failover: FailoverConnection, management: Management) {
     this.#failover = failover;
     this.#management = management;
   }
 
-  prepare(address: string): Promise<void> {
-    if (address.includes('::')) return Promise.resolve();
+  /** Undefined once the groups were carried to the current connection's broker: nothing to wait for. */
+  prepare(address: string): Promise<void> | undefined {
+    if (address.includes('::')) return undefined;
     const connection = this.#failover.current;
-    if (!connection) return Promise.resolve();
+    if (!connection) return undefined;
     const entry = this.#prepared.get(address);
     if (entry && entry.connection === connection) {
       if (Date.now() - entry.at > GROUP_REFRESH_MS) {
         entry.at = Date.now();
         void this.#read(address).catch(() => {});
       }
-      return entry.done;
+      return entry.ready ? undefined : entry.done;
     }
-    const done = this.#carry(address).catch(() => {});
-    this.#prepared.set(address, { connection, at: Date.now(), done });
-    return done;
+    const made = {
+      connection,
+      at: Date.now(),
+      ready: false,
+      done: this.#carry(address)
+        .catch(() => {})
+        .then(() => {
+          made.ready = true;
+        }),
+    };
+    this.#prepared.set(address, made);
+    return made.done;
   }
 
   forget(type: string): void {

@@ -10,10 +10,17 @@ import type { Connection, Delivery, EventContext, Message, Sender } from 'rhea';
 import { BusError } from '../../errors.ts';
 import type { FailoverConnection } from './connection.ts';
 
+/** One publish() call: it ends once every message of it is settled (accepted, refused, or timed out). */
+interface Batch {
+  left: number;
+  failure: Error | undefined;
+  readonly end: (failure: Error | undefined) => void;
+}
+
 interface Outgoing {
   readonly address: string;
   readonly message: Message;
-  readonly settle: (error?: Error) => void;
+  readonly batch: Batch;
   /** The connection it was last written to; undefined while it waits for credit or a connection. */
   sentOn: Connection | undefined;
   done: boolean;
@@ -33,10 +40,17 @@ export class Publisher {
   readonly #deliveries = new WeakMap<Delivery, Outgoing>();
   #connection: Connection | undefined;
 
-  /** Makes sure the groups of an address exist on the current broker before a send reaches it (see index.ts). */
-  readonly #prepare: (address: string) => Promise<void>;
+  /**
+   * Makes sure the groups of an address exist on the current broker before a send reaches it (see index.ts);
+   * undefined when they are known to exist there already (the common case: no promise to wait for).
+   */
+  readonly #prepare: (address: string) => Promise<void> | undefined;
 
-  constructor(failover: FailoverConnection, timeoutMs: number, prepare: (address: string) => Promise<void>) {
+  constructor(
+    failover: FailoverConnection,
+    timeoutMs: number,
+    prepare: (address: string) => Promise<void> | undefined,
+  ) {
     this.#failover = failover;
     this.#timeoutMs = timeoutMs;
     this.#prepare = prepare;
@@ -49,51 +63,51 @@ export class Publisher {
    * publishTimeoutMs (retryable), whatever the broker or the connection does meanwhile.
    */
   async send(address: string, messages: readonly Message[]): Promise<void> {
-    const items: Outgoing[] = [];
+    if (messages.length === 0) return;
+    let batch: Batch | undefined;
     let expire: ((error: BusError) => void) | undefined;
-    const expired = new Promise<never>((_, reject) => {
+    const items: Outgoing[] = [];
+    const done = new Promise<void>((resolve, reject) => {
       expire = reject;
+      batch = {
+        left: messages.length,
+        failure: undefined,
+        end: (failure) => (failure ? reject(failure) : resolve()),
+      };
     });
-    expired.catch(() => {});
     const timer = setTimeout(() => {
       const error = new BusError(
         'BUSBAR_ERR_PUBLISH',
         `the AMQP 1.0 broker did not accept every message to ${address} within ${this.#timeoutMs} ms; retry the send`,
         { retryable: true },
       );
-      for (const item of items) item.settle(error);
+      for (const item of items) this.#settle(item, error);
       expire!(error);
     }, this.#timeoutMs);
     try {
       // Bounded by the same deadline: carrying the groups to a broker goes through management requests.
-      await Promise.race([this.#prepare(address), expired]);
-      const results = messages.map(
-        (message) =>
-          new Promise<void>((resolve, reject) => {
-            const item: Outgoing = {
-              address,
-              message,
-              sentOn: undefined,
-              done: false,
-              settle: (error) => {
-                if (item.done) return;
-                item.done = true;
-                this.#outstanding.delete(item);
-                if (error) reject(error);
-                else resolve();
-              },
-            };
-            items.push(item);
-            this.#outstanding.add(item);
-            this.#write(item);
-          }),
-      );
-      const outcomes = await Promise.allSettled(results);
-      const failed = outcomes.find((o) => o.status === 'rejected');
-      if (failed) throw (failed as PromiseRejectedResult).reason;
+      const preparing = this.#prepare(address);
+      if (preparing) await Promise.race([preparing, done]);
+      for (const message of messages) {
+        const item: Outgoing = { address, message, batch: batch!, sentOn: undefined, done: false };
+        items.push(item);
+        this.#outstanding.add(item);
+        this.#write(item);
+      }
+      await done;
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** Settles one message of its batch; the batch ends, with its first failure if any, once all are settled. */
+  #settle(item: Outgoing, error?: Error): void {
+    if (item.done) return;
+    item.done = true;
+    this.#outstanding.delete(item);
+    const batch = item.batch;
+    if (error && !batch.failure) batch.failure = error;
+    if (--batch.left === 0) batch.end(batch.failure);
   }
 
   /** Writes the message now if there is a connection and credit, else queues it on its sender. */
@@ -142,7 +156,10 @@ export class Publisher {
       const why = error?.description ?? error?.condition ?? 'link closed';
       for (const item of this.#outstanding) {
         if (item.address === address && (item.sentOn === connection || made.waiting.includes(item))) {
-          item.settle(new BusError('BUSBAR_ERR_PUBLISH', `the AMQP 1.0 broker refused sends to ${address}: ${why}`));
+          this.#settle(
+            item,
+            new BusError('BUSBAR_ERR_PUBLISH', `the AMQP 1.0 broker refused sends to ${address}: ${why}`),
+          );
         }
       }
     });
@@ -158,18 +175,20 @@ export class Publisher {
     const item = this.#deliveries.get(delivery);
     if (!item) return;
     if (outcome === 'accepted') {
-      item.settle();
+      this.#settle(item);
       return;
     }
     if (outcome === 'rejected') {
       const state = delivery.remote_state as { error?: { description?: string; condition?: string } } | undefined;
       const why = state?.error?.description ?? state?.error?.condition ?? 'no reason given';
-      item.settle(
+      this.#settle(
+        item,
         new BusError('BUSBAR_ERR_PUBLISH', `the AMQP 1.0 broker rejected a message to ${item.address}: ${why}`),
       );
       return;
     }
-    item.settle(
+    this.#settle(
+      item,
       new BusError(
         'BUSBAR_ERR_PUBLISH',
         `the AMQP 1.0 broker did not take a message to ${item.address} (${outcome}); retry the send`,
@@ -182,7 +201,7 @@ export class Publisher {
   async #resend(connection: Connection): Promise<void> {
     const items = [...this.#outstanding].filter((item) => item.sentOn !== connection);
     for (const address of new Set(items.map((item) => item.address))) {
-      await this.#prepare(address).catch(() => {});
+      await this.#prepare(address)?.catch(() => {});
     }
     if (this.#failover.current !== connection) return;
     for (const item of items) if (!item.done && item.sentOn !== connection) this.#write(item);
