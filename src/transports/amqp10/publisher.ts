@@ -26,6 +26,10 @@ interface Outgoing {
   done: boolean;
 }
 
+/** The message a rhea delivery carries, kept on the delivery itself (a WeakMap entry per message costs the GC more). */
+const OUTGOING = Symbol('busbar.outgoing');
+type Tracked = Delivery & { [OUTGOING]?: Outgoing };
+
 interface SenderSlot {
   readonly sender: Sender;
   readonly waiting: Outgoing[];
@@ -37,7 +41,6 @@ export class Publisher {
   /** Every message not settled yet, in send order: what is sent again after a failover. */
   readonly #outstanding = new Set<Outgoing>();
   readonly #senders = new Map<string, SenderSlot>();
-  readonly #deliveries = new WeakMap<Delivery, Outgoing>();
   #connection: Connection | undefined;
 
   /**
@@ -124,7 +127,7 @@ export class Publisher {
 
   #transmit(sender: Sender, connection: Connection, item: Outgoing): void {
     item.sentOn = connection;
-    this.#deliveries.set(sender.send(item.message), item);
+    (sender.send(item.message) as Tracked)[OUTGOING] = item;
   }
 
   #slot(connection: Connection, address: string): SenderSlot {
@@ -172,7 +175,7 @@ export class Publisher {
 
   #settled(context: EventContext, outcome: 'accepted' | 'rejected' | 'released' | 'modified'): void {
     const delivery = context.delivery!;
-    const item = this.#deliveries.get(delivery);
+    const item = (delivery as Tracked)[OUTGOING];
     if (!item) return;
     if (outcome === 'accepted') {
       this.#settle(item);
