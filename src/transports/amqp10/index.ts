@@ -46,6 +46,8 @@ export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
 
 /** Addresses that are not message types: Artemis's own, and the temporary reply queues of management requests. */
 const INTERNAL = /^(activemq\.|\$sys\.|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$)/i;
+/** How long purge keeps removing messages a detached receiver returns to its queue. */
+const PURGE_SETTLE_MS = 3000;
 /** How often a publisher re-reads a type's queues, to carry them to another broker after a failover. */
 const GROUP_REFRESH_MS = 5000;
 
@@ -184,9 +186,22 @@ class Amqp10Admin implements TransportAdmin {
     );
   }
 
+  /**
+   * removeAllMessages skips messages out for delivery, and a receiver that just detached has its messages returned to
+   * the queue a moment later: purge removes again while such messages come back (at most PURGE_SETTLE_MS).
+   */
   purge(type: string): Promise<void> {
     return brokerCall(`purge type ${type}`, async () => {
-      for (const queue of await this.#queues(type)) await this.#management.call(`queue.${queue}`, 'removeAllMessages');
+      for (const queue of await this.#queues(type)) {
+        const resource = `queue.${queue}`;
+        const deadline = Date.now() + PURGE_SETTLE_MS;
+        for (;;) {
+          await this.#management.call(resource, 'removeAllMessages');
+          const delivering = Number(await this.#management.call(resource, 'getDeliveringCount'));
+          if (!(delivering > 0) || Date.now() >= deadline) break;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
     });
   }
 
