@@ -5,9 +5,14 @@
  * (growing, capped at its last value) until one opens. Each open connection is handed to every `onOpen` listener:
  * subscriptions attach their receivers again (their unsettled deliveries were returned to the group by the broker),
  * and the publisher sends again every message the broker had not settled as `accepted` (resendCount tells how many,
- * for the log line). One stderr line is written per change: lost, and re-opened.
+ * for the warning). One process warning (`BusbarWarning`) is emitted per change: lost, and re-opened.
+ *
+ * rhea emits nothing on a session or link whose connection dropped: every wait on one goes through `waitOn`, which
+ * also ends when the connection is lost, closed, or the deadline passes, so no caller waits for an event that never
+ * comes.
  */
 import { randomUUID } from 'node:crypto';
+import { isIP } from 'node:net';
 import rhea, { type Connection, type ConnectionOptions, type EventContext } from 'rhea';
 import { BusError } from '../../errors.ts';
 import type { Amqp10Options, Endpoint } from './options.ts';
@@ -15,6 +20,9 @@ import type { Amqp10Options, Endpoint } from './options.ts';
 export const BACKOFF_MS = [0, 100, 250, 500, 1000, 2000, 5000] as const;
 
 type Listener = (connection: Connection) => void;
+
+/** How long close() waits for the broker's `close` before it ends the socket itself. */
+const CLOSE_TIMEOUT_MS = 2000;
 
 const where = (endpoint: Endpoint) => `${endpoint.host}:${endpoint.port}`;
 
@@ -44,6 +52,8 @@ export class FailoverConnection {
   /** Set after the first loss: the first connection of a consumer's extra endpoint is not a change worth a line. */
   #failedOver = false;
   #wakeOnClose: (() => void) | undefined;
+  /** Ends the connection attempt under way (close() calls it, so a closed bus keeps no socket or timer). */
+  #abortOpen: (() => void) | undefined;
   /** How many unsettled sends the publisher will send again: written in the reconnect log line. */
   resendCount: () => number = () => 0;
 
@@ -133,6 +143,59 @@ export class FailoverConnection {
     return this.#current;
   }
 
+  /**
+   * Waits for an answer on `connection` (a link or session opening, a reply): `wait` gets resolve and reject and
+   * may return a clean-up. Rejects when the connection is no longer the current one, is lost or closed before the
+   * answer, or when `deadline` passes: rhea says nothing to a link whose connection dropped.
+   */
+  waitOn<T>(
+    connection: Connection,
+    deadline: number,
+    what: string,
+    wait: (resolve: (value: T) => void, reject: (error: Error) => void) => (() => void) | undefined,
+  ): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (connection !== this.#current) {
+        reject(new Error(`the connection was lost before ${what}`));
+        return;
+      }
+      let cleanUp: (() => void) | undefined;
+      let done = false;
+      const finish = () => {
+        done = true;
+        clearTimeout(timer);
+        unsubscribe();
+        cleanUp?.();
+      };
+      const timer = setTimeout(
+        () => {
+          if (done) return;
+          finish();
+          reject(new Error(`no answer to ${what} within the time allowed`));
+        },
+        Math.max(1, deadline - Date.now()),
+      );
+      const unsubscribe = this.onLost((lost) => {
+        if (lost !== connection || done) return;
+        finish();
+        reject(new Error(`the connection was lost before ${what}`));
+      });
+      cleanUp = wait(
+        (value) => {
+          if (done) return;
+          finish();
+          resolve(value);
+        },
+        (error) => {
+          if (done) return;
+          finish();
+          reject(error);
+        },
+      );
+      if (done) cleanUp?.();
+    });
+  }
+
   #open(endpoint: Endpoint, deadline: number): Promise<Connection> {
     const o = this.#options;
     const options: ConnectionOptions & Record<string, unknown> = {
@@ -146,7 +209,9 @@ export class FailoverConnection {
     if (o.tls) {
       Object.assign(options, {
         transport: 'tls',
-        servername: endpoint.host,
+        // SNI carries host names only (RFC 6066): none for an IP address ('' keeps rhea from setting the host), whose
+        // certificate is still checked against the address.
+        servername: isIP(endpoint.host) ? '' : endpoint.host,
         rejectUnauthorized: o.rejectUnauthorized,
         ...(o.ca ? { ca: o.ca } : {}),
         ...(o.cert ? { cert: o.cert } : {}),
@@ -158,9 +223,11 @@ export class FailoverConnection {
     else options.enable_sasl_external = true;
     return new Promise((resolve, reject) => {
       const connection = this.#container.connect(options as ConnectionOptions);
+      batchWrites(connection);
       const timer = setTimeout(() => fail(new Error('no answer')), Math.max(1, deadline - Date.now()));
       const fail = (error: Error) => {
         clearTimeout(timer);
+        if (this.#abortOpen === abort) this.#abortOpen = undefined;
         connection.removeAllListeners();
         for (const event of ['error', 'disconnected', 'connection_error', 'connection_close'])
           connection.on(event, () => {});
@@ -171,12 +238,15 @@ export class FailoverConnection {
         (connection as unknown as { socket?: { destroy(): void } }).socket?.destroy();
         reject(error);
       };
+      const abort = () => fail(new Error('the transport was closed'));
+      this.#abortOpen = abort;
       // Open is not enough: a broker may open, then close at once for a login it refuses (Artemis does so for SASL
       // ANONYMOUS with security on). A session that begins proves the connection usable.
       connection.once('connection_open', () => {
         const probe = connection.create_session();
         probe.once('session_open', () => {
           clearTimeout(timer);
+          if (this.#abortOpen === abort) this.#abortOpen = undefined;
           probe.close();
           connection.removeAllListeners();
           resolve(connection);
@@ -211,7 +281,7 @@ export class FailoverConnection {
     this.#current = undefined;
     for (const listener of [...this.#lostListeners]) listener(connection);
     if (this.#closed) return;
-    log(`lost ${where(endpoint)} (${why}); failing over`);
+    warn(`lost ${where(endpoint)} (${why}); failing over`);
     this.#failedOver = true;
     this.#next++;
     void this.#reconnect();
@@ -232,7 +302,7 @@ export class FailoverConnection {
             return;
           }
           if (this.#failedOver) {
-            log(`connected to ${where(endpoint)}; resending ${this.resendCount()} unconfirmed message(s)`);
+            warn(`connected to ${where(endpoint)}; resending ${this.resendCount()} unconfirmed message(s)`);
           }
           this.#adopt(connection, endpoint);
           return;
@@ -258,33 +328,70 @@ export class FailoverConnection {
     });
   }
 
+  /**
+   * Bounded: the broker has CLOSE_TIMEOUT_MS to answer `close`, then the socket is ended. Every wait on the
+   * connection (waitOn) ends at once, and a connection attempt under way is given up.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#wakeOnClose?.();
+    this.#abortOpen?.();
     const connection = this.#current;
     this.#current = undefined;
     for (const wake of this.#waiters.splice(0)) wake();
-    if (!connection || connection.is_closed()) return;
+    if (connection) for (const listener of [...this.#lostListeners]) listener(connection);
+    if (!connection) return;
+    const socket = (connection as unknown as { socket?: { destroy(): void } }).socket;
+    if (connection.is_closed()) {
+      socket?.destroy();
+      return;
+    }
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, 2000);
-      connection.once('connection_close', () => {
+      const done = () => {
         clearTimeout(timer);
         resolve();
-      });
-      connection.once('disconnected', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      connection.close();
+      };
+      const timer = setTimeout(() => {
+        socket?.destroy();
+        done();
+      }, CLOSE_TIMEOUT_MS);
+      connection.once('connection_close', done);
+      connection.once('disconnected', done);
+      try {
+        connection.close();
+      } catch {
+        socket?.destroy();
+        done();
+      }
     });
   }
+}
+
+/**
+ * rhea writes every frame of an output pass with its own socket.write (a system call each: 100 transfers of a
+ * publish, 100 dispositions of a consumer's acks); corked for the pass, they leave in one writev.
+ */
+function batchWrites(connection: Connection): void {
+  const raw = connection as unknown as { output(): void; socket?: { cork(): void; uncork(): void } };
+  const output = raw.output;
+  if (typeof output !== 'function') return;
+  raw.output = function corked(this: typeof raw) {
+    const socket = this.socket;
+    socket?.cork();
+    try {
+      output.call(this);
+    } finally {
+      socket?.uncork();
+    }
+  };
 }
 
 function sleep(ms: number): Promise<void> {
   return ms > 0 ? new Promise((resolve) => setTimeout(resolve, ms)) : Promise.resolve();
 }
 
-function log(line: string): void {
-  process.stderr.write(`busbar: amqp10: ${line}\n`);
+/** A change of connection, said once per change (not per retry), as every transport does. */
+function warn(line: string): void {
+  process.emitWarning(`busbar amqp10: ${line}`, 'BusbarWarning');
 }

@@ -46,6 +46,8 @@ export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
 
 /** Addresses that are not message types: Artemis's own, and the temporary reply queues of management requests. */
 const INTERNAL = /^(activemq\.|\$sys\.|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$)/i;
+/** How long purge keeps removing messages a detached receiver returns to its queue. */
+const PURGE_SETTLE_MS = 3000;
 /** How often a publisher re-reads a type's queues, to carry them to another broker after a failover. */
 const GROUP_REFRESH_MS = 5000;
 
@@ -70,28 +72,38 @@ class GroupCarrier {
   readonly #failover: FailoverConnection;
   readonly #management: Management;
   readonly #known = new Map<string, Set<string>>();
-  readonly #prepared = new Map<string, { connection: Connection; at: number; done: Promise<void> }>();
+  readonly #prepared = new Map<string, { connection: Connection; at: number; ready: boolean; done: Promise<void> }>();
 
   constructor(failover: FailoverConnection, management: Management) {
     this.#failover = failover;
     this.#management = management;
   }
 
-  prepare(address: string): Promise<void> {
-    if (address.includes('::')) return Promise.resolve();
+  /** Undefined once the groups were carried to the current connection's broker: nothing to wait for. */
+  prepare(address: string): Promise<void> | undefined {
+    if (address.includes('::')) return undefined;
     const connection = this.#failover.current;
-    if (!connection) return Promise.resolve();
+    if (!connection) return undefined;
     const entry = this.#prepared.get(address);
     if (entry && entry.connection === connection) {
       if (Date.now() - entry.at > GROUP_REFRESH_MS) {
         entry.at = Date.now();
         void this.#read(address).catch(() => {});
       }
-      return entry.done;
+      return entry.ready ? undefined : entry.done;
     }
-    const done = this.#carry(address).catch(() => {});
-    this.#prepared.set(address, { connection, at: Date.now(), done });
-    return done;
+    const made = {
+      connection,
+      at: Date.now(),
+      ready: false,
+      done: this.#carry(address)
+        .catch(() => {})
+        .then(() => {
+          made.ready = true;
+        }),
+    };
+    this.#prepared.set(address, made);
+    return made.done;
   }
 
   forget(type: string): void {
@@ -174,9 +186,22 @@ class Amqp10Admin implements TransportAdmin {
     );
   }
 
+  /**
+   * removeAllMessages skips messages out for delivery, and a receiver that just detached has its messages returned to
+   * the queue a moment later: purge removes again while such messages come back (at most PURGE_SETTLE_MS).
+   */
   purge(type: string): Promise<void> {
     return brokerCall(`purge type ${type}`, async () => {
-      for (const queue of await this.#queues(type)) await this.#management.call(`queue.${queue}`, 'removeAllMessages');
+      for (const queue of await this.#queues(type)) {
+        const resource = `queue.${queue}`;
+        const deadline = Date.now() + PURGE_SETTLE_MS;
+        for (;;) {
+          await this.#management.call(resource, 'removeAllMessages');
+          const delivering = Number(await this.#management.call(resource, 'getDeliveringCount'));
+          if (!(delivering > 0) || Date.now() >= deadline) break;
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+      }
     });
   }
 
@@ -227,14 +252,18 @@ class Amqp10Transport implements Transport {
   readonly capabilities = AMQP10_CAPABILITIES;
   readonly admin: TransportAdmin;
   readonly #primary: FailoverConnection;
-  readonly #sites: readonly Site[];
+  readonly #management: Management;
+  readonly #options: Amqp10Options;
+  /** Made at the first consume(): a bus that only publishes keeps one connection. */
+  #sites: readonly Site[] | undefined;
   readonly #publisher: Publisher;
   readonly #subscriptions = new Set<Amqp10Subscription>();
   #closing: Promise<void> | undefined;
 
-  constructor(primary: FailoverConnection, management: Management, sites: readonly Site[], options: Amqp10Options) {
+  constructor(primary: FailoverConnection, management: Management, options: Amqp10Options) {
     this.#primary = primary;
-    this.#sites = sites;
+    this.#management = management;
+    this.#options = options;
     const carrier = new GroupCarrier(primary, management);
     this.#publisher = new Publisher(primary, options.publishTimeoutMs, (address) => carrier.prepare(address));
     this.admin = new Amqp10Admin(management, carrier);
@@ -250,19 +279,39 @@ class Amqp10Transport implements Transport {
     await this.#publisher.send(type, batch.map(toAmqp));
   }
 
+  /**
+   * One endpoint: consumers share the primary connection. Several: a consumer reads each of them over its own
+   * connection (so messages stored on a broker that was down are delivered once it is back).
+   */
+  #consumerSites(): readonly Site[] {
+    if (this.#sites) return this.#sites;
+    const options = this.#options;
+    this.#sites =
+      options.endpoints.length > 1
+        ? options.endpoints.map((endpoint) => {
+            const failover = new FailoverConnection({ ...options, endpoints: [endpoint] });
+            failover.startInBackground();
+            return { failover, management: new Management(failover) };
+          })
+        : [{ failover: this.#primary, management: this.#management }];
+    return this.#sites;
+  }
+
   consume(options: ConsumeOptions): Subscription {
     this.#checkOpen();
-    const subscription = new Amqp10Subscription(this.#sites, this.#publisher, options, (s) =>
+    const subscription = new Amqp10Subscription(this.#consumerSites(), this.#publisher, options, (s) =>
       this.#subscriptions.delete(s),
     );
     this.#subscriptions.add(subscription);
     return subscription;
   }
 
+  /** Bounded: each subscription and connection closes within its own time limit, whatever the broker does. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#subscriptions].map((s) => s.close()));
-      await Promise.allSettled([this.#primary, ...this.#sites.map((s) => s.failover)].map((f) => f.close()));
+      const connections = new Set([this.#primary, ...(this.#sites ?? []).map((s) => s.failover)]);
+      await Promise.allSettled([...connections].map((f) => f.close()));
     })();
     return this.#closing;
   }
@@ -272,17 +321,7 @@ const createAmqp10Transport: TransportFactory = async (config: TransportConfig) 
   const options = amqp10Options(config);
   const primary = new FailoverConnection(options);
   await primary.start();
-  const management = new Management(primary);
-  // One endpoint: the consumer shares the connection. Several: it reads each of them over its own connection.
-  let sites: Site[] = [{ failover: primary, management }];
-  if (options.endpoints.length > 1) {
-    sites = options.endpoints.map((endpoint) => {
-      const failover = new FailoverConnection({ ...options, endpoints: [endpoint] });
-      failover.startInBackground();
-      return { failover, management: new Management(failover) };
-    });
-  }
-  return new Amqp10Transport(primary, management, sites, options);
+  return new Amqp10Transport(primary, new Management(primary), options);
 };
 
 export default createAmqp10Transport;

@@ -43,7 +43,7 @@ export class Management {
       try {
         return await this.#request(link, resource, operation, args, deadline);
       } catch (error) {
-        if (error instanceof BusError || Date.now() > deadline || this.#failover.closed) throw error;
+        if (error instanceof BusError || Date.now() >= deadline || this.#failover.closed) throw error;
         // The connection was lost mid-request: ask again on the next one (every operation used is idempotent),
         // after a pause, so that a link failing at once cannot spin.
         this.#link = undefined;
@@ -73,65 +73,80 @@ export class Management {
     const connection = await this.#failover.connection(deadline);
     const receiver = connection.open_receiver({ source: { address: '', dynamic: true }, credit_window: 10 });
     const sender = connection.open_sender({ target: { address: MANAGEMENT_ADDRESS } });
-    const replyTo = await new Promise<string>((resolve, reject) => {
-      receiver.once('receiver_open', () => resolve(receiver.source.address));
-      receiver.once('receiver_close', () => reject(new Error('the broker closed the reply link')));
-    });
-    receiver.on('message', (context: EventContext) => this.#pending?.(context));
-    return { connection, sender, receiver, replyTo };
+    try {
+      const replyTo = await this.#failover.waitOn<string>(
+        connection,
+        deadline,
+        'the management reply link',
+        (ok, fail) => {
+          const opened = () => ok(receiver.source.address);
+          const closed = () => fail(new Error('the broker closed the reply link'));
+          receiver.once('receiver_open', opened);
+          receiver.once('receiver_close', closed);
+          return () => {
+            receiver.off('receiver_open', opened);
+            receiver.off('receiver_close', closed);
+          };
+        },
+      );
+      receiver.on('message', (context: EventContext) => this.#pending?.(context));
+      return { connection, sender, receiver, replyTo };
+    } catch (error) {
+      closeQuietly(receiver);
+      closeQuietly(sender);
+      throw error;
+    }
   }
 
   #request(link: Link, resource: string, operation: string, args: unknown[], deadline: number): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => {
+    return this.#failover.waitOn<unknown>(
+      link.connection,
+      deadline,
+      `${operation} on ${resource}`,
+      (resolve, reject) => {
+        this.#pending = (context) => {
+          const reply = context.message!;
+          const body = reply.body;
+          const raw =
+            typeof body === 'string'
+              ? body
+              : Buffer.isBuffer(body)
+                ? body.toString('utf8')
+                : body && Buffer.isBuffer(body.content)
+                  ? body.content.toString('utf8')
+                  : 'null';
+          let value: unknown;
+          try {
+            value = JSON.parse(raw);
+          } catch {
+            value = raw;
+          }
+          if (reply.application_properties?._AMQ_OperationSucceeded !== true) {
+            reject(
+              new BusError(
+                'BUSBAR_ERR_BROKER',
+                `Artemis management ${operation} on ${resource} failed: ${Array.isArray(value) ? value[0] : raw}`,
+              ),
+            );
+            return;
+          }
+          resolve(Array.isArray(value) && value.length === 1 ? value[0] : value);
+        };
+        link.sender.send({
+          reply_to: link.replyTo,
+          application_properties: { _AMQ_ResourceName: resource, _AMQ_OperationName: operation },
+          body: JSON.stringify(args),
+        });
+        return () => {
           this.#pending = undefined;
-          reject(new Error(`no reply to ${operation} within ${REQUEST_TIMEOUT_MS} ms`));
-        },
-        Math.max(1, deadline - Date.now()),
-      );
-      const onLost = () => {
-        clearTimeout(timer);
-        this.#pending = undefined;
-        reject(new Error('connection lost'));
-      };
-      link.connection.once('disconnected', onLost);
-      this.#pending = (context) => {
-        clearTimeout(timer);
-        link.connection.off('disconnected', onLost);
-        this.#pending = undefined;
-        const reply = context.message!;
-        const body = reply.body;
-        const raw =
-          typeof body === 'string'
-            ? body
-            : Buffer.isBuffer(body)
-              ? body.toString('utf8')
-              : body && Buffer.isBuffer(body.content)
-                ? body.content.toString('utf8')
-                : 'null';
-        let value: unknown;
-        try {
-          value = JSON.parse(raw);
-        } catch {
-          value = raw;
-        }
-        if (reply.application_properties?._AMQ_OperationSucceeded !== true) {
-          reject(
-            new BusError(
-              'BUSBAR_ERR_BROKER',
-              `Artemis management ${operation} on ${resource} failed: ${Array.isArray(value) ? value[0] : raw}`,
-            ),
-          );
-          return;
-        }
-        resolve(Array.isArray(value) && value.length === 1 ? value[0] : value);
-      };
-      link.sender.send({
-        reply_to: link.replyTo,
-        application_properties: { _AMQ_ResourceName: resource, _AMQ_OperationName: operation },
-        body: JSON.stringify(args),
-      });
-    });
+        };
+      },
+    );
   }
+}
+
+function closeQuietly(link: Sender | Receiver): void {
+  try {
+    link.close();
+  } catch {}
 }

@@ -25,6 +25,8 @@ import type { Publisher } from './publisher.ts';
 import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
 
 const ATTACH_TIMEOUT_MS = 30_000;
+/** Pause before attaching again on a connection where an attach failed. */
+const REATTACH_PAUSE_MS = 1000;
 
 /** One broker of the endpoint list, as a consumer sees it. */
 export interface Site {
@@ -193,11 +195,15 @@ export class Amqp10Subscription implements Subscription {
       const deadline = Date.now() + ATTACH_TIMEOUT_MS;
       await Promise.any(this.#sites.map((site) => site.failover.connection(deadline)));
     }
-    const attached = await Promise.allSettled(
-      this.#sites.filter((site) => site.failover.current).map((site) => this.#attach(site, site.failover.current!)),
-    );
+    const up = this.#sites.filter((site) => site.failover.current);
+    const attached = await Promise.allSettled(up.map((site) => this.#attach(site, site.failover.current!)));
     const failure = attached.find((a) => a.status === 'rejected');
     if (failure && !attached.some((a) => a.status === 'fulfilled')) throw (failure as PromiseRejectedResult).reason;
+    // Ready on the endpoints that attached; the others keep trying on their own.
+    attached.forEach((a, i) => {
+      const site = up[i]!;
+      if (a.status === 'rejected' && site.failover.current) void this.#attachQuietly(site, site.failover.current);
+    });
   }
 
   /** The broker returns a lost connection's unsettled deliveries to their group: they are no longer ours. */
@@ -207,11 +213,16 @@ export class Amqp10Subscription implements Subscription {
     for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
   }
 
+  /** Attaches on a connection opened later, trying again while it stays up (each try is bounded). */
   async #attachQuietly(site: Site, connection: Connection): Promise<void> {
-    try {
-      await this.#attach(site, connection);
-    } catch {
-      // The connection is gone again: the next one attaches.
+    while (!this.#closed && site.failover.current === connection) {
+      try {
+        await this.#attach(site, connection);
+        return;
+      } catch {
+        // Lost again (the next connection attaches), or the broker did not answer: try again soon on this one.
+        await new Promise((resolve) => setTimeout(resolve, REATTACH_PAUSE_MS).unref());
+      }
     }
   }
 
@@ -225,10 +236,22 @@ export class Amqp10Subscription implements Subscription {
     fixDispositions(session);
     session.begin();
     this.#sessions.set(session, connection);
-    await Promise.all(types.map((type) => this.#open(connection, session, type)));
+    try {
+      await Promise.all(types.map((type) => this.#open(site, connection, session, type)));
+    } catch (error) {
+      // All or nothing: the session's receivers go (their deliveries return to the group), so a retry makes no
+      // second receiver on a queue.
+      for (const [receiver] of this.#receivers) if (receiver.session === session) this.#receivers.delete(receiver);
+      for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
+      this.#sessions.delete(session);
+      try {
+        session.close();
+      } catch {}
+      throw error;
+    }
   }
 
-  #open(connection: Connection, session: Session, type: string): Promise<void> {
+  #open(site: Site, connection: Connection, session: Session, type: string): Promise<void> {
     const receiver = session.open_receiver({
       source: { address: fqqn(type, this.group) },
       credit_window: 0,
@@ -241,18 +264,30 @@ export class Amqp10Subscription implements Subscription {
       for (const delivery of [...this.#live]) if (delivery.receiver === receiver) delivery.lose();
     };
     receiver.on('message', (context: EventContext) => this.#deliver(receiver, type, context));
-    return new Promise((resolve, reject) => {
-      receiver.once('receiver_open', () => {
-        if (this.#closed) receiver.close();
-        else receiver.add_credit(this.#credit);
-        resolve();
-      });
-      receiver.once('receiver_close', () => {
-        forget();
-        const error = receiver.error as { description?: string; condition?: string } | undefined;
-        reject(new Error(error?.description ?? error?.condition ?? 'the broker closed the receiver'));
-      });
-    });
+    receiver.once('receiver_close', forget);
+    // Bounded: rhea says nothing to a receiver whose connection dropped before the broker attached it.
+    return site.failover.waitOn<void>(
+      connection,
+      Date.now() + ATTACH_TIMEOUT_MS,
+      `attaching to ${type}`,
+      (ok, fail) => {
+        const opened = () => {
+          if (this.#closed) receiver.close();
+          else receiver.add_credit(this.#credit);
+          ok();
+        };
+        const closed = () => {
+          const error = receiver.error as { description?: string; condition?: string } | undefined;
+          fail(new Error(error?.description ?? error?.condition ?? 'the broker closed the receiver'));
+        };
+        receiver.once('receiver_open', opened);
+        receiver.once('receiver_close', closed);
+        return () => {
+          receiver.off('receiver_open', opened);
+          receiver.off('receiver_close', closed);
+        };
+      },
+    );
   }
 
   #deliver(receiver: Receiver, type: string, context: EventContext): void {

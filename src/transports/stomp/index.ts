@@ -43,6 +43,9 @@ export const STOMP_CAPABILITIES: Capabilities = Object.freeze({
   persistence: true,
 });
 
+/** How long purge keeps removing messages a departed consumer's connection returns to its queue. */
+const PURGE_SETTLE_MS = 3000;
+
 /** Addresses that are Artemis's or this transport's own, never message types. */
 function isTypeAddress(name: string): boolean {
   return !name.startsWith('activemq.') && !name.startsWith(REPLY_PREFIX) && !name.startsWith('$');
@@ -103,10 +106,21 @@ class StompAdmin implements TransportAdmin {
     );
   }
 
+  /**
+   * removeAllMessages skips messages out for delivery, and a consumer that just disconnected has its messages returned
+   * to the queue a moment later: purge removes again while such messages come back (at most PURGE_SETTLE_MS).
+   */
   async purge(type: string): Promise<void> {
     if (!(await this.#exists(type))) return;
     for (const queue of await this.#queues(type)) {
-      await this.#management.invoke(`queue.${queue}`, 'removeAllMessages');
+      const resource = `queue.${queue}`;
+      const deadline = Date.now() + PURGE_SETTLE_MS;
+      for (;;) {
+        await this.#management.invoke(resource, 'removeAllMessages');
+        const delivering = Number(await this.#management.read(resource, 'deliveringCount'));
+        if (!(delivering > 0) || Date.now() >= deadline) break;
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
     }
   }
 

@@ -9,6 +9,7 @@
  * original order; a duplicate is possible, a loss is not). The endpoint list, the backoff and that rule live only in
  * this file, and a change of endpoint or a loss is logged once (process warning), not per retry.
  */
+import { isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { Client, type IFrame, type IMessage, type StompSubscription } from '@stomp/stompjs';
 import { TCPWrapper } from '@stomp/tcp-wrapper';
@@ -29,7 +30,8 @@ class TlsWrapper extends TCPWrapper {
   static tls: StompTls;
   protected override getSocket(port: number, host: string) {
     const { ca, cert, key, rejectUnauthorized } = (this.constructor as typeof TlsWrapper).tls;
-    return tlsConnect({ port, host, ca, cert, key, rejectUnauthorized, servername: host });
+    // SNI carries host names only (RFC 6066); the certificate is still checked against an IP address.
+    return tlsConnect({ port, host, ca, cert, key, rejectUnauthorized, ...(isIP(host) ? {} : { servername: host }) });
   }
 }
 

@@ -14,6 +14,8 @@ const MANAGEMENT_ADDRESS = 'activemq.management';
 /** Reply queues are named with this prefix; listTypes hides addresses that start with it. */
 export const REPLY_PREFIX = 'busbar.reply.';
 const REPLY_SUBSCRIPTION = 'busbar-management';
+/** How long close() waits for the broker to delete the reply address. */
+const CLOSE_TIMEOUT_MS = 5000;
 
 type Waiter = { resolve: (message: IMessage) => void; reject: (error: unknown) => void; id: string };
 
@@ -51,13 +53,15 @@ export class Management {
   async close(): Promise<void> {
     if (!this.#subscribed) return;
     this.#subscribed = false;
+    // Best effort and bounded: with no broker to answer, close does not wait for one to come back.
+    if (!this.#link.connected) return;
     this.#link.unsubscribe(REPLY_SUBSCRIPTION);
     await this.#link
       .sendConfirmed(
         MANAGEMENT_ADDRESS,
         { _AMQ_ResourceName: 'broker', _AMQ_OperationName: 'deleteAddress' },
         JSON.stringify([this.#replyTo, true]),
-        this.#timeoutMs,
+        Math.min(this.#timeoutMs, CLOSE_TIMEOUT_MS),
       )
       .catch(() => {});
   }

@@ -3,6 +3,10 @@
  * and :61683; 3, 5 and 6 serve the AMQP 1.0 tests, 4 the STOMP conformance suite): with a producer and a consumer
  * running on `stomp://...:61673,...:61683`, the broker they use is killed with SIGKILL; both go on through the other, every confirmed message is delivered at least once, and the messages the
  * killed broker had stored are delivered when it comes back.
+ *
+ * Bounded everywhere: every loop stops at the test's deadline, a reader that gets nothing waits before it asks again
+ * (a closed consumer answers at once, and a loop of answers at once would starve the event loop), and closing a bus
+ * has a time limit of its own.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -18,6 +22,19 @@ const url = `stomp://busbar:busbar@${endpoint(FIRST)},${endpoint(SECOND)}`;
 const started: number[] = [];
 let skip: string | undefined;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Rejects once `ms` pass: a wait that never ends fails the test instead of keeping the process alive. */
+async function bounded<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 before(async () => {
   skip = await brokerSkipReason('stomp', async () => {
@@ -40,7 +57,10 @@ function reader(consumer: Consumer, received: Set<number>): { stop: () => Promis
     while (!stopped) {
       try {
         const m = await consumer.receive({ timeout: 200 });
-        if (!m) continue;
+        if (!m) {
+          await sleep(10);
+          continue;
+        }
         received.add(m.body as number);
         await m.ack().catch(() => {});
       } catch {
@@ -51,7 +71,7 @@ function reader(consumer: Consumer, received: Set<number>): { stop: () => Promis
   return {
     stop: async () => {
       stopped = true;
-      await loop;
+      await bounded(loop, 10_000, 'stopping a reader');
     },
   };
 }
@@ -67,19 +87,23 @@ test('kill -9 of the broker in use: producer and consumer go on through the othe
   if (skip) return t.skip(skip);
   const type = `failover-${randomUUID().slice(0, 8)}`;
   const group = 'g';
+  // Every loop below ends by this time at the latest, well within the test's timeout.
+  const deadline = Date.now() + 200_000;
   const bus = await MessageBus.connect({ broker: url, ackTimeoutMs: 10_000, sendTimeoutMs: 60_000 });
-  t.after(() => bus.close());
+  t.after(() => bounded(bus.close(), 30_000, 'closing the bus'));
   const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type] });
   await consumer.ready;
   const received = new Set<number>();
   const reading = reader(consumer, received);
+  t.after(() => reading.stop());
   const confirmed: number[] = [];
   /** Sends that started once the first broker was dead: they can only be stored on the second. */
   const startedAfterKill: number[] = [];
   let killedAt = 0;
   let killing: Promise<void> | undefined;
   let firstAfterKill: number | undefined;
-  for (let i = 0; i < 400; i++) {
+  // 400 sends, and at least 50 that start once the broker is gone, however long the kill takes on a busy machine.
+  for (let i = 0; i < 400 || startedAfterKill.length < 50; i++) {
     // The kill runs while sends are in flight: those without a receipt are re-sent to the second broker.
     if (i === 150) {
       killing = artemis('kill9', FIRST).then(() => {
@@ -88,6 +112,7 @@ test('kill -9 of the broker in use: producer and consumer go on through the othe
     }
     if (killedAt) startedAfterKill.push(i);
     for (;;) {
+      assert.ok(Date.now() < deadline, `send ${i} not confirmed by the deadline (${confirmed.length} confirmed)`);
       try {
         await bus.send(type, i);
         break;
@@ -99,7 +124,7 @@ test('kill -9 of the broker in use: producer and consumer go on through the othe
     confirmed.push(i);
     if (killedAt && firstAfterKill === undefined) firstAfterKill = Date.now() - killedAt;
   }
-  await killing;
+  await bounded(killing!, 200_000, 'the kill');
   t.diagnostic(`first send confirmed ${firstAfterKill} ms after the broker was gone`);
   const afterKill = startedAfterKill;
   assert.ok(afterKill.length > 0, 'the kill did not happen while the producer ran');
@@ -115,9 +140,10 @@ test('kill -9 of the broker in use: producer and consumer go on through the othe
   // The killed broker comes back with its journal: what it confirmed and had not delivered is delivered now.
   await artemis('start', FIRST);
   const back = await MessageBus.connect({ broker: `stomp://busbar:busbar@${endpoint(FIRST)}` });
-  t.after(() => back.close());
+  t.after(() => bounded(back.close(), 30_000, 'closing the second bus'));
   const late = back.consumer({ consumerGroup: group, messageTypes: [type] });
   const lateReading = reader(late, received);
+  t.after(() => lateReading.stop());
   await until(() => confirmed.every((i) => received.has(i)), 60_000);
   await lateReading.stop();
   await late.close();
