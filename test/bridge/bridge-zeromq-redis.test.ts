@@ -20,7 +20,7 @@ import type { TestContext } from 'node:test';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as zmq from 'zeromq';
-import { type Consumer, MessageBus } from '../../src/index.ts';
+import { type Consumer, type Message, MessageBus } from '../../src/index.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
 import { checkRedisServerBinary } from '../helpers/redis-aof.ts';
 import { freePort } from '../helpers/zeromq.ts';
@@ -173,11 +173,16 @@ class Reader {
     }
   }
 
-  #check(m: import('../../src/index.ts').Message): void {
+  #check(m: Message): void {
     const body = m.body as { seq: number; compose_id: string; text: string };
     const sent = this.sent[body.seq];
-    const problem = (what: string) => this.problems.push(`seq ${body.seq} (${m.id}): ${what}`);
-    if (!sent) return problem('never sent');
+    const problem = (what: string) => {
+      this.problems.push(`seq ${body.seq} (${m.id}): ${what}`);
+    };
+    if (!sent) {
+      problem('never sent');
+      return;
+    }
     if (m.id !== sent.msgId) problem(`id ${m.id}, msg_id was ${sent.msgId}`);
     if (m.type !== this.type) problem(`type ${m.type}`);
     if (m.source !== 'pdc') problem(`source ${m.source}`);
