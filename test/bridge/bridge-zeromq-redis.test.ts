@@ -45,7 +45,12 @@ interface Sent {
 
 /** A fedmsg publisher: binds an XPUB socket, reports subscriptions, sends a steady stream of fedmsg dicts. */
 class FedmsgPublisher {
-  readonly socket = new zmq.XPublisher({ sendHighWaterMark: 1_000_000, linger: 0 });
+  readonly socket = new zmq.XPublisher({
+    sendHighWaterMark: 1_000_000,
+    linger: 0,
+    // Every subscription is an event, even one whose topic a connection ZeroMQ has not yet dropped still holds.
+    verbosity: 'allSubs',
+  });
   readonly sent: Sent[] = [];
   /** Subscription events: +1 subscribe, -1 unsubscribe, for the topic under test. */
   subscribed = 0;
