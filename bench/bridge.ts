@@ -10,6 +10,10 @@
  *   round at each side to find it. Both rounds include attaching a new consumer to its group (Kafka: a group join).
  * A bridge can go no faster than its source is read, and it also publishes everything again; a ratio near 1 says
  * the bridge adds little beyond the reading itself.
+ *
+ * A live source (ZeroMQ: it holds nothing, so no type can be filled before a round) is fed while the round runs
+ * instead: the bridge, or the baseline's consumer, attaches (its readiness probe came back) and the same process then
+ * publishes the round's messages on the source's own PUB socket, so both rounds include that publishing.
  */
 import { Bridge } from '../src/bridge/bridge.ts';
 import { MessageBus } from '../src/index.ts';
@@ -24,22 +28,34 @@ const BATCH = 500;
 interface Side {
   readonly name: string;
   readonly url: string;
+  /** Holds nothing while no one reads (ZeroMQ): fed during each round instead of filled before it. */
+  readonly live?: boolean;
 }
+
+const ZEROMQ_PORT = 43_000 + (process.pid % 2000);
 
 const SIDES: Record<string, Side> = {
   kafka: { name: 'kafka', url: BROKERS.kafka },
   rabbitmq: { name: 'rabbitmq', url: BROKERS.rabbitmq },
   redis: { name: 'redis', url: BROKERS.redis },
   nats: { name: 'nats', url: BROKERS.nats },
+  // Subscribes to its own bound PUB socket (a loopback bus: consumers' ready waits for their probe).
+  zeromq: {
+    name: 'zeromq',
+    url: `zeromq://127.0.0.1:${ZEROMQ_PORT}?bind=tcp://127.0.0.1:${ZEROMQ_PORT}`,
+    live: true,
+  },
 };
 
 const PAIRS: Array<[string, string]> = [
   ['kafka', 'rabbitmq'],
   ['rabbitmq', 'kafka'],
   ['redis', 'nats'],
+  ['zeromq', 'redis'],
 ];
 
 async function reachable(side: Side): Promise<boolean> {
+  if (side.live) return true; // no broker: the bench process is the publisher
   const authority = side.url.replace(/^[a-z0-9+.-]+:\/\//i, '').split(/[/?,]/)[0]!;
   const host = authority.slice(authority.lastIndexOf('@') + 1);
   const [name, port] = host.split(':');
@@ -63,15 +79,22 @@ async function fill(bus: MessageBus, type: string, count: number): Promise<void>
 
 /** Reads `count` messages of `type` in a fresh group, acking each, as a reader of that side would (every round
  * reads the same messages again, in a group of its own, so they are counted, not checked by id). */
-async function consume(bus: MessageBus, type: string, count: number, tally: Tally): Promise<void> {
+async function consume(bus: MessageBus, type: string, count: number, tally: Tally, live = false): Promise<void> {
   const consumer = bus.consumer({ consumerGroup: freshName('g'), messageTypes: [type], prefetch: PREFETCH });
   try {
+    let feeding: Promise<void> | undefined;
+    if (live) {
+      await consumer.ready;
+      feeding = fill(bus, type, count);
+      feeding.catch(() => {});
+    }
     while (tally.handled < count) {
       const m = await consumer.receive({ timeout: 30_000 });
       if (!m) throw new Error(`no message of ${type} for 30 s after ${tally.handled}`);
       tally.count();
       void m.ack();
     }
+    await feeding;
     await consumer.ack();
   } finally {
     await consumer.close();
@@ -85,7 +108,7 @@ function pairCase(from: Side, to: Side): BenchCase {
   const roundTypes: string[] = [];
   let sourceReservoir = '';
   let targetReservoir = '';
-  let slower: { bus: MessageBus; type: string; name: string } | undefined;
+  let slower: { bus: MessageBus; type: string; name: string; live: boolean } | undefined;
   return defineCase({
     name: `bridge ${from.name} -> ${to.name}, 100B x${MESSAGES}`,
     transport: `${from.name}->${to.name}`,
@@ -99,7 +122,7 @@ function pairCase(from: Side, to: Side): BenchCase {
       for (let i = 0; i <= rounds; i++) types.push(freshName('bridge'));
       sourceReservoir = freshName('src');
       targetReservoir = freshName('dst');
-      for (const type of [...types, sourceReservoir]) {
+      for (const type of from.live ? [] : [...types, sourceReservoir]) {
         await fill(source, type, MESSAGES);
         cleanup.add(() => source.admin().deregisterMessageType(type));
       }
@@ -114,17 +137,17 @@ function pairCase(from: Side, to: Side): BenchCase {
         );
       roundTypes.push(...types);
       // One consume round at each side finds the slower one, the baseline of every round.
-      const probe = async (bus: MessageBus, type: string) => {
+      const probe = async (bus: MessageBus, type: string, live = false) => {
         const start = performance.now();
-        await consume(bus, type, MESSAGES, new Tally(0, new Map()));
+        await consume(bus, type, MESSAGES, new Tally(0, new Map()), live);
         return performance.now() - start;
       };
-      const sourceMs = await probe(source, sourceReservoir);
+      const sourceMs = await probe(source, sourceReservoir, from.live);
       const targetMs = await probe(target, targetReservoir);
       slower =
         sourceMs >= targetMs
-          ? { bus: source, type: sourceReservoir, name: from.name }
-          : { bus: target, type: targetReservoir, name: to.name };
+          ? { bus: source, type: sourceReservoir, name: from.name, live: from.live ?? false }
+          : { bus: target, type: targetReservoir, name: to.name, live: false };
       process.stderr.write(
         `  ${from.name}->${to.name}: consume ${Math.round(MESSAGES / (sourceMs / 1000))} msg/s at ${from.name}, ` +
           `${Math.round(MESSAGES / (targetMs / 1000))} msg/s at ${to.name}: baseline is ${slower.name}'s\n`,
@@ -146,6 +169,12 @@ function pairCase(from: Side, to: Side): BenchCase {
         lagIntervalMs: 0,
       });
       cleanup.add(() => bridge.close());
+      if (from.live) {
+        await bridge.ready();
+        const feeding = fill(source, type, MESSAGES);
+        feeding.catch(() => {});
+        cleanup.add(() => feeding);
+      }
       const failed = new Promise<never>((_, reject) => bridge.once('warning', reject));
       failed.catch(() => {});
       const deadline = Date.now() + 120_000;
@@ -156,7 +185,10 @@ function pairCase(from: Side, to: Side): BenchCase {
       tally.count(bridge.stats().forwarded);
     },
     async baseline(tally) {
-      await consume(slower!.bus, slower!.type, MESSAGES, tally);
+      // A live side's groups keep what their types receive until the bus closes: a fresh type per round, as the
+      // bridge's rounds have, so no earlier round's group is fed too.
+      const type = slower!.live ? freshName('base') : slower!.type;
+      await consume(slower!.bus, type, MESSAGES, tally, slower!.live);
     },
   });
 }

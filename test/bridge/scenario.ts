@@ -40,7 +40,12 @@ function log(t: TestContext, text: string): void {
 }
 
 /** Polls `condition` until it holds; fails after `ms` with `what` and the state `describe` gives. */
-async function waitFor(condition: () => boolean, ms: number, what: string, describe: () => string): Promise<void> {
+export async function waitFor(
+  condition: () => boolean,
+  ms: number,
+  what: string,
+  describe: () => string,
+): Promise<void> {
   const deadline = Date.now() + ms;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}: ${describe()}`);
@@ -48,7 +53,7 @@ async function waitFor(condition: () => boolean, ms: number, what: string, descr
   }
 }
 
-class BridgeProcess {
+export class BridgeProcess {
   readonly child: ChildProcessWithoutNullStreams;
   readonly exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stderr = '';
