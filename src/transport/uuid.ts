@@ -23,10 +23,10 @@ export function uuidv7(): string {
     randomFillSync(pool);
     poolOffset = 0;
   }
-  const b = pool.subarray(poolOffset, poolOffset + 16);
+  const o = poolOffset;
   poolOffset += 16;
-  const hex = (n: number, width: number) => n.toString(16).padStart(width, '0');
-  const rand = (i: number) => hex(b[i]!, 2);
+  const b = pool;
+  // A table of byte -> two hex digits, and no closures or subarray: this runs for every message published.
   return (
     hex(Math.floor(ms / 0x10000), 8) +
     '-' +
@@ -34,14 +34,20 @@ export function uuidv7(): string {
     '-' +
     hex(0x7000 | sequence, 4) +
     '-' +
-    hex(0x80 | (b[0]! & 0x3f), 2) +
-    rand(1) +
+    HEX[0x80 | (b[o]! & 0x3f)]! +
+    HEX[b[o + 1]!]! +
     '-' +
-    rand(2) +
-    rand(3) +
-    rand(4) +
-    rand(5) +
-    rand(6) +
-    rand(7)
+    HEX[b[o + 2]!]! +
+    HEX[b[o + 3]!]! +
+    HEX[b[o + 4]!]! +
+    HEX[b[o + 5]!]! +
+    HEX[b[o + 6]!]! +
+    HEX[b[o + 7]!]!
   );
+}
+
+const HEX = Array.from({ length: 256 }, (_, n) => n.toString(16).padStart(2, '0'));
+
+function hex(n: number, width: number): string {
+  return n.toString(16).padStart(width, '0');
 }

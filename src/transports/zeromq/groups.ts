@@ -6,7 +6,7 @@
  * counts it (GroupStats.dropped), so a slow or absent consumer costs memory up to the bound, never more, and never
  * slows the socket (which would push back on the publishers).
  */
-import type { Delivery, GroupStats, TransportMessage } from '../../transport/contract.ts';
+import type { Delivery, GroupStats, NackOptions, TransportMessage } from '../../transport/contract.ts';
 
 /** One subscription's membership in one group of one type. */
 export interface Member {
@@ -73,7 +73,8 @@ interface Entry {
   leaseUntil: number;
   /** Changes on every lease and return: a settle from an older lease is recognised and ignored. */
   token: number;
-  freeSlot: (() => void) | undefined;
+  /** The current lease's holder still counts it in its `outstanding` (until it is settled, returned or expires). */
+  holdsSlot: boolean;
   /** Acked by a holder whose lease had ended: dropped instead of delivered again. */
   acked: boolean;
 }
@@ -131,7 +132,7 @@ export class LocalGroup {
       holder: undefined,
       leaseUntil: 0,
       token: 0,
-      freeSlot: undefined,
+      holdsSlot: false,
       acked: false,
     });
     if (this.#held() > this.#limit) {
@@ -168,8 +169,10 @@ export class LocalGroup {
 
   #return(entry: Entry): void {
     this.#leased.delete(entry);
-    entry.freeSlot?.();
-    entry.freeSlot = undefined;
+    if (entry.holdsSlot) {
+      entry.holdsSlot = false;
+      entry.holder!.outstanding--;
+    }
     entry.holder = undefined;
     entry.leaseUntil = 0;
     entry.token = ++this.#token;
@@ -212,50 +215,38 @@ export class LocalGroup {
     entry.attempt++;
     entry.holder = member;
     entry.leaseUntil = now + member.ackTimeoutMs;
-    const token = ++this.#token;
-    entry.token = token;
+    entry.token = ++this.#token;
+    entry.holdsSlot = true;
     this.#leased.add(entry);
     member.outstanding++;
-    let holdsSlot = true;
-    entry.freeSlot = () => {
-      if (!holdsSlot) return;
-      holdsSlot = false;
-      member.outstanding--;
-    };
     this.#schedule(entry.leaseUntil);
-    let settled = false;
-    const settle = (ack: boolean, delayMs: number) => {
-      if (settled) return;
-      settled = true;
-      if (this.#closed) return;
-      if (entry.token !== token) {
-        // The lease ended and the message is back in the group (or with another member). A late ack still counts
-        // (the group drops the message when it comes up again); a late nack is no longer this delivery's to make.
-        if (ack) entry.acked = true;
-        return;
-      }
-      this.#return(entry);
-      if (ack || entry.acked) this.#release(entry);
-      else {
-        if (delayMs > 0) {
-          const timer = setTimeout(() => {
-            this.#delayed.delete(entry);
-            this.#ready.unshift(entry);
-            this.#dispatch();
-          }, delayMs);
-          timer.unref();
-          this.#delayed.set(entry, timer);
-        } else this.#ready.unshift(entry);
-      }
-      this.#dispatch();
-    };
-    member.deliver({
-      message: entry.message,
-      attempt: entry.attempt,
-      leaseUntil: entry.leaseUntil,
-      ack: async () => settle(true, 0),
-      nack: async (options) => settle(false, Math.max(0, options?.delayMs ?? 0)),
-    });
+    // A Lease, not closures: this runs for every message, and a class's methods cost no allocation per delivery.
+    member.deliver(new Lease(this, entry));
+  }
+
+  /** A lease's ack or nack (once per lease; see Lease). */
+  settle(entry: Entry, token: number, ack: boolean, delayMs: number): void {
+    if (this.#closed) return;
+    if (entry.token !== token) {
+      // The lease ended and the message is back in the group (or with another member). A late ack still counts
+      // (the group drops the message when it comes up again); a late nack is no longer this delivery's to make.
+      if (ack) entry.acked = true;
+      return;
+    }
+    this.#return(entry);
+    if (ack || entry.acked) this.#release(entry);
+    else {
+      if (delayMs > 0) {
+        const timer = setTimeout(() => {
+          this.#delayed.delete(entry);
+          this.#ready.unshift(entry);
+          this.#dispatch();
+        }, delayMs);
+        timer.unref();
+        this.#delayed.set(entry, timer);
+      } else this.#ready.unshift(entry);
+    }
+    this.#dispatch();
   }
 
   /** A message leaves the group (acked or dropped): the next of its key, if any, may go out. */
@@ -326,5 +317,39 @@ export class LocalGroup {
     this.#owners.clear();
     this.#waiting.clear();
     this.#waitingCount = 0;
+  }
+}
+
+/** One delivery of an entry: settles at most once, and only while its lease is the entry's current one. */
+class Lease implements Delivery {
+  readonly message: TransportMessage;
+  readonly attempt: number;
+  readonly leaseUntil: number;
+  readonly #group: LocalGroup;
+  readonly #entry: Entry;
+  readonly #token: number;
+  #settled = false;
+
+  constructor(group: LocalGroup, entry: Entry) {
+    this.message = entry.message;
+    this.attempt = entry.attempt;
+    this.leaseUntil = entry.leaseUntil;
+    this.#group = group;
+    this.#entry = entry;
+    this.#token = entry.token;
+  }
+
+  async ack(): Promise<void> {
+    this.#settle(true, 0);
+  }
+
+  async nack(options?: NackOptions): Promise<void> {
+    this.#settle(false, Math.max(0, options?.delayMs ?? 0));
+  }
+
+  #settle(ack: boolean, delayMs: number): void {
+    if (this.#settled) return;
+    this.#settled = true;
+    this.#group.settle(this.#entry, this.#token, ack, delayMs);
   }
 }

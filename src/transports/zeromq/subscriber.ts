@@ -42,8 +42,11 @@ export class SubscriberSocket {
 
   async #read(): Promise<void> {
     try {
-      for await (const frames of this.#socket) {
-        const [topicFrame, body] = frames;
+      // receive() itself, not the socket's async iterator, which wraps every message in one more async call.
+      while (!this.#closed) {
+        const frames = await this.#socket.receive();
+        const topicFrame = frames[0];
+        const body = frames[1];
         if (!topicFrame || !body) continue;
         const type = this.#topics.typeOf(topicFrame.toString('utf8'));
         if (type === undefined) continue;
