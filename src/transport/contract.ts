@@ -222,9 +222,9 @@ export interface Capabilities {
   readonly peek?: { readonly position: boolean; readonly time: boolean } | undefined;
   /**
    * admin.ensureGroup exists: a group can be created before its first member, and keeps what is published
-   * meanwhile. Absent means false (every transport will declare it; then it becomes required).
+   * meanwhile. False where nothing can hold messages for a group without members (zeromq).
    */
-  readonly createGroup?: boolean;
+  readonly createGroup: boolean;
 }
 
 export interface Transport {

@@ -168,8 +168,13 @@ export function runConformance(spec: ConformanceSpec): void {
       for (const flag of ['replay', 'partitions', 'purge', 'lag', 'persistence'] as const) {
         assert.equal(typeof caps[flag], 'boolean', `${flag} is not a boolean`);
       }
-      // Optional until every transport declares it (absent means false).
-      assert.ok(caps.createGroup === undefined || typeof caps.createGroup === 'boolean', 'createGroup');
+      assert.equal(typeof caps.createGroup, 'boolean', 'createGroup');
+      const own = await openTransport();
+      assert.equal(
+        typeof own.admin.ensureGroup === 'function',
+        caps.createGroup,
+        'admin.ensureGroup exactly where createGroup',
+      );
       assert.equal(typeof caps.retention.age, 'boolean');
       assert.equal(typeof caps.retention.bytes, 'boolean');
       assert.deepEqual(caps, await loadCapabilities(spec.name), 'the connected transport declares other capabilities');

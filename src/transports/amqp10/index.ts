@@ -9,6 +9,7 @@ import type {
   Capabilities,
   ConsumeOptions,
   GroupStats,
+  Offset,
   Retention,
   Subscription,
   Transport,
@@ -25,7 +26,7 @@ import { Management } from './management.ts';
 import { type Amqp10Options, amqp10Options } from './options.ts';
 import { Publisher } from './publisher.ts';
 import { Amqp10Subscription, createGroupQueue, type Site } from './subscription.ts';
-import { GROUP_SEPARATOR, toAmqp } from './wire.ts';
+import { GROUP_SEPARATOR, groupQueue, toAmqp } from './wire.ts';
 
 export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
   // A group is a queue: it holds what was sent after it was created, nothing older (a multicast address keeps no log).
@@ -42,6 +43,8 @@ export const AMQP10_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // A durable queue on the type's address, made before any receiver attaches.
+  createGroup: true,
 });
 
 /** Addresses that are not message types: Artemis's own, and the temporary reply queues of management requests. */
@@ -106,6 +109,13 @@ class GroupCarrier {
     return made.done;
   }
 
+  /** A group created by admin: carried to the next broker after a failover like the groups read from one. */
+  note(type: string, group: string): void {
+    const known = this.#known.get(type) ?? new Set<string>();
+    known.add(groupQueue(type, group));
+    this.#known.set(type, known);
+  }
+
   forget(type: string): void {
     this.#known.delete(type);
     this.#prepared.delete(type);
@@ -152,6 +162,17 @@ class Amqp10Admin implements TransportAdmin {
       if ((await this.#addresses()).includes(type)) return;
       await this.#management.call('broker', 'createAddress', type, 'MULTICAST');
     });
+  }
+
+  /**
+   * The group's durable queue on the type's address: the multicast address copies every later message into it,
+   * consumer or not. AMQP 1.0 on Artemis keeps no log, so `offset` cannot reach older messages: a new group starts
+   * at the latest message whatever it asks (capabilities.replay is false).
+   */
+  async ensureGroup(type: string, group: string, _offset: Offset): Promise<void> {
+    await this.ensureType(type);
+    await brokerCall(`create group ${group} on ${type}`, () => createGroupQueue(this.#management, type, group));
+    this.#carrier.note(type, group);
   }
 
   deleteType(type: string): Promise<void> {

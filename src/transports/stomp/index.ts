@@ -9,6 +9,7 @@ import type {
   Capabilities,
   ConsumeOptions,
   GroupStats,
+  Offset,
   Retention,
   Subscription,
   Transport,
@@ -24,7 +25,7 @@ import { StompLink } from './link.ts';
 import { Management, REPLY_PREFIX } from './management.ts';
 import { type StompOptions, stompOptions } from './options.ts';
 import { StompSubscription } from './subscription.ts';
-import { addressOf, escapeHeader, sendHeaders } from './wire.ts';
+import { addressOf, escapeHeader, queueOf, sendHeaders } from './wire.ts';
 
 export const STOMP_CAPABILITIES: Capabilities = Object.freeze({
   // A group's queue exists from its first consumer on; Artemis keeps no log of a multicast address to replay.
@@ -41,6 +42,8 @@ export const STOMP_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // A durable queue made through Artemis management before any consumer subscribes.
+  createGroup: true,
 });
 
 /** How long purge keeps removing messages a departed consumer's connection returns to its queue. */
@@ -79,6 +82,16 @@ class StompAdmin implements TransportAdmin {
       // Created meanwhile by a send or another process.
       if (!(await this.#exists(type))) throw error;
     });
+  }
+
+  /**
+   * The group's durable queue on the type's multicast address, made by Artemis management before any consumer
+   * subscribes: later messages are kept for it. No log to replay, so `offset` cannot reach older messages.
+   */
+  async ensureGroup(type: string, group: string, _offset: Offset): Promise<void> {
+    await this.ensureType(type);
+    const queue = { name: queueOf(type, group), address: addressOf(type), 'routing-type': 'MULTICAST', durable: true };
+    await this.#management.invoke('broker', 'createQueue', [JSON.stringify(queue), true]);
   }
 
   async deleteType(type: string): Promise<void> {

@@ -35,6 +35,8 @@ export const ZEROMQ_CAPABILITIES: Capabilities = Object.freeze({
   purge: false,
   lag: true,
   persistence: false,
+  // No broker keeps anything for a group that has no subscriber yet.
+  createGroup: false,
 });
 
 function currentUser(): string {
