@@ -77,13 +77,6 @@ const INSERT_CHUNK = 1000;
 /** Fewest rows the relay reads per round trip (more when its publishSize is larger). */
 const READ_SIZE = 1000;
 
-/**
- * Connections a relay reads and sends through at once, each holding at most its share of the lanes: while one waits
- * for PostgreSQL, the other's rows go to the broker. Order per key holds as with several relays (a lane is held by
- * one transaction at a time).
- */
-const DEFAULT_WORKERS = 2;
-
 async function loadPg(): Promise<typeof import('pg')> {
   try {
     const module = (await import('pg')) as typeof import('pg') & { default?: typeof import('pg') };
@@ -246,13 +239,7 @@ export class PgOutbox {
       );
     }
     return new Relay(
-      new PgRelaySource(
-        this.#connectionString,
-        this.#qualified,
-        this.#lanesTable,
-        this.#channel,
-        positiveWorkers(options.workers),
-      ),
+      new PgRelaySource(this.#connectionString, this.#qualified, this.#lanesTable, this.#channel),
       bus,
       options,
     );
@@ -270,26 +257,17 @@ class PgRelaySource implements RelaySource {
   readonly #table: string;
   readonly #lanes: string;
   readonly #channel: string;
-  readonly workers: number;
-  /** Most lanes one worker holds at once, so that the workers share them. */
-  readonly #lanesEach: number;
-  readonly #clients: Array<PgClient | undefined>;
+  #worker: PgClient | undefined;
   #listener: PgClient | undefined;
-  #listening: Promise<void> | undefined;
-  /** Per worker: a NOTIFY came since it last looked. */
-  readonly #notified: boolean[];
-  readonly #wakes = new Set<() => void>();
+  #notified = false;
+  #wake: (() => void) | undefined;
   #closed = false;
 
-  constructor(connectionString: string, table: string, lanes: string, channel: string, workers: number) {
+  constructor(connectionString: string, table: string, lanes: string, channel: string) {
     this.#connectionString = connectionString;
     this.#table = table;
     this.#lanes = lanes;
     this.#channel = channel;
-    this.workers = Math.min(workers, LANES);
-    this.#lanesEach = Math.ceil(LANES / this.workers);
-    this.#clients = Array.from({ length: this.workers }, () => undefined);
-    this.#notified = Array.from({ length: this.workers }, () => false);
   }
 
   async #client(): Promise<PgClient> {
@@ -298,8 +276,7 @@ class PgRelaySource implements RelaySource {
     let broken = false;
     client.on('error', () => {
       broken = true;
-      const at = this.#clients.indexOf(client);
-      if (at >= 0) this.#clients[at] = undefined;
+      if (this.#worker === client) this.#worker = undefined;
       if (this.#listener === client) this.#listener = undefined;
     });
     await client.connect();
@@ -310,34 +287,28 @@ class PgRelaySource implements RelaySource {
     return client;
   }
 
-  #ensureListener(): Promise<void> {
-    if (this.#listener || this.#closed) return Promise.resolve();
-    this.#listening ??= (async () => {
-      const client = await this.#client();
-      client.on('notification', () => {
-        this.#notified.fill(true);
-        for (const wake of this.#wakes) wake();
-      });
-      await client.query(`LISTEN ${quote(this.#channel)}`);
-      this.#listener = client;
-      // Rows may have been written while nobody listened.
-      this.#notified.fill(true);
-    })().finally(() => {
-      this.#listening = undefined;
+  async #ensureListener(): Promise<void> {
+    if (this.#listener || this.#closed) return;
+    const client = await this.#client();
+    client.on('notification', () => {
+      this.#notified = true;
+      this.#wake?.();
     });
-    return this.#listening;
+    await client.query(`LISTEN ${quote(this.#channel)}`);
+    this.#listener = client;
+    // Rows may have been written while nobody listened.
+    this.#notified = true;
   }
 
   async relayBatch(
     limit: number,
     chunk: number,
     publish: (messages: TransportMessage[]) => Promise<void>,
-    worker: number,
   ): Promise<number> {
     await this.#ensureListener().catch(() => {});
-    this.#clients[worker] ??= await this.#client();
-    const db = this.#clients[worker]!;
-    this.#notified[worker] = false;
+    this.#worker ??= await this.#client();
+    const db = this.#worker;
+    this.#notified = false;
     // Each read locks the lanes that have rows (FOR UPDATE SKIP LOCKED: lanes another relay holds are skipped; lanes
     // this transaction already holds are taken again, so a later read never leaves them) and claims the oldest rows
     // of those lanes by deleting and returning them; a failed publish rolls the deletes back, and the COMMIT comes
@@ -348,7 +319,7 @@ class PgRelaySource implements RelaySource {
     const take = (count: number) =>
       `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} WHERE lane = ANY(ARRAY(` +
       `SELECT lane FROM ${this.#lanes} l WHERE EXISTS (SELECT 1 FROM ${this.#table} o WHERE o.lane = l.lane) ` +
-      `ORDER BY lane LIMIT ${this.#lanesEach} FOR UPDATE SKIP LOCKED)) ORDER BY seq LIMIT ${count})) RETURNING ${COLUMNS}`;
+      `FOR UPDATE SKIP LOCKED)) ORDER BY seq LIMIT ${count})) RETURNING ${COLUMNS}`;
     // Reads of at least READ_SIZE rows (fewer round trips), handed to `publish` whole (it sends them in calls of
     // `chunk`); the next read runs while the broker confirms this one, so the database's work and the broker's
     // overlap, and the reads still go out one after another, in order.
@@ -372,46 +343,33 @@ class PgRelaySource implements RelaySource {
       return total;
     } catch (error) {
       await db.query('ROLLBACK').catch(() => {
-        if (this.#clients[worker] === db) this.#clients[worker] = undefined;
+        this.#worker = undefined;
         void db.end().catch(() => {});
       });
       throw error;
     }
   }
 
-  waitForWork(pollMs: number, signal: AbortSignal, worker: number): Promise<void> {
-    if (this.#notified[worker] || signal.aborted) return Promise.resolve();
+  waitForWork(pollMs: number, signal: AbortSignal): Promise<void> {
+    if (this.#notified || signal.aborted) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
         signal.removeEventListener('abort', done);
-        this.#wakes.delete(done);
+        this.#wake = undefined;
         resolve();
       };
       const timer = setTimeout(done, pollMs);
       signal.addEventListener('abort', done, { once: true });
-      this.#wakes.add(done);
+      this.#wake = done;
     });
   }
 
   async close(): Promise<void> {
     this.#closed = true;
-    await this.#listening?.catch(() => {});
-    const clients = [...this.#clients, this.#listener].filter((c): c is PgClient => c !== undefined);
-    this.#clients.fill(undefined);
+    const clients = [this.#worker, this.#listener].filter((c): c is PgClient => c !== undefined);
+    this.#worker = undefined;
     this.#listener = undefined;
     await Promise.all(clients.map((c) => c.end().catch(() => {})));
   }
-}
-
-/** The relay's workers: PostgreSQL connections relaying at once, each holding its own share of the lanes. */
-function positiveWorkers(value: number | undefined): number {
-  if (value === undefined) return DEFAULT_WORKERS;
-  if (!Number.isInteger(value) || value < 1) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_ARGUMENT',
-      `relay workers must be a whole number >= 1, not ${String(value)}`,
-    );
-  }
-  return value;
 }

@@ -11,21 +11,14 @@ import { DEFAULT_BATCH, DEFAULT_POLL_MS, DEFAULT_PUBLISH, type RelayTarget } fro
 
 /** One database's side of the relay (pg.ts, sqlite.ts). */
 export interface RelaySource {
-  /** Loops that relay at once, each calling relayBatch with its own `worker` number (default 1). */
-  readonly workers?: number;
   /**
    * In one transaction: claims up to `limit` rows in order, hands them to `publish` (in one call, or in calls of
    * `chunk` rows, one after another), deletes them once all resolved. A rejection rolls back (the rows stay).
-   * Resolves with the number of rows relayed. Loops of one relay run it at once with different `worker` numbers.
+   * Resolves with the number of rows relayed.
    */
-  relayBatch(
-    limit: number,
-    chunk: number,
-    publish: (messages: TransportMessage[]) => Promise<void>,
-    worker: number,
-  ): Promise<number>;
+  relayBatch(limit: number, chunk: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number>;
   /** Resolves when rows may have arrived (a NOTIFY), after `pollMs`, or when `signal` aborts. */
-  waitForWork(pollMs: number, signal: AbortSignal, worker: number): Promise<void>;
+  waitForWork(pollMs: number, signal: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -34,11 +27,6 @@ export interface RelayOptions {
   batchSize?: number;
   /** Most messages per broker call; a transaction's rows go out in calls of this size, in order (default 500). */
   publishSize?: number;
-  /**
-   * PostgreSQL: connections relaying at once, each holding its own share of the lanes (default 2; at most 16).
-   * SQLite relays through one.
-   */
-  workers?: number;
   /** Look for rows this often without a wake-up (default 1000 ms). */
   pollMs?: number;
   /** Longest pause after a failure (the pause doubles from 100 ms up to this; default 5000 ms). */
@@ -63,9 +51,6 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly #maxBackoffMs: number;
   readonly #stop = new AbortController();
   readonly #drainWaiters: Array<() => void> = [];
-  /** Loops whose last batch was short (the outbox looked empty to them). */
-  readonly #short = new Set<number>();
-  readonly #workers: number;
   readonly #loop: Promise<void>;
   #closing: Promise<void> | undefined;
 
@@ -77,8 +62,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.#publishSize = positive(options.publishSize, DEFAULT_PUBLISH, 'publishSize');
     this.#pollMs = positive(options.pollMs, DEFAULT_POLL_MS, 'pollMs');
     this.#maxBackoffMs = positive(options.maxBackoffMs, 5000, 'maxBackoffMs');
-    this.#workers = source.workers ?? 1;
-    this.#loop = Promise.all(Array.from({ length: this.#workers }, (_, worker) => this.#run(worker))).then(() => {});
+    this.#loop = this.#run();
   }
 
   async #publish(messages: TransportMessage[]): Promise<void> {
@@ -89,27 +73,21 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  async #run(worker: number): Promise<void> {
+  async #run(): Promise<void> {
     const signal = this.#stop.signal;
     let backoff = 0;
     while (!signal.aborted) {
       try {
-        const count = await this.#source.relayBatch(
-          this.#batchSize,
-          this.#publishSize,
-          (m) => this.#publish(m),
-          worker,
-        );
+        const count = await this.#source.relayBatch(this.#batchSize, this.#publishSize, (m) => this.#publish(m));
         backoff = 0;
         if (count > 0) {
           this.relayed += count;
           this.emit('relayed', count);
         }
         if (count < this.#batchSize) {
-          this.#short.add(worker);
-          if (this.#short.size === this.#workers) for (const wake of this.#drainWaiters.splice(0)) wake();
-          if (count === 0) await this.#source.waitForWork(this.#pollMs, signal, worker);
-        } else this.#short.delete(worker);
+          for (const wake of this.#drainWaiters.splice(0)) wake();
+          if (count === 0) await this.#source.waitForWork(this.#pollMs, signal);
+        }
       } catch (error) {
         if (signal.aborted) break;
         const failure = toBusError(error, 'BUSBAR_ERR_PUBLISH', 'outbox relay');
