@@ -74,9 +74,6 @@ const COLUMNS = 'seq, id, type, key, source, time, content_type, headers, body';
 /** Rows per INSERT statement (9 parameters each, well under PostgreSQL's 65535). */
 const INSERT_CHUNK = 1000;
 
-/** Fewest rows the relay reads per round trip (more when its publishSize is larger). */
-const READ_SIZE = 1000;
-
 async function loadPg(): Promise<typeof import('pg')> {
   try {
     const module = (await import('pg')) as typeof import('pg') & { default?: typeof import('pg') };
@@ -309,33 +306,41 @@ class PgRelaySource implements RelaySource {
     this.#worker ??= await this.#client();
     const db = this.#worker;
     this.#notified = false;
-    // Each read locks the lanes that have rows (FOR UPDATE SKIP LOCKED: lanes another relay holds are skipped; lanes
-    // this transaction already holds are taken again, so a later read never leaves them) and claims the oldest rows
-    // of those lanes by deleting and returning them; a failed publish rolls the deletes back, and the COMMIT comes
-    // once the broker confirmed them all. Per lane the reads go in sequence order, each starting past the last.
-    // `= ANY(ARRAY(...))` makes PostgreSQL find the rows by the primary key (`IN (SELECT ...)` was planned as a scan
-    // of the whole table). The SQL carries no parameters (the count is a whole number), so the first read goes in
-    // one round trip with BEGIN: under load a round trip, not PostgreSQL's work, is what the relay waits for.
-    const take = (count: number) =>
-      `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} WHERE lane = ANY(ARRAY(` +
-      `SELECT lane FROM ${this.#lanes} l WHERE EXISTS (SELECT 1 FROM ${this.#table} o WHERE o.lane = l.lane) ` +
-      `FOR UPDATE SKIP LOCKED)) ORDER BY seq LIMIT ${count})) RETURNING ${COLUMNS}`;
-    // Reads of at least READ_SIZE rows (fewer round trips), handed to `publish` whole (it sends them in calls of
-    // `chunk`); the next read runs while the broker confirms this one, so the database's work and the broker's
-    // overlap, and the reads still go out one after another, in order.
-    const size = Math.max(chunk, READ_SIZE);
+    // BEGIN with the lane claim in one round trip; the rows are claimed by deleting and returning them (a failed
+    // publish rolls the delete back); COMMIT once the broker confirmed them all.
+    const claimed = (await db.query(
+      `BEGIN; SELECT lane FROM ${this.#lanes} l WHERE EXISTS (SELECT 1 FROM ${this.#table} o WHERE o.lane = l.lane) ` +
+        `ORDER BY lane FOR UPDATE SKIP LOCKED`,
+    )) as unknown as Array<{ rows: unknown[] }>;
     try {
-      const first = db.query(`BEGIN; ${take(Math.min(size, limit))}`) as unknown as Promise<Array<{ rows: unknown[] }>>;
+      const held = (claimed[1]!.rows as Array<{ lane: number }>).map((r) => r.lane);
+      if (held.length === 0) {
+        await db.query('COMMIT');
+        return 0;
+      }
+      // Holding every lane (one relay, or the others idle), the primary key's order is all it needs. `= ANY(ARRAY(...))`
+      // makes PostgreSQL find the rows by the primary key; `IN (SELECT ...)` was planned as a scan of the whole table.
+      const take = (count: number) =>
+        held.length === LANES
+          ? db.query(
+              `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} ORDER BY seq LIMIT $1)) ` +
+                `RETURNING ${COLUMNS}`,
+              [count],
+            )
+          : db.query(
+              `DELETE FROM ${this.#table} WHERE seq = ANY(ARRAY(SELECT seq FROM ${this.#table} ` +
+                `WHERE lane = ANY($1::smallint[]) ORDER BY seq LIMIT $2)) RETURNING ${COLUMNS}`,
+              [held, count],
+            );
+      // The transaction's rows are taken chunk by chunk, the next chunk read while the broker confirms this one:
+      // the database's work and the broker's overlap, and the chunks still go out one after another, in order.
       let total = 0;
-      let next: Promise<unknown[]> | undefined = first.then((results) => results[1]!.rows);
+      let next: ReturnType<typeof take> | undefined = take(Math.min(chunk, limit));
       while (next) {
-        const rows = (await next) as OutboxRow[];
+        const rows = (await next).rows as OutboxRow[];
         total += rows.length;
-        next =
-          rows.length === size && total < limit
-            ? db.query(take(Math.min(size, limit - total))).then((r) => r.rows)
-            : undefined;
-        // A rejected read-ahead is seen when it is awaited (after this read's publish), not as an unhandled one.
+        next = rows.length === chunk && total < limit ? take(Math.min(chunk, limit - total)) : undefined;
+        // A rejected read-ahead is seen when it is awaited (after this chunk's publish), not as an unhandled one.
         next?.catch(() => {});
         if (rows.length > 0) await publish(rows.sort((a, b) => Number(a.seq) - Number(b.seq)).map(rowToMessage));
       }
