@@ -52,6 +52,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly #stop = new AbortController();
   readonly #drainWaiters: Array<() => void> = [];
   readonly #loop: Promise<void>;
+  /** Ends the loop's wait for work early: drained() asks for a look now rather than at the next poll. */
+  #kick: AbortController | undefined;
   #closing: Promise<void> | undefined;
 
   constructor(source: RelaySource, target: RelayTarget, options: RelayOptions = {}) {
@@ -86,7 +88,11 @@ export class Relay extends EventEmitter<RelayEvents> {
         }
         if (count < this.#batchSize) {
           for (const wake of this.#drainWaiters.splice(0)) wake();
-          if (count === 0) await this.#source.waitForWork(this.#pollMs, signal);
+          if (count === 0) {
+            this.#kick = new AbortController();
+            await this.#source.waitForWork(this.#pollMs, AbortSignal.any([signal, this.#kick.signal]));
+            this.#kick = undefined;
+          }
         }
       } catch (error) {
         if (signal.aborted) break;
@@ -99,9 +105,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  /** Resolves the next time the relay finds the outbox empty (or with less than a batch left). */
+  /**
+   * Resolves the next time the relay finds the outbox empty (or with less than a batch left). A relay waiting for
+   * work looks at once (it would otherwise wait for a NOTIFY or its next poll).
+   */
   drained(): Promise<void> {
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    const drained = new Promise<void>((resolve) => this.#drainWaiters.push(resolve));
+    this.#kick?.abort();
+    return drained;
   }
 
   /** Idempotent: stops after the batch in hand (published and deleted, or rolled back), then closes connections. */
