@@ -217,8 +217,9 @@ class Amqp10Admin implements TransportAdmin {
         const resource = `queue.${queue}`;
         const deadline = Date.now() + PURGE_SETTLE_MS;
         for (;;) {
-          await this.#management.call(resource, 'removeAllMessages');
+          // Counted before removing: once none are out for delivery, this removal takes every message that came back.
           const delivering = Number(await this.#management.call(resource, 'getDeliveringCount'));
+          await this.#management.call(resource, 'removeAllMessages');
           if (!(delivering > 0) || Date.now() >= deadline) break;
           await new Promise((resolve) => setTimeout(resolve, 100));
         }

@@ -18,6 +18,7 @@ import type {
   TransportMessage,
 } from '../../transport/contract.ts';
 import { DeliveryQueue } from '../../transport/queue.ts';
+import { LeaseSweeper } from '../../transport/sweeper.ts';
 import type { FailoverConnection } from './connection.ts';
 import { fixDispositions } from './dispositions.ts';
 import type { Management } from './management.ts';
@@ -139,13 +140,13 @@ export class Amqp10Subscription implements Subscription {
     onLeave: () => this.close(),
     onExpired: (delivery) => delivery.expire(),
   });
-  readonly #live = new Set<Amqp10Delivery>();
+  /** Open deliveries; the emulated ack timeout returns one held past its lease. */
+  readonly #live = new LeaseSweeper<Amqp10Delivery>((delivery) => delivery.expire());
   /** Open receivers and sessions, with the connection each lives on. */
   readonly #receivers = new Map<Receiver, Connection>();
   readonly #sessions = new Map<Session, Connection>();
   readonly #unsubscribe: Array<() => void> = [];
   readonly #credit: number;
-  #sweeper: NodeJS.Timeout | undefined;
   #closed = false;
   #closing: Promise<void> | undefined;
 
@@ -297,32 +298,14 @@ export class Amqp10Subscription implements Subscription {
     }
     const delivery = new Amqp10Delivery(this, receiver, context, type, this.#options.ackTimeoutMs);
     this.#live.add(delivery);
-    if (!this.#sweeper) this.#sweepAt(delivery.deadline);
     this.#deliveries.push(delivery);
-  }
-
-  #sweepAt(deadline: number): void {
-    this.#sweeper = setTimeout(() => this.#sweep(), Math.max(0, deadline - Date.now()));
-    this.#sweeper.unref();
-  }
-
-  #sweep(): void {
-    this.#sweeper = undefined;
-    const now = Date.now();
-    for (const delivery of this.#live) {
-      if (delivery.deadline > now) {
-        this.#sweepAt(delivery.deadline);
-        return;
-      }
-      delivery.expire();
-    }
   }
 
   /** Idempotent. Closing the receivers returns every unsettled delivery to its group at once. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      clearTimeout(this.#sweeper);
+      this.#live.stop();
       for (const unsubscribe of this.#unsubscribe) unsubscribe();
       this.#deliveries.end();
       this.#deliveries.drain();

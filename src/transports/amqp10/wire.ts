@@ -3,13 +3,13 @@
  * multicast address; a consumer group is a durable queue `<type>:<group>` on it (Artemis queue names are unique across
  * the broker, so the queue carries its type), reached by its fully qualified name `<type>::<type>:<group>`.
  * Attributes travel as application properties `cloudEvents:<name>` (extension-named headers too, see
- * src/message/cloudevents.ts), other headers as application properties of their own names, datacontenttype in the
+ * src/transport/cloudevents.ts), other headers as application properties of their own names, datacontenttype in the
  * `content-type` property, the body as one Data section, untouched.
  */
 import rhea, { type Message } from 'rhea';
-import { isExtensionName } from '../../message/cloudevents.ts';
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+import { isExtensionName } from '../../transport/cloudevents.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 /**
  * A group's durable queue: Artemis queue names are unique across the broker, so the name carries the type. ':' never

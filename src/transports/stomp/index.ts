@@ -129,8 +129,9 @@ class StompAdmin implements TransportAdmin {
       const resource = `queue.${queue}`;
       const deadline = Date.now() + PURGE_SETTLE_MS;
       for (;;) {
-        await this.#management.invoke(resource, 'removeAllMessages');
+        // Counted before removing: once none are out for delivery, this removal takes every message that came back.
         const delivering = Number(await this.#management.read(resource, 'deliveringCount'));
+        await this.#management.invoke(resource, 'removeAllMessages');
         if (!(delivering > 0) || Date.now() >= deadline) break;
         await new Promise((resolve) => setTimeout(resolve, 100));
       }

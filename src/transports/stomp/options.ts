@@ -4,9 +4,8 @@
  * publishTimeoutMs, reconnectDelayMs and maxReconnectDelayMs (the backoff between endpoints), windowBytesPerMessage
  * (how many bytes of Artemis's consumer-window-size one unit of prefetch buys).
  */
-import { readFileSync } from 'node:fs';
-import { BusError } from '../../errors.ts';
 import type { TransportConfig } from '../../transport/contract.ts';
+import { OptionReader, parseEndpoint, readPem } from '../../transport/options.ts';
 
 export const DEFAULT_HEARTBEAT_MS = 10_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -43,6 +42,7 @@ export interface StompOptions {
   readonly windowBytesPerMessage: number;
 }
 
+const LABEL = 'STOMP';
 const KNOWN = [
   'heartbeatMs',
   'connectTimeoutMs',
@@ -52,52 +52,12 @@ const KNOWN = [
   'windowBytesPerMessage',
 ];
 
-function invalid(key: string, expected: string, got: unknown): BusError {
-  return new BusError(
-    'BUSBAR_ERR_INVALID_CONFIG',
-    `invalid STOMP option '${key}': expected ${expected}; got ${JSON.stringify(got)}`,
-  );
-}
-
-function integer(options: TransportConfig['options'], key: string, fallback: number, min: number): number {
-  const raw = options[key];
-  if (raw === undefined) return fallback;
-  const value = typeof raw === 'string' && raw.trim() !== '' ? Number(raw) : raw;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalid(key, `an integer >= ${min}`, raw);
-  }
-  return value;
-}
-
-function readPem(path: string | undefined, what: string): Buffer | undefined {
-  if (path === undefined) return undefined;
-  try {
-    return readFileSync(path);
-  } catch (error) {
-    throw new BusError(
-      'BUSBAR_ERR_INVALID_CONFIG',
-      `cannot read tls.${what} file ${path}: ${(error as Error).message}`,
-      {
-        cause: error,
-      },
-    );
-  }
-}
-
 export function stompOptions(config: TransportConfig): StompOptions {
-  for (const key of Object.keys(config.options)) {
-    if (!KNOWN.includes(key)) {
-      throw new BusError('BUSBAR_ERR_INVALID_CONFIG', `unknown STOMP option '${key}': use one of ${KNOWN.join(', ')}`);
-    }
-  }
+  const o = new OptionReader(LABEL, config.options, KNOWN);
   const secure = /^(stomps|stomp\+ssl):/i.test(config.url) || config.tls !== undefined;
   const defaultPort = secure ? 61614 : 61613;
   const listed = config.endpoints.length > 0 ? config.endpoints : [`127.0.0.1:${defaultPort}`];
-  const endpoints = listed.map((endpoint): Endpoint => {
-    const match = /^\[?([^\]]+?)\]?(?::(\d+))?$/.exec(endpoint);
-    if (!match) throw invalid('endpoints', '"host:port"', endpoint);
-    return Object.freeze({ host: match[1]!, port: match[2] ? Number(match[2]) : defaultPort });
-  });
+  const endpoints = listed.map((endpoint): Endpoint => Object.freeze(parseEndpoint(LABEL, endpoint, defaultPort)));
   const tls = secure
     ? Object.freeze({
         ca: readPem(config.tls?.ca, 'ca'),
@@ -106,21 +66,21 @@ export function stompOptions(config: TransportConfig): StompOptions {
         rejectUnauthorized: config.tls?.rejectUnauthorized,
       })
     : undefined;
-  const reconnectDelayMs = integer(config.options, 'reconnectDelayMs', DEFAULT_RECONNECT_DELAY_MS, 1);
-  const maxReconnectDelayMs = integer(config.options, 'maxReconnectDelayMs', DEFAULT_MAX_RECONNECT_DELAY_MS, 1);
+  const reconnectDelayMs = o.integer('reconnectDelayMs', DEFAULT_RECONNECT_DELAY_MS, { min: 1 });
+  const maxReconnectDelayMs = o.integer('maxReconnectDelayMs', DEFAULT_MAX_RECONNECT_DELAY_MS, { min: 1 });
   if (maxReconnectDelayMs < reconnectDelayMs) {
-    throw invalid('maxReconnectDelayMs', `at least reconnectDelayMs (${reconnectDelayMs})`, maxReconnectDelayMs);
+    throw o.invalid('maxReconnectDelayMs', `at least reconnectDelayMs (${reconnectDelayMs})`, maxReconnectDelayMs);
   }
   return Object.freeze({
     endpoints: Object.freeze(endpoints),
     login: config.username,
     passcode: config.password,
     tls,
-    heartbeatMs: integer(config.options, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 0),
-    connectTimeoutMs: integer(config.options, 'connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, 1),
-    publishTimeoutMs: integer(config.options, 'publishTimeoutMs', DEFAULT_PUBLISH_TIMEOUT_MS, 1),
+    heartbeatMs: o.integer('heartbeatMs', DEFAULT_HEARTBEAT_MS),
+    connectTimeoutMs: o.integer('connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, { min: 1 }),
+    publishTimeoutMs: o.integer('publishTimeoutMs', DEFAULT_PUBLISH_TIMEOUT_MS, { min: 1 }),
     reconnectDelayMs,
     maxReconnectDelayMs,
-    windowBytesPerMessage: integer(config.options, 'windowBytesPerMessage', DEFAULT_WINDOW_BYTES_PER_MESSAGE, 1),
+    windowBytesPerMessage: o.integer('windowBytesPerMessage', DEFAULT_WINDOW_BYTES_PER_MESSAGE, { min: 1 }),
   });
 }

@@ -17,6 +17,7 @@ import type {
   TransportMessage,
 } from '../../transport/contract.ts';
 import { DeliveryQueue } from '../../transport/queue.ts';
+import { LeaseSweeper } from '../../transport/sweeper.ts';
 import { StompLink } from './link.ts';
 import type { StompOptions } from './options.ts';
 import { attemptOf, escapeHeader, fqqnOf, fromFrame, sendHeaders } from './wire.ts';
@@ -82,11 +83,10 @@ class StompDelivery implements Delivery {
     this.#owner.requeue(this, 0).catch(() => {});
   }
 
-  /** The copy could not be stored: hold the original and try again soon. */
+  /** The copy could not be stored: hold the original again with a short lease (the caller re-adds it to its sweeper). */
   retryLater(): void {
     this.#state = 'open';
     this.deadline = Date.now() + REQUEUE_RETRY_MS;
-    this.#owner.track(this);
   }
 
   /** Its connection is gone: Artemis returned it to the group. */
@@ -120,9 +120,8 @@ export class StompSubscription implements Subscription {
     onLeave: () => this.close(),
     onExpired: (delivery) => delivery.expire(),
   });
-  /** Open deliveries, oldest deadline first (one ackTimeoutMs per subscription; retries go to the end). */
-  readonly #live = new Set<StompDelivery>();
-  #sweeper: NodeJS.Timeout | undefined;
+  /** Open deliveries; the emulated ack timeout returns one held past its lease. */
+  readonly #live = new LeaseSweeper<StompDelivery>((delivery) => delivery.expire());
   #closing: Promise<void> | undefined;
   #closed = false;
 
@@ -238,13 +237,8 @@ export class StompSubscription implements Subscription {
   #deliver(frame: IMessage, type: string, generation: number): void {
     if (this.#closed || generation !== this.#link.generation) return;
     const delivery = new StompDelivery(this, frame, type, generation, this.#options.ackTimeoutMs);
-    this.track(delivery);
-    this.#deliveries.push(delivery);
-  }
-
-  track(delivery: StompDelivery): void {
     this.#live.add(delivery);
-    if (!this.#sweeper) this.#sweepAt(delivery.deadline);
+    this.#deliveries.push(delivery);
   }
 
   settled(delivery: StompDelivery): void {
@@ -270,34 +264,23 @@ export class StompSubscription implements Subscription {
         this.#settings.publishTimeoutMs,
       );
     } catch (error) {
-      if (!this.#closed && delivery.generation === this.#link.generation) delivery.retryLater();
+      if (!this.#closed && delivery.generation === this.#link.generation) {
+        // Its lease changes: out of the sweeper and in again.
+        this.#live.delete(delivery);
+        delivery.retryLater();
+        this.#live.add(delivery);
+      }
       throw toBusError(error, 'BUSBAR_ERR_ACK', `cannot return message ${delivery.message.id} to its group`);
     }
     // The copy is stored; an original whose connection died meanwhile comes back too (a duplicate, never a loss).
     await this.ackOriginal(delivery).catch(() => {});
   }
 
-  #sweepAt(deadline: number): void {
-    this.#sweeper = setTimeout(() => this.#sweep(), Math.max(0, deadline - Date.now()));
-    this.#sweeper.unref();
-  }
-
-  #sweep(): void {
-    this.#sweeper = undefined;
-    const now = Date.now();
-    let next = Number.POSITIVE_INFINITY;
-    for (const delivery of [...this.#live]) {
-      if (delivery.deadline <= now) delivery.expire();
-      else next = Math.min(next, delivery.deadline);
-    }
-    if (next !== Number.POSITIVE_INFINITY && !this.#closed) this.#sweepAt(next);
-  }
-
   /** Idempotent. Disconnecting returns every unacked delivery to its group at once. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#closed = true;
-      clearTimeout(this.#sweeper);
+      this.#live.stop();
       this.#deliveries.end();
       this.#deliveries.drain();
       for (const delivery of [...this.#live]) delivery.lose();

@@ -9,8 +9,9 @@
  * not names, and un-escapes `\\n` as a newline (its replacements run in the wrong order). The connection turns its
  * escaping off (link.ts).
  */
-import { CE, completeEnvelope, SPEC_VERSION } from '../../message/envelope.ts';
+
 import type { TransportMessage } from '../../transport/contract.ts';
+import { CE, completeEnvelope, SPEC_VERSION } from '../../transport/envelope.ts';
 
 /** Artemis address of a message type: multicast, one copy per group queue. */
 export const addressOf = (type: string): string => type;
