@@ -1,6 +1,6 @@
 /**
  * admin.peek over the type's replay log, the stream queue `busbar:<type>`: a consumer on its own channel attaches at
- * `x-stream-offset` (an offset, a timestamp, or `first`) and acks what it reads, which a stream ignores (reading a
+ * `x-stream-offset` (an offset, or `first`) and acks what it reads, which a stream ignores (reading a
  * stream is non-destructive; no group queue is touched). Where the log ends is marked by a marker message appended
  * once the consumer is attached (the same kind #seed appends, skipped by every reader), so a peek of fewer
  * messages than asked ends as soon as the marker arrives, without a timer deciding it. A position past the end is
@@ -31,14 +31,10 @@ export async function peekLog(broker: Broker, type: string, options: PeekOptions
   checkTypeName(type);
   const from = options.from === undefined ? undefined : parseOffset(options.from);
   if (!(await broker.queueExists(logQueue(type)))) return [];
-  // A stream attaches at an offset, or at the first chunk the broker stamped at or after a second (chunks carry
-  // the broker's time, in seconds over AMQP 0-9-1); messages before `fromTime` in that chunk are skipped below.
-  const attach =
-    from !== undefined
-      ? from
-      : options.fromTime !== undefined
-        ? { '!': 'timestamp', value: Math.max(0, Math.floor(options.fromTime / 1000)) }
-        : 'first';
+  // A stream attaches at an offset or at the start. Not at a timestamp: the broker matches it against chunk times
+  // from its own clock, in whole seconds, and (RabbitMQ 3.10 here) attaches past chunks of the last seconds, so a
+  // time is found by reading from the start and skipping messages whose `time` is earlier.
+  const attach = from ?? 'first';
   const model = await broker.connection.model(Date.now() + broker.options.publishTimeoutMs);
   const reader = await model.createChannel();
   reader.on('error', noop);
