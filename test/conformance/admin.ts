@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { before } from 'node:test';
-import type { Capabilities, MessageBus } from '../../src/index.ts';
+import { type Capabilities, type MessageBus, message } from '../../src/index.ts';
 import { collect, eventually, type SuiteContext, sendRetrying, sleep } from './context.ts';
 
 export function adminScenarios(ctx: SuiteContext): void {
@@ -222,4 +222,79 @@ export function adminScenarios(ctx: SuiteContext): void {
     assert.equal(await dlqConsumer.receive({ timeout: 500 }), null, 'more than one dead letter');
     await dlqConsumer.close();
   });
+}
+
+/** Scenario P1: admin.peek shows stored messages, from a position and from a time, and consumes nothing. */
+export function peekScenarios(ctx: SuiteContext): void {
+  const { newType, newGroup, patience, scenario } = ctx;
+  scenario(
+    'P1 peek browses without consuming, from a position and from a time; a group still gets everything',
+    async () => {
+      const bus = ctx.bus();
+      const caps = ctx.caps();
+      const can = caps.peek!;
+      const admin = bus.admin();
+      const type = newType();
+      const group = newGroup();
+      // Two partitions where the transport has them: a peek merges them oldest first.
+      await admin.registerMessageType(type, caps.partitions ? { partitions: 2 } : {});
+      let early: ReturnType<typeof bus.consumer> | undefined;
+      if (caps.createGroup) await admin.createConsumerGroup(type, group, { offset: 'earliest' });
+      else {
+        early = bus.consumer({ consumerGroup: group, messageTypes: [type] });
+        await early.ready;
+      }
+      const ids: string[] = [];
+      // One at a time, so the broker stores them in this order (each send resolves once stored).
+      for (const [i, body] of ['a', 'b'].entries()) {
+        ids.push(...(await bus.sendBatch(type, [message(body, { key: `k${i}` })])));
+      }
+      // The clock moves past the first two before the third is sent: a peek from `since` shows only the third.
+      const passed = Date.now() + 2;
+      while (Date.now() <= passed) await sleep(1);
+      const since = Date.now();
+      ids.push(...(await bus.sendBatch(type, [message('c', { key: 'k2' })])));
+
+      const all = await admin.peek(type, { count: 10 });
+      assert.deepEqual(
+        all.map((p) => p.message.id),
+        ids,
+        'peek shows the stored messages, oldest first',
+      );
+      for (const p of all) assert.equal(typeof p.position, 'string');
+      // Nothing moved: the same peek again shows the same.
+      assert.deepEqual(
+        (await admin.peek(type, { count: 10 })).map((p) => p.position),
+        all.map((p) => p.position),
+      );
+      assert.deepEqual(
+        (await admin.peek(type, { count: 2 })).map((p) => p.message.id),
+        ids.slice(0, 2),
+        'count limits a peek',
+      );
+      if (can.position) {
+        const fromSecond = await admin.peek(type, { from: all[1]!.position, count: 10 });
+        assert.deepEqual(
+          fromSecond.map((p) => p.message.id),
+          ids.slice(1),
+          'a peek from a position starts at that message',
+        );
+      }
+      if (can.time) {
+        const fromTime = await admin.peek(type, { fromTime: since, count: 10 });
+        assert.deepEqual(
+          fromTime.map((p) => p.message.id),
+          ids.slice(2),
+          'a peek from a time starts at the first message stored at or after it',
+        );
+        assert.deepEqual(await admin.peek(type, { fromTime: Date.now() + 3_600_000, count: 10 }), []);
+      }
+      // A group still gets every message: the peeks consumed nothing.
+      const consumer = early ?? bus.consumer({ consumerGroup: group, messageTypes: [type] });
+      const got = await collect(consumer, 3, patience);
+      assert.deepEqual([...got.keys()].sort(), [...ids].sort());
+      await consumer.close();
+    },
+    () => (ctx.caps().peek ? undefined : 'the transport declares no peek'),
+  );
 }

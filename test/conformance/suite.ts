@@ -13,7 +13,7 @@ import { type BusOptions, type Capabilities, deadLetterTypeOf, MessageBus } from
 import type { Transport } from '../../src/transport/contract.ts';
 import { loadCapabilities, loadTransport } from '../../src/transport/registry.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
-import { adminScenarios } from './admin.ts';
+import { adminScenarios, peekScenarios } from './admin.ts';
 import type { SuiteContext } from './context.ts';
 import { deliveryScenarios } from './delivery.ts';
 import { dlqScenarios } from './dlq.ts';
@@ -196,5 +196,6 @@ export function runConformance(spec: ConformanceSpec): void {
     adminScenarios(ctx);
     ruleScenarios(ctx);
     dlqScenarios(ctx);
+    peekScenarios(ctx);
   });
 }

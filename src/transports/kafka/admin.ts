@@ -3,11 +3,13 @@
  * grown together; purge is DeleteRecords up to the end offsets; stats come from ListOffsets and OffsetFetch.
  */
 
-import type { Admin } from '@platformatic/kafka';
+import { type Admin, Consumer, type Message } from '@platformatic/kafka';
 import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
   Offset,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   TransportAdmin,
   TypeInfo,
@@ -17,7 +19,7 @@ import type {
 import { checkPartitionCount, partitionsCannotShrink } from '../../transport/rules.ts';
 import { hasKafkaError, kafkaError } from './errors.ts';
 import type { KafkaSettings } from './options.ts';
-import { checkKafkaType, isRetryTopic, retryTopicOf } from './wire.ts';
+import { checkKafkaType, fromRecord, isRetryTopic, retryTopicOf } from './wire.ts';
 
 const CONFIG_RESOURCE_TOPIC = 2;
 const CONFIG_SET = 0;
@@ -39,6 +41,36 @@ function limit(value: number | undefined, what: string): string {
     throw new BusError('BUSBAR_ERR_INVALID_ARGUMENT', `${what} must be a whole number >= 1, not ${value}`);
   }
   return String(value);
+}
+
+/** A record batch's attributes bit for a transaction marker (not a message). */
+const IS_CONTROL = 0x20;
+/** Fetches of one partition a peek makes at most (each returns at least one batch): bounds a peek of tiny batches. */
+const PEEK_MAX_FETCHES = 50;
+
+/** Merge order of a peek across partitions: broker timestamp, then partition, then offset. */
+interface PeekKey {
+  readonly time: bigint;
+  readonly partition: number;
+  readonly offset: bigint;
+}
+
+function compareKeys(a: PeekKey, b: PeekKey): number {
+  if (a.time !== b.time) return a.time < b.time ? -1 : 1;
+  if (a.partition !== b.partition) return a.partition - b.partition;
+  return a.offset === b.offset ? 0 : a.offset < b.offset ? -1 : 1;
+}
+
+/** `<partition>:<offset>`, as a peek returns it. */
+function parsePosition(position: string): { partition: number; offset: bigint } {
+  const match = /^(\d{1,9}):(\d{1,19})$/.exec(position);
+  if (!match) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `'${position}' is not a Kafka position: give <partition>:<offset> (e.g. 0:42) as a previous peek returned it`,
+    );
+  }
+  return { partition: Number(match[1]), offset: BigInt(match[2]!) };
 }
 
 /** How long an admin call waits for the broker's metadata to show the topics it created, grew or deleted. */
@@ -231,6 +263,164 @@ export class KafkaAdmin implements TransportAdmin {
     } catch (error) {
       throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not set the retention of message type '${type}'`);
     }
+  }
+
+  /**
+   * Reads the type's topic with the Fetch API (a Consumer that never joins a group and never commits: no group
+   * moves), from each partition's offset for the start time (ListOffsets by timestamp), and merges the partitions
+   * oldest first by broker timestamp. `from` (`<partition>:<offset>`) starts at that record: records before it in
+   * that order are left out. The retry topic (redeliveries waiting for their time) is not shown.
+   */
+  async peek(type: string, options: PeekOptions): Promise<PeekedMessage[]> {
+    checkKafkaType(type);
+    const from = options.from === undefined ? undefined : parsePosition(options.from);
+    const count = (await this.#partitionCounts([type])).get(type);
+    if (count === undefined) return [];
+    if (from && from.partition >= count) {
+      throw new BusError(
+        'BUSBAR_ERR_INVALID_ARGUMENT',
+        `position '${options.from}' names partition ${from.partition}, but '${type}' has ${count} partition(s)`,
+      );
+    }
+    const consumer = new Consumer<Buffer, Buffer, Buffer, Buffer>({
+      bootstrapBrokers: [...this.#settings.bootstrapBrokers],
+      connectTimeout: this.#settings.connectTimeoutMs,
+      ...(this.#settings.tls ? { tls: this.#settings.tls } : {}),
+      ...(this.#settings.sasl ? { sasl: this.#settings.sasl } : {}),
+      clientId: `${this.#settings.clientId}-peek`,
+      // Required by the client; never used: this consumer only fetches, it never joins a group or commits.
+      groupId: `${this.#settings.clientId}-peek-unjoined`,
+      autocommit: false,
+      retries: 2,
+    });
+    consumer.on('error', () => {});
+    try {
+      const metadata = await this.#admin.metadata({ topics: [type], forceUpdate: true });
+      const topic = metadata.topics.get(type);
+      if (!topic) return [];
+      const offsets = await this.#offsets(new Map([[type, count]]));
+      const ranges = offsets.get(type)!;
+      const read = (partition: number, start: bigint, limit: number) =>
+        this.#fetchRecords(
+          consumer,
+          type,
+          topic.id,
+          topic.partitions[partition]!,
+          partition,
+          start,
+          ranges[partition]!.end,
+          limit,
+        );
+      // The lower bound in merge order: the record at `from`, and/or the start time.
+      let bound: PeekKey | undefined;
+      if (from) {
+        const [first] = await read(from.partition, from.offset, 1);
+        if (!first) return [];
+        bound = first.key;
+      }
+      if (options.fromTime !== undefined) {
+        const time = BigInt(Math.max(0, Math.floor(options.fromTime)));
+        if (!bound || bound.time < time) bound = { time, partition: -1, offset: -1n };
+      }
+      const starts = ranges.map((r) => r.start);
+      if (bound) {
+        const time = bound.time;
+        const [listed] = await this.#admin.listOffsets({
+          topics: [
+            {
+              name: type,
+              partitions: ranges.map((_, partitionIndex) => ({ partitionIndex, timestamp: time })),
+            },
+          ],
+        });
+        for (const p of listed?.partitions ?? []) {
+          // -1: nothing stored at or after that time.
+          starts[p.partitionIndex] = p.offset < 0n ? ranges[p.partitionIndex]!.end : p.offset;
+        }
+        if (from) starts[from.partition] = from.offset;
+      }
+      const found = (await Promise.all(starts.map((start, partition) => read(partition, start, options.count)))).flat();
+      return found
+        .filter((r) => !bound || compareKeys(r.key, bound) >= 0)
+        .sort((a, b) => compareKeys(a.key, b.key))
+        .slice(0, options.count)
+        .map((r) => r.peeked);
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not peek at message type '${type}'`);
+    } finally {
+      await (consumer.close(true) as unknown as Promise<void>).catch(() => {});
+    }
+  }
+
+  /** Up to `limit` records of one partition from `start` (below `end`), without any group. */
+  async #fetchRecords(
+    consumer: Consumer<Buffer, Buffer, Buffer, Buffer>,
+    topicName: string,
+    topicId: string,
+    leader: { leader: number; leaderEpoch: number },
+    partition: number,
+    start: bigint,
+    end: bigint,
+    limit: number,
+  ): Promise<{ key: PeekKey; peeked: PeekedMessage }[]> {
+    const out: { key: PeekKey; peeked: PeekedMessage }[] = [];
+    let next = start;
+    for (let fetches = 0; out.length < limit && next < end && fetches < PEEK_MAX_FETCHES; fetches++) {
+      const response = await consumer.fetch({
+        node: leader.leader,
+        maxWaitTime: 0,
+        minBytes: 0,
+        maxBytes: this.#settings.fetchMaxBytes,
+        topics: [
+          {
+            topicId,
+            partitions: [
+              {
+                partition,
+                fetchOffset: next,
+                currentLeaderEpoch: leader.leaderEpoch,
+                lastFetchedEpoch: -1,
+                partitionMaxBytes: this.#settings.fetchMaxBytes,
+              },
+            ],
+          },
+        ],
+      });
+      let advanced = false;
+      for (const topicResponse of response.responses) {
+        for (const p of topicResponse.partitions) {
+          if (p.partitionIndex !== partition) continue;
+          for (const batch of p.records ?? []) {
+            const last = batch.firstOffset + BigInt(batch.lastOffsetDelta);
+            if (last + 1n > next) {
+              next = last + 1n;
+              advanced = true;
+            }
+            if (batch.attributes & IS_CONTROL) continue;
+            for (const record of batch.records) {
+              const offset = batch.firstOffset + BigInt(record.offsetDelta);
+              if (offset < start || out.length >= limit) continue;
+              const timestamp = batch.firstTimestamp + record.timestampDelta;
+              const { message } = fromRecord({
+                key: record.key,
+                value: record.value,
+                headers: record.headers,
+                topic: topicName,
+                partition,
+                offset,
+                timestamp,
+              } as unknown as Message<Buffer, Buffer, Buffer, Buffer>);
+              out.push({
+                key: { time: timestamp, partition, offset },
+                peeked: { position: `${partition}:${offset}`, storedAt: Number(timestamp), message },
+              });
+            }
+          }
+        }
+      }
+      if (!advanced) break;
+    }
+    return out;
   }
 
   /** [start, end) offsets of every partition of the given topics. */

@@ -34,6 +34,8 @@ export const KAFKA_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // Fetch without a group (admin.peek): positions are <partition>:<offset>, times via ListOffsets by timestamp.
+  peek: Object.freeze({ position: true, time: true }),
   // The group's committed offsets, set without a member (admin.ensureGroup).
   createGroup: true,
 });

@@ -14,6 +14,8 @@ import { BusError, checkTypeName } from '../../errors.ts';
 import type {
   GroupStats,
   Offset,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   TransportAdmin,
   TypeInfo,
@@ -31,6 +33,8 @@ import {
   JS_STREAM_NOT_FOUND,
   toNatsError,
 } from './errors.ts';
+import { fromNatsMessage } from './headers.ts';
+import { joinBody } from './large.ts';
 import {
   durableName,
   groupOfDurable,
@@ -282,6 +286,87 @@ export class NatsAdmin implements TransportAdmin {
     } catch {
       return null;
     }
+  }
+
+  /**
+   * Walks the type's stream with STREAM.MSG.GET (`next_by_subj` = the type's subject, so the parts of large messages
+   * are skipped; a large message's parts are read back by sequence and joined as a delivery does): no consumer is
+   * made, no group moves. A position is a stream sequence; `fromTime` is found by a binary search over sequences
+   * (the stream's receipt times only grow), which works on every JetStream server (MSG.GET's start_time needs 2.11).
+   */
+  async peek(type: string, options: PeekOptions): Promise<PeekedMessage[]> {
+    const stream = streamName(type);
+    let from = 1;
+    if (options.from !== undefined) {
+      if (!/^\d{1,15}$/.test(options.from) || Number(options.from) < 1) {
+        throw new BusError(
+          'BUSBAR_ERR_INVALID_ARGUMENT',
+          `'${options.from}' is not a NATS position: give a stream sequence (a whole number >= 1) a previous peek returned`,
+        );
+      }
+      from = Number(options.from);
+    }
+    const subject = subjectOf(type);
+    try {
+      let info: StreamInfo;
+      try {
+        info = await this.#jsm.streams.info(stream);
+      } catch (error) {
+        if (apiCode(error) === JS_STREAM_NOT_FOUND) return [];
+        throw error;
+      }
+      const last = info.state.last_seq;
+      let seq = Math.max(from, info.state.first_seq);
+      if (options.fromTime !== undefined) {
+        seq = Math.max(seq, await this.#firstAtOrAfter(stream, subject, options.fromTime, seq, last));
+      }
+      const out: PeekedMessage[] = [];
+      while (out.length < options.count && seq <= last) {
+        const stored = await this.#next(stream, subject, seq);
+        if (!stored) break;
+        seq = stored.seq + 1;
+        const { message, parts } = fromNatsMessage(stored.header, stored.data, type, {
+          stream,
+          seq: stored.seq,
+          timestampNanos: BigInt(stored.time.getTime()) * 1_000_000n,
+        });
+        let whole = message;
+        if (parts) {
+          const read = await Promise.all(parts.map((s) => this.#jsm.streams.getMessage(stream, { seq: s })));
+          // Parts removed by retention or a purge: a delivery would drop it too, as it cannot be whole.
+          if (read.some((part) => !part)) continue;
+          whole = {
+            ...message,
+            body: joinBody(
+              message.body,
+              read.map((part) => part!.data),
+            ),
+          };
+        }
+        out.push({ position: String(stored.seq), storedAt: stored.time.getTime(), message: whole });
+      }
+      return out;
+    } catch (error) {
+      throw toNatsError(error, 'BUSBAR_ERR_BROKER', `nats: could not peek at '${type}'`);
+    }
+  }
+
+  /** The first message on `subject` at or after `seq` (null: none). */
+  #next(stream: string, subject: string, seq: number) {
+    return this.#jsm.streams.getMessage(stream, { seq, next_by_subj: subject } as unknown as { seq: number });
+  }
+
+  /** The lowest sequence in [low, high] whose message was stored at or after `time` (high + 1: none). */
+  async #firstAtOrAfter(stream: string, subject: string, time: number, low: number, high: number): Promise<number> {
+    let lo = low;
+    let hi = high + 1;
+    while (lo < hi) {
+      const mid = Math.floor((lo + hi) / 2);
+      const stored = await this.#next(stream, subject, mid);
+      if (!stored || stored.seq >= hi || stored.time.getTime() >= time) hi = mid;
+      else lo = stored.seq + 1;
+    }
+    return lo;
   }
 
   async #info(type: string): Promise<StreamInfo> {

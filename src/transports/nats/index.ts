@@ -39,6 +39,8 @@ export const NATS_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // STREAM.MSG.GET by sequence (admin.peek): positions are stream sequences; times by a search over them.
+  peek: Object.freeze({ position: true, time: true }),
   // A durable consumer without a member: the stream keeps its messages for it (retention: limits).
   createGroup: true,
 });

@@ -8,6 +8,8 @@ import type {
   ConsumeOptions,
   GroupStats,
   Offset,
+  PeekedMessage,
+  PeekOptions,
   Retention,
   Subscription,
   Transport,
@@ -23,6 +25,7 @@ import { checkPartitionCount } from '../../transport/rules.ts';
 import { Broker } from './broker.ts';
 import { ReconnectingConnection } from './connection.ts';
 import { rabbitOptions } from './options.ts';
+import { peekLog } from './peek.ts';
 import type { RegistryDocument } from './registry.ts';
 import { InflightCounter, RabbitSubscription } from './subscription.ts';
 import { groupQueue, initQueue, logQueue } from './wire.ts';
@@ -42,6 +45,8 @@ export const RABBITMQ_CAPABILITIES: Capabilities = Object.freeze({
   purge: true,
   lag: true,
   persistence: true,
+  // The type's replay log (a stream) read from an x-stream-offset (admin.peek): positions are stream offsets.
+  peek: Object.freeze({ position: true, time: true }),
   // The group's quorum queue, declared and bound without a consumer, keeps what is routed to it.
   createGroup: true,
 });
@@ -142,6 +147,11 @@ class RabbitAdmin implements TransportAdmin {
     });
     this.#broker.forgetType(type);
     await this.#broker.ensureType(type);
+  }
+
+  /** Reads the type's replay log (a stream) from an offset or a time: nothing is consumed (see peek.ts). */
+  peek(type: string, options: PeekOptions): Promise<PeekedMessage[]> {
+    return brokerCall(`peek at type ${type}`, () => peekLog(this.#broker, type, options));
   }
 
   async stats(type?: string): Promise<TypeStats[]> {
