@@ -13,6 +13,13 @@ export interface HandleOptions<T = unknown> {
   consumerId?: string;
   /** Messages handled at once. Default 1. */
   concurrency?: number;
+  /**
+   * Deliveries the transport may hand this handler before they are settled (handled and acked): its read-ahead.
+   * A whole number >= `concurrency`; default `concurrency` x 2. More keeps the handler fed where each ack costs a
+   * round trip (Kafka's offset commits); it also holds more messages away from the group's other members and
+   * means more messages handled again after a crash.
+   */
+  prefetch?: number;
   /** After this many failed attempts the message goes to its dead-letter type. Default 5. */
   maxAttempts?: number;
   retry?: { initialDelayMs?: number; maxDelayMs?: number; factor?: number };
@@ -67,6 +74,14 @@ export function startHandler(
   const typeList = (typeof types === 'string' ? [types] : [...types]).map((t) => checkTypeName(t));
   const group = checkTypeName(options?.group, 'consumer group');
   const concurrency = wholeNumber(options.concurrency ?? 1, 'concurrency');
+  const prefetch = wholeNumber(options.prefetch ?? concurrency * 2, 'prefetch');
+  if (prefetch < concurrency) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `prefetch (${prefetch}) is below concurrency (${concurrency}): the handler could never run ${concurrency} at ` +
+        `once; give a prefetch >= ${concurrency} or leave it out (default concurrency x 2)`,
+    );
+  }
   const maxAttempts = positive(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts');
   const retry = { ...DEFAULT_RETRY, ...options.retry };
   const deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
@@ -78,13 +93,28 @@ export function startHandler(
     group,
     consumerId: options.consumerId ?? `handler-${Math.random().toString(36).slice(2, 10)}`,
     offset: options.offset ?? 'earliest',
-    prefetch: concurrency * 2,
+    prefetch,
     ackTimeoutMs: ackTimeout(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS),
     signal: options.signal,
   });
 
   const active = new Set<Promise<void>>();
   let stopping = false;
+  const acking = new Set<Promise<void>>();
+  let ackFreed: (() => void) | undefined;
+
+  function confirm(message: Message): void {
+    const pending: Promise<void> = message
+      .ack()
+      .catch((error: unknown) => onError(error, message))
+      .finally(() => {
+        acking.delete(pending);
+        const wake = ackFreed;
+        ackFreed = undefined;
+        wake?.();
+      });
+    acking.add(pending);
+  }
 
   async function process1(delivery: Delivery): Promise<void> {
     let message = new Message(delivery, undefined, group);
@@ -119,7 +149,9 @@ export function startHandler(
         }
         return;
       }
-      if (!message.settled) await message.ack();
+      // The ack's confirmation (a Kafka offset commit, a Redis XACK reply) does not hold a concurrency slot: the
+      // handler is done with the message. Confirmations pending are bounded by prefetch, and close() awaits them.
+      if (!message.settled) confirm(message);
     } catch (error) {
       onError(error, message);
     }
@@ -140,9 +172,11 @@ export function startHandler(
         });
         active.add(task);
         if (active.size >= concurrency) await new Promise<void>((resolve) => (freeSlot = resolve));
+        if (acking.size >= prefetch) await new Promise<void>((resolve) => (ackFreed = resolve));
       }
     } finally {
       await Promise.all(active);
+      await Promise.all(acking);
     }
   })();
   subscription.ready.catch(() => {});
@@ -150,6 +184,7 @@ export function startHandler(
   const stop = async () => {
     stopping = true;
     await Promise.all(active);
+    await Promise.all(acking);
     await subscription.close();
   };
   return new Handler(subscription.ready, done, stop);
