@@ -8,6 +8,12 @@ import { backoffMs, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY,
 import { checkSchema, type StandardSchemaV1, validateBody } from './schema.ts';
 import { traceDeliver } from './tracing.ts';
 
+/**
+ * Ack confirmations a handler lets pend (at least its prefetch). Kafka resolves acks with a shared offset commit, one
+ * in flight at a time: a bound of prefetch (16 by default) held the handler to 16 messages per commit round trip.
+ */
+const MIN_PENDING_ACKS = 1024;
+
 export interface HandleOptions<T = unknown> {
   group: string;
   consumerId?: string;
@@ -101,6 +107,8 @@ export function startHandler(
   const active = new Set<Promise<void>>();
   let stopping = false;
   const acking = new Set<Promise<void>>();
+  // A pending confirmation costs a promise, not a delivery: the transport already counts an acked delivery free.
+  const maxAcking = Math.max(prefetch, MIN_PENDING_ACKS);
   let ackFreed: (() => void) | undefined;
 
   function confirm(message: Message): void {
@@ -150,7 +158,7 @@ export function startHandler(
         return;
       }
       // The ack's confirmation (a Kafka offset commit, a Redis XACK reply) does not hold a concurrency slot: the
-      // handler is done with the message. Confirmations pending are bounded by prefetch, and close() awaits them.
+      // handler is done with the message. Confirmations pending are bounded (maxAcking), and close() awaits them.
       if (!message.settled) confirm(message);
     } catch (error) {
       onError(error, message);
@@ -172,7 +180,7 @@ export function startHandler(
         });
         active.add(task);
         if (active.size >= concurrency) await new Promise<void>((resolve) => (freeSlot = resolve));
-        if (acking.size >= prefetch) await new Promise<void>((resolve) => (ackFreed = resolve));
+        if (acking.size >= maxAcking) await new Promise<void>((resolve) => (ackFreed = resolve));
       }
     } finally {
       await Promise.all(active);
