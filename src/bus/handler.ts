@@ -20,10 +20,10 @@ export interface HandleOptions<T = unknown> {
   /** Messages handled at once. Default 1. */
   concurrency?: number;
   /**
-   * Deliveries the transport may hand this handler before they are settled (handled and acked): its read-ahead.
-   * A whole number >= `concurrency`; default `concurrency` x 2. More keeps the handler fed where each ack costs a
-   * round trip (Kafka's offset commits); it also holds more messages away from the group's other members and
-   * means more messages handled again after a crash.
+   * Deliveries the transport may hand this handler before it has handled and acked them: its read-ahead. A whole
+   * number >= `concurrency`; default `concurrency` x 2. More keeps the handler fed where fetching is a round trip;
+   * it also holds more messages away from the group's other members, and more come again after a crash. (An ack's
+   * confirmation, e.g. Kafka's offset commit, holds neither a concurrency slot nor a prefetch slot.)
    */
   prefetch?: number;
   /** After this many failed attempts the message goes to its dead-letter type. Default 5. */
