@@ -105,6 +105,7 @@ export default async function cases() {
     // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
     sizes: { consumed: 10_000 },
     prefetch: 256,
+    handlePrefetch: 256,
     partitions: 4,
     keys: 16,
   });

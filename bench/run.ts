@@ -1,6 +1,6 @@
 /**
- * `npm run bench [-- <transport>...] [--json] [--rounds N]`: runs bench/<transport>.ts cases, prints a table
- * (or one JSON object per case with --json).
+ * `npm run bench [-- <transport>...] [--json] [--rounds N] [--case TEXT]`: runs bench/<transport>.ts cases (only
+ * those whose name contains TEXT with --case), prints a table (or one JSON object per case with --json).
  */
 import { readdirSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -8,7 +8,11 @@ import { type BenchModule, type BenchResult, type Range, runCase } from './harne
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { json: { type: 'boolean', default: false }, rounds: { type: 'string', default: '5' } },
+  options: {
+    json: { type: 'boolean', default: false },
+    rounds: { type: 'string', default: '5' },
+    case: { type: 'string' },
+  },
 });
 
 const available = readdirSync(new URL('.', import.meta.url))
@@ -26,6 +30,7 @@ const results: BenchResult[] = [];
 for (const name of chosen) {
   const module = (await import(`./${name}.ts`)) as BenchModule;
   for (const bench of await module.default()) {
+    if (values.case !== undefined && !bench.name.includes(values.case)) continue;
     // A case that fails (a miscount, a broker gone) is reported and the run goes on; the exit code says so.
     const result = await runCase(bench, Number(values.rounds)).catch((error: unknown) => {
       console.error(`busbar bench: ${bench.transport} '${bench.name}' failed: ${(error as Error)?.message ?? error}`);

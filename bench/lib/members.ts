@@ -50,7 +50,7 @@ export function consumerMember(bus: MessageBus, { type, group }: Where): Member 
  * round has all it needs waits for the next round, holding its slot as busy work would; on close, such messages
  * return uncounted and are acked, which only shortens the reservoir.
  */
-export function handlerMember(bus: MessageBus, { type, group }: Where, concurrency: number): Member {
+export function handlerMember(bus: MessageBus, { type, group }: Where, concurrency: number, prefetch?: number): Member {
   let tally: Tally | undefined;
   let wanted = 0;
   let roundDone: () => void = () => {};
@@ -61,7 +61,7 @@ export function handlerMember(bus: MessageBus, { type, group }: Where, concurren
   let closed = false;
   const handler = bus.handle(
     type,
-    { group, consumerId: 'bench', concurrency, ackTimeoutMs: ACK_TIMEOUT_MS },
+    { group, consumerId: 'bench', concurrency, ...(prefetch ? { prefetch } : {}), ackTimeoutMs: ACK_TIMEOUT_MS },
     async (m) => {
       while (!closed && (!tally || tally.handled >= wanted)) await gate;
       if (closed || !tally) return;

@@ -72,6 +72,8 @@ export interface TransportBench<R extends RawClient> {
    * round. MQTT needs it: a member that leaves keeps receiving its share in its session until another adopts it.
    */
   persistentMembers?: boolean;
+  /** Adds `bus.handle concurrency 8, prefetch N` beside the default read-ahead (2 x concurrency). */
+  handlePrefetch?: number;
   /** Adds `transport.publish 100B x100, 8 concurrent`: group commit on embedded, one channel's confirms on AMQP. */
   concurrentPublish?: boolean;
   /**
@@ -231,6 +233,17 @@ export function transportCases<R extends RawClient>(bench: TransportBench<R>): B
       member: (env) => handlerMember(env.bus, env, CONCURRENCY),
       baseline: consumeWith(sizes.consumed, { prefetch: CONCURRENCY * 2, awaitEach: false }),
     }),
+    ...(bench.handlePrefetch
+      ? [
+          memberCase(bench, {
+            name: `bus.handle concurrency ${CONCURRENCY}, prefetch ${bench.handlePrefetch}`,
+            count: sizes.consumed,
+            prefetch: bench.handlePrefetch,
+            member: (env) => handlerMember(env.bus, env, CONCURRENCY, bench.handlePrefetch),
+            baseline: consumeWith(sizes.consumed, { prefetch: bench.handlePrefetch, awaitEach: false }),
+          }),
+        ]
+      : []),
     envCase(bench, {
       name: `transport.publish 100B x${BATCH}`,
       messages: sizes.batched,

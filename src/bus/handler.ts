@@ -8,11 +8,24 @@ import { backoffMs, DEFAULT_ACK_TIMEOUT_MS, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY,
 import { checkSchema, type StandardSchemaV1, validateBody } from './schema.ts';
 import { traceDeliver } from './tracing.ts';
 
+/**
+ * Ack confirmations a handler lets pend (at least its prefetch). Kafka resolves acks with a shared offset commit, one
+ * in flight at a time: a bound of prefetch (16 by default) held the handler to 16 messages per commit round trip.
+ */
+const MIN_PENDING_ACKS = 1024;
+
 export interface HandleOptions<T = unknown> {
   group: string;
   consumerId?: string;
   /** Messages handled at once. Default 1. */
   concurrency?: number;
+  /**
+   * Deliveries the transport may hand this handler before it has handled and acked them: its read-ahead. A whole
+   * number >= `concurrency`; default `concurrency` x 2. More keeps the handler fed where fetching is a round trip;
+   * it also holds more messages away from the group's other members, and more come again after a crash. (An ack's
+   * confirmation, e.g. Kafka's offset commit, holds neither a concurrency slot nor a prefetch slot.)
+   */
+  prefetch?: number;
   /** After this many failed attempts the message goes to its dead-letter type. Default 5. */
   maxAttempts?: number;
   retry?: { initialDelayMs?: number; maxDelayMs?: number; factor?: number };
@@ -67,6 +80,14 @@ export function startHandler(
   const typeList = (typeof types === 'string' ? [types] : [...types]).map((t) => checkTypeName(t));
   const group = checkTypeName(options?.group, 'consumer group');
   const concurrency = wholeNumber(options.concurrency ?? 1, 'concurrency');
+  const prefetch = wholeNumber(options.prefetch ?? concurrency * 2, 'prefetch');
+  if (prefetch < concurrency) {
+    throw new BusError(
+      'BUSBAR_ERR_INVALID_ARGUMENT',
+      `prefetch (${prefetch}) is below concurrency (${concurrency}): the handler could never run ${concurrency} at ` +
+        `once; give a prefetch >= ${concurrency} or leave it out (default concurrency x 2)`,
+    );
+  }
   const maxAttempts = positive(options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, 'maxAttempts');
   const retry = { ...DEFAULT_RETRY, ...options.retry };
   const deadLetterType = options.deadLetterType ?? deadLetterTypeOf;
@@ -78,13 +99,30 @@ export function startHandler(
     group,
     consumerId: options.consumerId ?? `handler-${Math.random().toString(36).slice(2, 10)}`,
     offset: options.offset ?? 'earliest',
-    prefetch: concurrency * 2,
+    prefetch,
     ackTimeoutMs: ackTimeout(options.ackTimeoutMs ?? defaults.ackTimeoutMs ?? DEFAULT_ACK_TIMEOUT_MS),
     signal: options.signal,
   });
 
   const active = new Set<Promise<void>>();
   let stopping = false;
+  const acking = new Set<Promise<void>>();
+  // A pending confirmation costs a promise, not a delivery: the transport already counts an acked delivery free.
+  const maxAcking = Math.max(prefetch, MIN_PENDING_ACKS);
+  let ackFreed: (() => void) | undefined;
+
+  function confirm(message: Message): void {
+    const pending: Promise<void> = message
+      .ack()
+      .catch((error: unknown) => onError(error, message))
+      .finally(() => {
+        acking.delete(pending);
+        const wake = ackFreed;
+        ackFreed = undefined;
+        wake?.();
+      });
+    acking.add(pending);
+  }
 
   async function process1(delivery: Delivery): Promise<void> {
     let message = new Message(delivery, undefined, group);
@@ -119,7 +157,9 @@ export function startHandler(
         }
         return;
       }
-      if (!message.settled) await message.ack();
+      // The ack's confirmation (a Kafka offset commit, a Redis XACK reply) does not hold a concurrency slot: the
+      // handler is done with the message. Confirmations pending are bounded (maxAcking), and close() awaits them.
+      if (!message.settled) confirm(message);
     } catch (error) {
       onError(error, message);
     }
@@ -140,9 +180,11 @@ export function startHandler(
         });
         active.add(task);
         if (active.size >= concurrency) await new Promise<void>((resolve) => (freeSlot = resolve));
+        if (acking.size >= maxAcking) await new Promise<void>((resolve) => (ackFreed = resolve));
       }
     } finally {
       await Promise.all(active);
+      await Promise.all(acking);
     }
   })();
   subscription.ready.catch(() => {});
@@ -150,6 +192,7 @@ export function startHandler(
   const stop = async () => {
     stopping = true;
     await Promise.all(active);
+    await Promise.all(acking);
     await subscription.close();
   };
   return new Handler(subscription.ready, done, stop);

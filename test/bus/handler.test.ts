@@ -83,3 +83,43 @@ test('a handler whose message body does not decode dead-letters it at once with 
   assert.match(dead!.headers['busbar-dlq-reason']!, /BUSBAR_ERR_DECODE|not valid JSON/);
   assert.deepEqual(await goodSeen, { id: 1 }, 'the next message is handled');
 });
+
+test('handle reads ahead `prefetch` deliveries (default concurrency x 2) and checks it', async (t) => {
+  const bus = await MessageBus.connect('memory:');
+  t.after(() => bus.close());
+  for (const bad of [0, 1.5, -1, Number.NaN]) {
+    assert.throws(
+      () => bus.handle('pf', { group: 'g', prefetch: bad }, async () => {}),
+      (e: unknown) => (e as { code?: string }).code === 'BUSBAR_ERR_INVALID_ARGUMENT' && /prefetch/.test(String(e)),
+    );
+  }
+  assert.throws(
+    () => bus.handle('pf', { group: 'g', concurrency: 4, prefetch: 2 }, async () => {}),
+    (e: unknown) =>
+      (e as { code?: string }).code === 'BUSBAR_ERR_INVALID_ARGUMENT' && /below concurrency/.test(String(e)),
+  );
+  const inflight = async (type: string, want: number): Promise<number> => {
+    const deadline = Date.now() + 10_000;
+    let now = 0;
+    while (Date.now() < deadline) {
+      now = (await bus.admin().stats(type))[0]?.groups[0]?.inflight ?? 0;
+      if (now >= want) break;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return now;
+  };
+  for (const [type, options, expected] of [
+    ['pf-set', { prefetch: 6 }, 6],
+    ['pf-default', { concurrency: 3 }, 6],
+  ] as const) {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const handler = bus.handle(type, { group: 'g', ...options }, () => gate);
+    await handler.ready;
+    await bus.producer({ messageType: type }).send([...Array(20).keys()]);
+    // The handler is stuck, so the deliveries out are exactly its read-ahead.
+    assert.equal(await inflight(type, expected), expected);
+    release();
+    await handler.close();
+  }
+});

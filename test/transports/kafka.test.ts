@@ -284,6 +284,42 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
     assert.equal(acked.size, total, `${total - acked.size} messages never acked`);
   });
 
+  it('a running group reads partitions added under it, without a member joining or leaving', async (t) => {
+    if (skip) return t.skip(skip);
+    const transport = await connect(t, { partitionCheckMs: '500' });
+    const type = name('grow');
+    const group = name('g');
+    await transport.admin.ensureType(type, { partitions: 2 });
+    const acked = new Set<string>();
+    const drain = async (subscription: Subscription) => {
+      for await (const d of subscription) {
+        await d.ack();
+        acked.add(text(d)!);
+      }
+    };
+    // `latest`: the new partitions must still be read from their start, not from where they are when assigned.
+    const members = [0, 1].map(() => subscribe(t, transport, [type], group, { prefetch: 32, offset: 'latest' }));
+    await Promise.all(members.map((m) => m.ready));
+    const readers = members.map(drain);
+    await transport.admin.setPartitions(type, 6);
+    // Keys that hash to the new partitions 2..5, sent through a fresh connection that sees all six.
+    const keys: string[] = [];
+    for (let i = 0; keys.length < 20; i++) {
+      if ((murmur2(Buffer.from(`k${i}`)) & 0x7fffffff) % 6 >= 2) keys.push(`k${i}`);
+    }
+    const sender = await connect(t);
+    const total = 600;
+    await sender.publish(
+      type,
+      Array.from({ length: total }, (_, i) => buildMessage(type, 'p', `m${i}`, { key: keys[i % keys.length]! })),
+    );
+    const deadline = Date.now() + 60_000;
+    while (acked.size < total && Date.now() < deadline) await sleep(100);
+    assert.equal(acked.size, total, `${total - acked.size} of ${total} messages on new partitions never arrived`);
+    await Promise.all(members.map((m) => m.close()));
+    await Promise.all(readers);
+  });
+
   it('admin: partitions grow but never shrink, retention, purge with DeleteRecords, stats', async (t) => {
     if (skip) return t.skip(skip);
     const transport = await connect(t);

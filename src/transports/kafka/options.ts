@@ -21,6 +21,11 @@ export const DEFAULT_HEARTBEAT_INTERVAL_MS = 500;
  * this still arrives: Kafka returns the first record batch whatever its size.
  */
 export const DEFAULT_FETCH_MAX_BYTES = 256 * 1024;
+/**
+ * How often a group's leader looks for new partitions of its topics (the Java client's metadata.max.age.ms is 5
+ * minutes; one metadata request per group every 5 s is cheap, and new partitions then get readers within seconds).
+ */
+export const DEFAULT_PARTITION_CHECK_MS = 5000;
 /** @platformatic/kafka's own default. */
 const DEFAULT_CONNECT_TIMEOUT_MS = 5000;
 
@@ -37,6 +42,8 @@ export interface KafkaSettings {
   readonly fetchMaxBytes: number;
   /** How long one connection attempt to a broker may take (the client's connectTimeout). */
   readonly connectTimeoutMs: number;
+  /** How often a consumer group's leader checks its topics for new partitions (then rebalances the group). */
+  readonly partitionCheckMs: number;
   readonly tls: TlsOptions | undefined;
   readonly sasl: SASLOptions | undefined;
 }
@@ -56,6 +63,7 @@ const KNOWN = [
   'heartbeatIntervalMs',
   'fetchMaxBytes',
   'connectTimeoutMs',
+  'partitionCheckMs',
   'sasl',
   'tls',
 ];
@@ -90,6 +98,7 @@ export function kafkaSettings(config: TransportConfig): KafkaSettings {
     heartbeatIntervalMs,
     fetchMaxBytes: options.integer('fetchMaxBytes', DEFAULT_FETCH_MAX_BYTES, { min: 1024 }),
     connectTimeoutMs: options.integer('connectTimeoutMs', DEFAULT_CONNECT_TIMEOUT_MS, { min: 1 }),
+    partitionCheckMs: options.integer('partitionCheckMs', DEFAULT_PARTITION_CHECK_MS, { min: 100, max: 3_600_000 }),
     tls,
     sasl,
   });

@@ -22,6 +22,7 @@ import { DeliveryQueue } from '../../transport/queue.ts';
 import { subscriptionAwareAssigner } from './assigner.ts';
 import { OffsetCommits } from './commits.ts';
 import { kafkaError } from './errors.ts';
+import { grownPartitions, type PartitionCounts, partitionCounts, startNewPartitionsAtEarliest } from './growth.ts';
 import type { KafkaSettings } from './options.ts';
 import { PartitionProgress } from './progress.ts';
 import { commitStartPositions, startPositions } from './start.ts';
@@ -67,6 +68,8 @@ function isPending({ entry, lease }: Deadline): boolean {
 }
 
 const RESTART_DELAY_MS = 1000;
+/** The client's metadataMaxAge (its default, set explicitly because growth.ts relies on it). */
+const METADATA_MAX_AGE_MS = 5000;
 /** Records fetched but not handed out before the fetch stream pauses. */
 const MIN_BUFFER = 256;
 const SETTLED = Promise.resolve();
@@ -101,6 +104,12 @@ export class KafkaSubscription implements Subscription {
   #deadlineHead = 0;
   #deadlineTimer: NodeJS.Timeout | undefined;
   readonly #onAbort = () => void this.close();
+  /** Set while this member leads its group: it then watches the subscribed topics for new partitions. */
+  #leading = false;
+  /** Partition counts the group's current assignment was made from (known to the leader only). */
+  #counts: PartitionCounts | undefined;
+  #growthTimer: NodeJS.Timeout | undefined;
+  #checking = false;
 
   constructor(host: SubscriptionHost, options: ConsumeOptions) {
     this.#host = host;
@@ -152,6 +161,7 @@ export class KafkaSubscription implements Subscription {
       rebalanceTimeout: settings.sessionTimeoutMs,
       heartbeatInterval: settings.heartbeatIntervalMs,
       maxWaitTime: 500,
+      metadataMaxAge: METADATA_MAX_AGE_MS,
       maxBytes: settings.fetchMaxBytes,
       partitionAssigner: subscriptionAwareAssigner,
       autocommit: false,
@@ -160,7 +170,10 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = consumer;
     consumer.on('error', (error: Error) => this.#restart(consumer, error));
-    consumer.on('consumer:group:join', ({ assignments }) => this.#assign(assignments ?? []));
+    consumer.on('consumer:group:join', ({ assignments, isLeader }) => {
+      this.#assign(assignments ?? []);
+      this.#lead(consumer, isLeader === true);
+    });
     let stream: MessagesStream<Buffer, Buffer, Buffer, Buffer>;
     try {
       stream = await consumer.consume({
@@ -198,6 +211,54 @@ export class KafkaSubscription implements Subscription {
     for (const { topic, partitions } of assignments) for (const p of partitions) next.add(`${topic}:${p}`);
     for (const key of this.#progress.keys()) if (!next.has(key)) this.#drop(key);
     this.#assigned = next;
+  }
+
+  /**
+   * After each join: the leader notes the partition counts the assignment was made from (the client's metadata cache,
+   * which the assignment just used) and checks them again every `partitionCheckMs` (see growth.ts).
+   */
+  #lead(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, leader: boolean): void {
+    this.#leading = leader;
+    this.#counts = undefined;
+    if (!leader) {
+      clearTimeout(this.#growthTimer);
+      this.#growthTimer = undefined;
+      return;
+    }
+    partitionCounts(consumer, this.#topics, false).then(
+      (counts) => {
+        if (this.#consumer === consumer && this.#leading) this.#counts ??= counts;
+      },
+      () => {},
+    );
+    if (this.#growthTimer) return;
+    this.#growthTimer = setInterval(() => void this.#checkGrowth(), this.#host.settings.partitionCheckMs);
+    this.#growthTimer.unref();
+  }
+
+  /** Leader only: rejoins the group (a rebalance) when a subscribed topic has more partitions than assigned. */
+  async #checkGrowth(): Promise<void> {
+    const consumer = this.#consumer;
+    const before = this.#counts;
+    if (this.#checking || this.#closed || !consumer || !this.#leading || !before) return;
+    this.#checking = true;
+    try {
+      const now = await partitionCounts(consumer, this.#topics, true);
+      const grown = grownPartitions(before, now);
+      if (grown.size === 0 || this.#consumer !== consumer || this.#closed || this.#counts !== before) return;
+      await startNewPartitionsAtEarliest(consumer, grown).catch(() => {});
+      // Every member's client fetches with metadata up to METADATA_MAX_AGE_MS old, and @platformatic/kafka 1.35
+      // throws (uncaught) when it is assigned a partition its cached metadata lacks: wait until every cache that
+      // predates the growth has expired, so each member looks the topics up again before it reads a new partition.
+      await new Promise((resolve) => setTimeout(resolve, METADATA_MAX_AGE_MS + 1000).unref());
+      if (this.#consumer !== consumer || this.#closed || !this.#leading) return;
+      this.#counts = now;
+      await consumer.joinGroup({});
+    } catch {
+      // Metadata or the rejoin failed: the next check tries again (a failed rejoin also surfaces as a client error).
+    } finally {
+      this.#checking = false;
+    }
   }
 
   /** Forgets a partition this member no longer owns: its messages come back from the committed offset elsewhere. */
@@ -430,6 +491,10 @@ export class KafkaSubscription implements Subscription {
     this.#stream = undefined;
     this.#paused = false;
     this.#assigned = new Set();
+    this.#leading = false;
+    this.#counts = undefined;
+    clearInterval(this.#growthTimer);
+    this.#growthTimer = undefined;
     this.#drop();
     void closeQuietly(consumer);
     clearTimeout(this.#restartTimer);
@@ -456,6 +521,8 @@ export class KafkaSubscription implements Subscription {
     this.#options.signal?.removeEventListener('abort', this.#onAbort);
     clearTimeout(this.#restartTimer);
     clearTimeout(this.#deadlineTimer);
+    clearInterval(this.#growthTimer);
+    this.#growthTimer = undefined;
     this.#queue.end();
     this.#queue.drain();
     await Promise.allSettled([...this.#retrying]);
