@@ -26,7 +26,7 @@ test('receive times out with null; autoAck acks on receive; ack() acks everythin
   await assert.rejects(idle.receive({ timeout: -1 }), { code: 'BUSBAR_ERR_INVALID_ARGUMENT' });
 });
 
-test('an AbortSignal ends iteration; break cleans up', async (t) => {
+test('an AbortSignal ends iteration; break cleans up', { timeout: 60_000 }, async (t) => {
   const bus = await MessageBus.connect('memory:');
   t.after(() => bus.close());
   await bus.producer({ messageType: 'it' }).send([1, 2, 3]);
@@ -39,20 +39,26 @@ test('an AbortSignal ends iteration; break cleans up', async (t) => {
   }
   assert.deepEqual(seen, [1, 2, 3]);
   await bus.send('it', 4);
+  const members = async () => (await bus.admin().stats('it'))[0]!.groups.find((g) => g.group === 'g')?.consumers ?? 0;
   const leaving = bus.consumer({ consumerGroup: 'g', messageTypes: 'it', ackTimeoutMs: 600_000 });
   for await (const m of leaving) {
     assert.equal(m.body, 4);
+    assert.equal(await members(), 1, 'the consumer should be a member of its group while it iterates');
     break; // unacked
   }
-  // Cleaned up: the consumer is closed (receive() answers null at once, not after a wait) and its lease is gone,
-  // so the group has the message again now, not after the 10-minute ack timeout.
+  // Cleaned up, decided by events rather than by a wait: the consumer is closed (a receive that would otherwise
+  // wait for ever answers null before a single event-loop turn), its subscription left the group, and its lease
+  // is gone, so a second member gets the message now, not after the 10-minute ack timeout.
+  const turn = new Promise((resolve) => setImmediate(() => resolve('still waiting')));
+  assert.equal(await Promise.race([leaving.receive({ timeout: 0 }), turn]), null, 'break did not close the consumer');
+  assert.equal(await members(), 0, 'break left the subscription in the group');
   const next = bus.consumer({ consumerGroup: 'g', messageTypes: 'it', ackTimeoutMs: 600_000 });
-  const again = await next.receive({ timeout: 5000 });
+  t.after(() => next.close());
+  const again = await next.receive({ timeout: 10_000 });
   assert.equal(again?.body, 4, 'the message left by break is still leased');
-  assert.equal(await leaving.receive({ timeout: 0 }), null);
   assert.equal(again.attempt, 2);
   await again.ack();
-  await next.close();
+  assert.equal(await bus.admin().unreadCount('it', 'g'), 0);
 });
 
 test('a consumer dead-letters a message delivered more than maxAttempts times', async (t) => {

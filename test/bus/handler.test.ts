@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MessageBus, type Middleware, message, timeout } from '../../src/index.ts';
 
-test('handle runs with the given concurrency, composes middlewares outermost first', async (t) => {
+test('handle runs with the given concurrency, composes middlewares outermost first', { timeout: 60_000 }, async (t) => {
   const bus = await MessageBus.connect('memory:');
   t.after(() => bus.close());
   const order: string[] = [];
@@ -17,22 +17,35 @@ test('handle runs with the given concurrency, composes middlewares outermost fir
   let running = 0;
   let peak = 0;
   let done = 0;
+  // Decided by events, not by how long a handler sleeps: the handlers wait until 4 run at once (the 5th must not
+  // start while they wait), or, if the bus never reaches 4, until a 10 s deadline so that the assertion reports it.
+  let full!: () => void;
+  const fourRunning = new Promise<void>((resolve) => (full = resolve));
+  const deadline = setTimeout(full, 10_000);
+  t.after(() => clearTimeout(deadline));
+  let finished!: () => void;
+  const allDone = new Promise<void>((resolve) => (finished = resolve));
   const handler = bus.handle('work', { group: 'g', concurrency: 4, middlewares: [tag('a'), tag('b')] }, async () => {
     running++;
     peak = Math.max(peak, running);
-    await new Promise((r) => setTimeout(r, 20));
+    if (running === 4) full();
+    await fourRunning;
+    await new Promise((r) => setImmediate(r));
     running--;
-    done++;
+    if (++done === 20) finished();
   });
+  t.after(() => handler.close());
   await bus.producer({ messageType: 'work' }).send([...Array(20).keys()]);
-  while (done < 20) await new Promise((r) => setTimeout(r, 10));
+  await allDone; // bounded by the test's timeout
   await handler.close();
   assert.equal(peak, 4);
   assert.deepEqual(order.slice(0, 2), ['a>', 'b>']);
   assert.equal((await bus.admin().stats('work'))[0]!.groups[0]!.unread, 0);
 });
 
-test('a failing handler is retried with backoff, then dead-lettered; close waits for work in progress', async (t) => {
+test('a failing handler is retried with backoff, then dead-lettered; close waits for work in progress', {
+  timeout: 60_000,
+}, async (t) => {
   const bus = await MessageBus.connect('memory:');
   t.after(() => bus.close());
   const times: number[] = [];
@@ -46,19 +59,23 @@ test('a failing handler is retried with backoff, then dead-lettered; close waits
   );
   await bus.send('retry', 'x');
   const dlq = bus.consumer({ consumerGroup: 'd', messageTypes: 'retry.dlq' });
-  const dead = await dlq.receive({ timeout: 3000 });
+  const dead = await dlq.receive({ timeout: 30_000 });
   assert.equal(dead?.headers['busbar-dlq-attempts'], '3');
   assert.equal(times.length, 3);
   assert.ok(times[1]! - times[0]! >= 45, 'first retry came without backoff');
   assert.ok(times[2]! - times[1]! >= 95, 'second retry did not back off further');
 
+  // close() is called while the handler is known to be running (an event, not a 50 ms guess).
   let finished = false;
+  let started!: () => void;
+  const running = new Promise<void>((resolve) => (started = resolve));
   const slow = bus.handle('slow', { group: 'g' }, async () => {
+    started();
     await new Promise((r) => setTimeout(r, 200));
     finished = true;
   });
   await bus.send('slow', 'x');
-  await new Promise((r) => setTimeout(r, 50));
+  await running;
   await slow.close();
   assert.ok(finished, 'close() returned before the handler finished');
   assert.equal((await bus.admin().stats('slow'))[0]!.groups[0]!.unread, 0, 'the finished message was not acked');

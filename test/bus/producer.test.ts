@@ -50,14 +50,48 @@ test('a bad body rejects the whole send before anything is published', async (t)
   });
 });
 
-test('async producer applies backpressure instead of dropping', async (t) => {
-  const bus = await MessageBus.connect('memory:');
-  t.after(() => bus.close());
+test('async producer applies backpressure instead of dropping', { timeout: 60_000 }, async (t) => {
+  // The memory transport, with publish held at a gate the test opens: the queue fills only as fast as the test says.
+  const config = resolveConfig('memory:');
+  const transport = await (await loadTransport(config.scheme))(config.transport);
+  const bus = new MessageBus(transport, config);
+  const publish = transport.publish.bind(transport);
+  const batches: number[] = [];
+  let open!: () => void;
+  let gate = new Promise<void>((resolve) => (open = resolve));
+  let publishing!: () => void;
+  const firstPublish = new Promise<void>((resolve) => (publishing = resolve));
+  t.after(() => {
+    open(); // a failed assertion must not leave the producer's drain (and so bus.close) waiting at the gate
+    return bus.close();
+  });
+  transport.publish = async (type, batch) => {
+    batches.push(batch.length);
+    publishing();
+    await gate;
+    return publish(type, batch);
+  };
   const producer = bus.producer({ messageType: 'bp', method: 'async', maxPending: 10, maxBatch: 5 });
-  for (let i = 0; i < 100; i++) await producer.send([i]);
+  await producer.send([...Array(10).keys()]); // 10 queued: maxPending reached
+  await firstPublish; // 5 of them are held at the gate, 5 queued
+  await producer.send([10, 11, 12, 13, 14]); // 10 queued again
+  let settled = false;
+  const blocked = producer.send([15]).then(() => (settled = true));
+  // Nothing can drain while the gate is shut, so however many event-loop turns pass, send() must still wait.
+  for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(settled, false, 'send() resolved although maxPending messages were already queued');
+  assert.deepEqual(batches, [5], 'the producer published past the gate');
+  // Open the gate: the queue drains, and the waiting send() resolves.
+  open();
+  gate = Promise.resolve();
+  await blocked;
   await producer.close();
+  assert.ok(
+    batches.every((size) => size <= 5),
+    `a batch was larger than maxBatch: ${batches.join(',')}`,
+  );
   const [stats] = await bus.admin().stats('bp');
-  assert.equal(stats!.depth, 100);
+  assert.equal(stats!.depth, 16, 'messages were dropped');
 });
 
 test('the bus refuses use after close, and close is idempotent', async () => {

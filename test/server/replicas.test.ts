@@ -365,7 +365,8 @@ for (const setup of SETUPS) {
       assert.equal(held.replica, a.id);
       a.child.kill('SIGTERM');
       let pullAnswer: Answer | undefined;
-      for (let i = 0; i < 50; i++) {
+      // Until the replica reports draining, bounded by a deadline (not a count of 20 ms naps a busy machine outruns).
+      for (const deadline = Date.now() + 15_000; Date.now() < deadline; ) {
         pullAnswer = await call(a.url, `/v1/types/${type}/messages?group=g&wait=0`).catch(() => undefined);
         if (pullAnswer?.status === 503) break;
         await new Promise((resolve) => setTimeout(resolve, 20));
