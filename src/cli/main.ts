@@ -34,7 +34,7 @@ Commands:
   stats [type]                depth, unread, in-flight and oldest age per group
   peek <type>                 show stored messages without consuming them
   dlq list|peek|redrive|purge <type>   dead letters: list, show, send back to the type, remove
-  serve                       run the REST gateway
+  serve                       run the REST gateway and the web console (at /)
   spool status|flush          what a producer's spool holds; send it to the broker now
   bridge --from URL --to URL  move messages from one broker to another
   relay --outbox URL          send what an app wrote to its transactional outbox
