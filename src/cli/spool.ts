@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { message } from '../bus/producer.ts';
 import { BusError } from '../errors.ts';
 import { DEFAULT_SOURCE } from '../message/envelope.ts';
@@ -40,6 +41,13 @@ export async function spool(argv: string[], ctx: CommandContext): Promise<void> 
   });
   const action = requireArg(positionals[0], 'action (status | flush)', 'spool');
   const path = spoolPath(values);
+  // A mistyped path must not look like an empty spool (nor create one).
+  if (!existsSync(path)) {
+    throw new BusError(
+      'BUSBAR_ERR_USAGE',
+      `no spool file at ${path}: give the path the producer's spool option names (--spool FILE), or its producer id (--producer ID)`,
+    );
+  }
   if (action === 'status') {
     const file = SpoolFile.open(path);
     try {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -200,5 +200,11 @@ describe('spool: ownership, names, CLI', () => {
     const usage = await busbar(['spool', 'status']);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--spool FILE or --producer ID/);
+    // A mistyped path is an error, not an empty spool, and creates nothing.
+    const typo = `${path}.typo`;
+    const missing = await busbar(['spool', 'status', '--spool', typo]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /no spool file at .*\.typo/);
+    assert.equal(existsSync(typo), false);
   });
 });
