@@ -13,7 +13,7 @@ export function describeBroker(config: ResolvedConfig | undefined): string | und
   return redactUrl(config.transport.url);
 }
 
-/** What `busbar serve` prints at start: where it listens, where the messages live, and a curl line to try. */
+/** What `busbar serve` prints at start: where it listens, where the messages live, a curl line to try, the console. */
 export function banner(url: string, transport: string, tokens: boolean, broker?: string): string {
   const auth = tokens ? ` -H 'Authorization: Bearer <token>'` : '';
   return [
@@ -21,6 +21,7 @@ export function banner(url: string, transport: string, tokens: boolean, broker?:
     'try:',
     `  curl${auth} -X POST ${url}/v1/types/demo/messages -H 'Content-Type: text/plain' -d 'hello'`,
     `  curl${auth} '${url}/v1/types/demo/messages?group=g1&wait=1000'`,
+    `console: ${url}/ in a browser`,
     `reference: ${url}/openapi.json and docs/rest.md`,
   ].join('\n');
 }
