@@ -1,15 +1,11 @@
 /** Shared by the nats transport tests: the real server (env BUSBAR_TEST_NATS_URL), or skip with the reason. */
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import type { TestContext } from 'node:test';
-import { promisify } from 'node:util';
 import { parseBrokerUrl } from '../../src/config/url.ts';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Transport, TransportConfig, TransportMessage } from '../../src/transport/contract.ts';
 import createNatsTransport from '../../src/transports/nats/index.ts';
-import { BROKERS, brokerSkipReason, tcpReachable } from '../helpers/brokers.ts';
-
-const run = promisify(execFile);
+import { BROKERS, brokerSkipReason } from '../helpers/brokers.ts';
 
 export const NATS_URL = BROKERS.nats;
 
@@ -74,44 +70,4 @@ export function consumeOptions(type: string | string[], group: string, extra: Re
     ackTimeoutMs: 30_000,
     ...extra,
   };
-}
-
-const NATS_SERVER = '/usr/sbin/nats-server';
-/** The house command that starts the machine's nats-server (JetStream data under /var/lib/nats-server). */
-const START = [
-  '--start',
-  '--oknodo',
-  '--background',
-  '--exec',
-  NATS_SERVER,
-  '--',
-  '-a',
-  '127.0.0.1',
-  '-p',
-  '4222',
-  '-js',
-  '-sd',
-  '/var/lib/nats-server',
-  '-l',
-  '/var/log/nats-server.log',
-];
-
-/** Stops the local nats-server, starts it again with the house command, and waits until it answers. */
-export async function restartNatsServer(port = 4222): Promise<void> {
-  try {
-    await run('start-stop-daemon', ['--stop', '--oknodo', '--retry', '10', '--exec', NATS_SERVER], { timeout: 30_000 });
-  } finally {
-    // Whatever happened, leave the server running.
-    await run('start-stop-daemon', START, { timeout: 30_000 });
-  }
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      await tcpReachable('127.0.0.1', port, 1000);
-      return;
-    } catch (error) {
-      if (Date.now() > deadline) throw error;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
 }
