@@ -139,6 +139,16 @@ export class PrivateRabbit {
     await this.#spawn();
   }
 
+  /** rabbitmqctl against this node (its own name and, through HOME, its own Erlang cookie); resolves with stdout. */
+  async ctl(...args: string[]): Promise<string> {
+    const { stdout } = await promisify(execFile)(
+      '/usr/lib/rabbitmq/bin/rabbitmqctl',
+      ['-n', `busbar${this.port}@localhost`, ...args],
+      { env: { ...process.env, HOME: this.dir, ERL_EPMD_ADDRESS: '127.0.0.1' }, timeout: 60_000 },
+    );
+    return stdout;
+  }
+
   async stop(): Promise<void> {
     await this.#process.stop('SIGTERM', 15_000);
     rmSync(this.dir, { recursive: true, force: true });

@@ -14,6 +14,7 @@ import type { Delivery, Transport, TransportConfig, TransportMessage } from '../
 import createRabbitTransport from '../../src/transports/rabbitmq/index.ts';
 import { mergeDocuments } from '../../src/transports/rabbitmq/registry.ts';
 import { delayBucket } from '../../src/transports/rabbitmq/wire.ts';
+import { PrivateRabbit } from '../bridge/private-brokers.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 
 const run = promisify(execFile);
@@ -476,33 +477,30 @@ describe('rabbitmq transport', { skip }, () => {
     await sub.close();
   });
 
-  it('a publish to a blocked broker fails with a retryable error at the publish timeout, then succeeds', async (t) => {
+  it('a publish to a blocked broker fails with a retryable error at the publish timeout, then succeeds', {
+    timeout: 240_000,
+  }, async (t) => {
+    // A memory alarm blocks every publishing connection of a node: it is raised on a private node (its own name,
+    // port and cookie), never on the machine's RabbitMQ.
+    const node = await PrivateRabbit.start();
+    t.after(() => node.stop());
     const type = newType();
-    const transport = await open(t, [type], { publishTimeoutMs: 1500 });
+    const transport = await createRabbitTransport(config({ publishTimeoutMs: 1500 }, [`127.0.0.1:${node.port}`]));
+    t.after(() => transport.close());
     await transport.publish(type, [message(type, 'declare the type first')]);
-    const { stdout } = await run('rabbitmqctl', ['eval', 'vm_memory_monitor:get_vm_memory_high_watermark().']);
-    const watermark = stdout.trim();
-    assert.match(watermark, /^[0-9.]+$/);
-    // A memory alarm blocks every publishing connection: confirms stop coming. The broker is shared: whatever
-    // happens (a failure, a hang cut short below, a cancelled test), put the watermark back.
-    const restore = () => run('rabbitmqctl', ['set_vm_memory_high_watermark', watermark]);
-    t.after(restore);
-    await run('rabbitmqctl', ['set_vm_memory_high_watermark', '0.0000001']);
-    try {
-      const outcome = await Promise.race([
-        transport.publish(type, [message(type, 'blocked')]).then(
-          () => 'published',
-          (error: { code: string; retryable: boolean; message: string }) => {
-            assert.match(error.message, /RabbitMQ blocks publishing: low on memory/);
-            return `${error.code} retryable=${error.retryable}`;
-          },
-        ),
-        sleep(6000).then(() => 'still waiting after 6 s'),
-      ]);
-      assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
-    } finally {
-      await restore();
-    }
+    await node.ctl('set_vm_memory_high_watermark', '0.0000001');
+    const outcome = await Promise.race([
+      transport.publish(type, [message(type, 'blocked')]).then(
+        () => 'published',
+        (error: { code: string; retryable: boolean; message: string }) => {
+          assert.match(error.message, /RabbitMQ blocks publishing: low on memory/);
+          return `${error.code} retryable=${error.retryable}`;
+        },
+      ),
+      sleep(6000).then(() => 'still waiting after 6 s'),
+    ]);
+    assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
+    await node.ctl('set_vm_memory_high_watermark', '0.4');
     await transport.publish(type, [message(type, 'after the alarm')]);
   });
 
