@@ -13,12 +13,12 @@ test('receive times out with null; autoAck acks on receive; ack() acks everythin
 
   await bus.producer({ messageType: 't' }).send(['a', 'b', 'c']);
   const auto = bus.consumer({ consumerGroup: 'auto', messageTypes: 't', autoAck: true });
-  for (let i = 0; i < 3; i++) assert.ok(await auto.receive({ timeout: 500 }));
+  for (let i = 0; i < 3; i++) assert.ok(await auto.receive({ timeout: 10_000 }));
   assert.equal((await bus.admin().stats('t'))[0]!.groups.find((g) => g.group === 'auto')!.unread, 0);
   await auto.close();
 
   const cortx = bus.consumer({ consumerGroup: 'cortx', messageTypes: ['t'] });
-  for (let i = 0; i < 3; i++) assert.ok(await cortx.receive({ timeout: 500 }));
+  for (let i = 0; i < 3; i++) assert.ok(await cortx.receive({ timeout: 10_000 }));
   assert.equal(await bus.admin().unreadCount('t', 'cortx'), 3);
   await cortx.ack();
   assert.equal(await bus.admin().unreadCount('t', 'cortx'), 0);
@@ -67,13 +67,13 @@ test('a consumer dead-letters a message delivered more than maxAttempts times', 
   await bus.send('flaky', 'x');
   for (let i = 0; i < 2; i++) {
     const c = bus.consumer({ consumerGroup: 'g', messageTypes: 'flaky', maxAttempts: 2 });
-    assert.ok(await c.receive({ timeout: 500 }));
+    assert.ok(await c.receive({ timeout: 10_000 }));
     await c.close(); // crash-like: never acked
   }
   const c = bus.consumer({ consumerGroup: 'g', messageTypes: 'flaky', maxAttempts: 2 });
   assert.equal(await c.receive({ timeout: 300 }), null, 'the third delivery should have been dead-lettered');
   const dlq = bus.consumer({ consumerGroup: 'd', messageTypes: 'flaky.dlq' });
-  const dead = await dlq.receive({ timeout: 500 });
+  const dead = await dlq.receive({ timeout: 10_000 });
   assert.equal(dead?.body, 'x');
   assert.match(dead!.headers['busbar-dlq-reason']!, /delivered 3 times without an ack/);
 });

@@ -8,7 +8,7 @@ test('sync send resolves after the broker accepted; async send reports failures 
   t.after(() => bus.close());
   const consumer = bus.consumer({ consumerGroup: 'g', messageTypes: 'orders' });
   await bus.producer({ messageType: 'orders' }).send([message({ id: 1 }, { key: 'k', headers: { h: 'v' } })]);
-  const got = await consumer.receive({ timeout: 1000 });
+  const got = await consumer.receive({ timeout: 10_000 });
   assert.deepEqual(got?.body, { id: 1 });
   assert.equal(got?.key, 'k');
   assert.equal(got?.headers.h, 'v');

@@ -15,7 +15,7 @@ function run(args: string[], input?: string) {
     encoding: 'utf8',
     env,
     cwd: dir,
-    timeout: 60_000,
+    timeout: 120_000,
   });
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
@@ -133,15 +133,17 @@ test('a receiver killed with SIGKILL does not lose its unacked messages', async 
       '--count',
       '2',
       '--no-ack',
+      // Its leases must not run out while it prints (it would get w1 again and exit without printing w2): long
+      // against a pause of a loaded machine; the survivor below waits this long once for them to come back.
       '--ack-timeout',
-      '1000',
+      '5000',
       '--broker',
       `embedded:${db}`,
     ],
     { env, cwd: dir },
   );
   // Kill it once it printed what it holds, before it can exit by itself.
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
     let out = '';
     victim.stdout.on('data', (d) => {
       out += d;
@@ -150,6 +152,7 @@ test('a receiver killed with SIGKILL does not lose its unacked messages', async 
         resolve();
       }
     });
+    victim.on('close', (code) => reject(new Error(`the receiver exited (${code}) before printing w2: ${out}`)));
   });
   const survivor = run([
     'receive',
@@ -158,8 +161,9 @@ test('a receiver killed with SIGKILL does not lose its unacked messages', async 
     'g',
     '--count',
     '2',
+    // Idle time it waits for the next message: the leases of the killed receiver end within 5 s of its start.
     '--timeout',
-    '10000',
+    '40000',
     '--broker',
     `embedded:${db}`,
   ]);

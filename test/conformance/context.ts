@@ -8,6 +8,8 @@ import type { Capabilities, Consumer, Message, MessageBus } from '../../src/inde
 import type { Transport } from '../../src/transport/contract.ts';
 import type { ConformanceSpec } from './suite.ts';
 
+export { eventually } from '../helpers/eventually.ts';
+
 export interface SuiteContext {
   /** The suite's bus, connected in its before hook (undefined while a skipped suite's scenarios skip). */
   bus(): MessageBus;
@@ -50,20 +52,6 @@ export async function collect(
 }
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Reads `read()` until `done` holds or `patienceMs` pass; returns the last value (the caller asserts on it). */
-export async function eventually<T>(
-  read: () => Promise<T>,
-  done: (value: T) => boolean,
-  patienceMs: number,
-): Promise<T> {
-  const deadline = Date.now() + patienceMs;
-  for (;;) {
-    const value = await read();
-    if (done(value) || Date.now() > deadline) return value;
-    await sleep(200);
-  }
-}
 
 /** Retries a publish that failed with a retryable BusError (a broker outage), as an application would. */
 export async function sendRetrying(send: () => Promise<void>, patienceMs: number): Promise<void> {

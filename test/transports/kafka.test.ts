@@ -12,6 +12,7 @@ import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Subscription, Transport } from '../../src/transport/contract.ts';
 import createKafkaTransport from '../../src/transports/kafka/index.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const { host, port } = hostPort(BROKERS.kafka, 9092);
 const endpoint = `${host}:${port}`;
@@ -343,8 +344,14 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
     const it = sub[Symbol.asyncIterator]();
     const first = await next(it);
     await first!.ack();
-    await sleep(300);
-    let [stats] = await admin.stats(type);
+    // The ack's commit and the next fetch land a moment later: read until the group shows both.
+    let stats = await eventually(
+      async () => (await admin.stats(type))[0],
+      (s) => {
+        const g = s?.groups.find((x) => x.group === group);
+        return g?.unread === 9 && g.inflight === 4;
+      },
+    );
     assert.equal(stats!.depth, 10);
     assert.equal(stats!.partitions, 3);
     assert.ok(stats!.bytes > 0);

@@ -16,6 +16,7 @@ import { mergeDocuments } from '../../src/transports/rabbitmq/registry.ts';
 import { delayBucket } from '../../src/transports/rabbitmq/wire.ts';
 import { PrivateRabbit } from '../bridge/private-brokers.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { eventually } from '../helpers/eventually.ts';
 
 const run = promisify(execFile);
 const { host, port } = hostPort(BROKERS.rabbitmq, 5672);
@@ -372,9 +373,11 @@ describe('rabbitmq transport', { skip }, () => {
     );
     const iterator = sub[Symbol.asyncIterator]();
     await (await next(iterator)).ack();
-    await sleep(300);
-    const [stats] = await transport.admin.stats(type);
-    const g = stats!.groups.find((x) => x.group === group)!;
+    // The ack frees a slot and the queue pushes the next message a moment later: read until the counts show both.
+    const g = await eventually(
+      async () => (await transport.admin.stats(type))[0]!.groups.find((x) => x.group === group)!,
+      (x) => x.unread === 4 && x.inflight === 2,
+    );
     assert.equal(g.unread, 4);
     assert.equal(g.inflight, 2);
     await sub.close();
@@ -497,7 +500,8 @@ describe('rabbitmq transport', { skip }, () => {
           return `${error.code} retryable=${error.retryable}`;
         },
       ),
-      sleep(6000).then(() => 'still waiting after 6 s'),
+      // Bounds only a publish that never gives up (the failure this case looks for); a refusal comes after 1.5 s.
+      sleep(60_000).then(() => 'still waiting after 60 s'),
     ]);
     assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
     await node.ctl('set_vm_memory_high_watermark', '0.4');

@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { isBusError } from '../../src/errors.ts';
 import createRedisTransport from '../../src/transports/redis/index.ts';
 import { PRUNE_CONSUMERS } from '../../src/transports/redis/scripts.ts';
+import { eventually } from '../helpers/eventually.ts';
 import {
   consumeOptions,
   freshGroup,
@@ -253,8 +254,11 @@ describe('redis transport', { concurrency: 1 }, () => {
     const got = await take(sub, 2);
     await got[0]!.ack();
     await got[1]!.nack({ delayMs: 60_000 });
-    await sleep(100);
-    let [stats] = await transport.admin.stats(type);
+    // The freed slots are filled by the next read, a moment later: read until the group shows two in flight again.
+    let stats = await eventually(
+      async () => (await transport.admin.stats(type))[0],
+      (s) => s?.groups.find((x) => x.group === group)?.inflight === 2,
+    );
     assert.equal(stats!.depth, 5);
     assert.equal(stats!.bytes, -1);
     const g = stats!.groups.find((x) => x.group === group)!;
