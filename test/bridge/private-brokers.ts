@@ -185,7 +185,8 @@ export class PrivateNats {
       this.dir,
       join(this.dir, 'out.log'),
     );
-    await waitForPort(this.port, 30_000, 'private nats-server', () => this.#process.alive);
+    // Recovering a JetStream store on a loaded machine takes a while: only a server that never listens fails.
+    await waitForPort(this.port, 120_000, 'private nats-server', () => this.#process.alive);
   }
 
   /** A clean stop (SIGTERM: JetStream flushes its store; nats-server 2.9 has no per-write fsync) and start. */

@@ -111,7 +111,8 @@ export class PersistentRedis {
     const killOnExit = () => child.kill('SIGKILL');
     process.once('exit', killOnExit);
     child.once('exit', () => process.off('exit', killOnExit));
-    await waitForPong(this.port, 15_000);
+    // Loading a long append-only file on a loaded machine takes a while: only a server that never answers fails.
+    await waitForPong(this.port, 120_000);
   }
 
   /** Kills the server hard (SIGKILL: no clean shutdown) and starts it again on the same port and files. */
