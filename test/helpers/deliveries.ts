@@ -8,8 +8,11 @@ const iterators = new WeakMap<Subscription, AsyncIterator<Delivery>>();
 /** Pending next() calls left over by a timed-out take(), to be awaited first by the next take(). */
 const leftovers = new WeakMap<Subscription, Promise<IteratorResult<Delivery>>>();
 
-/** Takes up to `count` deliveries, giving up after `timeoutMs` without a new one. */
-export async function take(subscription: Subscription, count: number, timeoutMs = 5000): Promise<Delivery[]> {
+/**
+ * Takes up to `count` deliveries, giving up after `timeoutMs` without a new one. The default is long for a local
+ * broker on a loaded machine; a caller proving that nothing more comes passes its own, shorter quiet period.
+ */
+export async function take(subscription: Subscription, count: number, timeoutMs = 15_000): Promise<Delivery[]> {
   const got: Delivery[] = [];
   let iterator = iterators.get(subscription);
   if (!iterator) {

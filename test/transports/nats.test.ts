@@ -154,7 +154,7 @@ describe('nats transport', { skip }, () => {
     const first = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 1000 }));
     const got = await take(first, 2);
     assert.equal(got.length, 2);
-    const timedOut = await take(first, 2, 4000);
+    const timedOut = await take(first, 2, 30_000);
     assert.equal(timedOut.length, 2, 'redelivered after the ack timeout');
     assert.ok(timedOut.every((d) => d.attempt === 2));
     const closedAt = Date.now();
@@ -162,11 +162,12 @@ describe('nats transport', { skip }, () => {
     await assert.rejects(timedOut[0]!.ack(), (error) => isBusError(error, 'BUSBAR_ERR_CLOSED'));
     // Back at once, or (when the server served them to the closed consumer's own pull request, see Puller in
     // src/transports/nats/subscription.ts) once that request expired: either way long before the 30 s ack timeout.
-    const second = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 30_000 }));
+    // The ack timeout is 2 minutes: anything back well before it was returned by the close (or the pull's expiry).
+    const second = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 120_000 }));
     t.after(() => second.close());
-    const back = await take(second, 2, PULL_EXPIRES_MS + 10_000);
+    const back = await take(second, 2, PULL_EXPIRES_MS + 40_000);
     assert.equal(back.length, 2);
-    assert.ok(Date.now() - closedAt < PULL_EXPIRES_MS + 10_000, 'returned before the ack timeout could have');
+    assert.ok(Date.now() - closedAt < PULL_EXPIRES_MS + 40_000, 'returned before the ack timeout could have');
     for (const d of back) await d.ack();
   });
 
@@ -180,12 +181,15 @@ describe('nats transport', { skip }, () => {
     );
     const greedy = transport.consume(consumeOptions(type, group, { prefetch: 3 }));
     t.after(() => greedy.close());
-    const held = await take(greedy, 10, 1500);
+    // The three it may hold (within a patience only a failure exhausts); then a quiet second for a fourth.
+    const held = await take(greedy, 3, 30_000);
     assert.equal(held.length, 3);
+    assert.equal((await take(greedy, 1, 1000)).length, 0, 'the greedy one holds more than its prefetch');
     const other = transport.consume(consumeOptions(type, group, { prefetch: 100 }));
     t.after(() => other.close());
-    const rest = await take(other, 10, 2000);
+    const rest = await take(other, 7, 30_000);
     assert.equal(rest.length, 7);
+    assert.equal((await take(other, 1, 1000)).length, 0, 'more than the ten were delivered');
     await held[0]!.ack();
     assert.equal((await take(greedy, 1, 500)).length, 0, 'nothing left for the greedy one');
   });

@@ -225,7 +225,9 @@ describe('rabbitmq transport', { skip }, () => {
       consumerId: 'c1',
       offset: 'latest' as const,
       prefetch: 4,
-      ackTimeoutMs: 600,
+      // Long against a loaded machine's pause between a delivery and its nack (a lease that ran out first would
+      // count the attempt by the ack timeout and return it before the nack's delay), short for the 4th attempt.
+      ackTimeoutMs: 3000,
     };
     let sub = transport.consume(options);
     await sub.ready;

@@ -99,16 +99,18 @@ describe('redis transport', { concurrency: 1 }, () => {
     if (skip) return t.skip(skip);
     const transport = await open(t);
     const type = tempType(transport);
-    const sub = transport.consume(consumeOptions(type, freshGroup(), { ackTimeoutMs: 300 }));
+    // The lease (2 s) must outlast the step from the delivery to its nack, even on a loaded machine: a lease that
+    // ran out first would redeliver it through the ack timeout instead, before the delay.
+    const sub = transport.consume(consumeOptions(type, freshGroup(), { ackTimeoutMs: 2000 }));
     t.after(() => sub.close());
     await sub.ready;
     await transport.publish(type, [message(type, 'later')]);
     const [first] = await take(sub, 1);
     const nackedAt = Date.now();
-    await first!.nack({ delayMs: 1500 });
-    const [second] = await take(sub, 1, 5000);
+    await first!.nack({ delayMs: 6000 });
+    const [second] = await take(sub, 1, 30_000);
     assert.ok(second, 'never redelivered');
-    assert.ok(Date.now() - nackedAt >= 1450, `redelivered after ${Date.now() - nackedAt} ms`);
+    assert.ok(Date.now() - nackedAt >= 5950, `redelivered after ${Date.now() - nackedAt} ms`);
     assert.equal(second.attempt, 2);
     await second.ack();
   });
@@ -118,7 +120,8 @@ describe('redis transport', { concurrency: 1 }, () => {
     const transport = await open(t);
     const type = tempType(transport);
     const group = freshGroup();
-    const slow = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 300, prefetch: 1 }));
+    // The lease moves on by the close, not by its ack timeout (which would let the slow one take it back first).
+    const slow = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 60_000, prefetch: 1 }));
     t.after(() => slow.close());
     await slow.ready;
     await transport.publish(type, [message(type, 'once')]);
@@ -158,7 +161,7 @@ describe('redis transport', { concurrency: 1 }, () => {
     const sub = transport.consume(consumeOptions(type, group, { ackTimeoutMs: 500 }));
     t.after(() => sub.close());
     await sub.ready;
-    const [back] = await take(sub, 1, 5000);
+    const [back] = await take(sub, 1, 30_000);
     assert.ok(back, 'never reclaimed');
     assert.ok(Date.now() - readAt >= 450, `reclaimed after ${Date.now() - readAt} ms, before the ack timeout`);
     assert.equal(Buffer.from(back.message.body).toString(), 'orphan');
