@@ -37,7 +37,7 @@ describe('mqtt transport', { skip }, () => {
     t.after(() => raw.endAsync());
     const before = Date.now();
     await raw.publishAsync(`busbar/${type}`, Buffer.from([0, 1, 2, 255]), { qos: 1 });
-    const got = await consumer.receive({ timeout: 5000 });
+    const got = await consumer.receive({ timeout: 30_000 });
     assert.ok(got, 'the bus did not receive the plain publish');
     assert.deepEqual([...got.raw], [0, 1, 2, 255]);
     assert.equal(got.type, type);
@@ -212,7 +212,7 @@ describe('mqtt transport over TLS with a username and password', () => {
     const consumer = bus.consumer({ consumerGroup: `g-${randomUUID()}`, messageTypes: [type] });
     await consumer.ready;
     await bus.send(type, 'over TLS');
-    const got = await consumer.receive({ timeout: 5000 });
+    const got = await consumer.receive({ timeout: 30_000 });
     assert.equal(got?.body, 'over TLS');
     await got!.ack();
     await consumer.close();

@@ -37,7 +37,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     h.set('x-tenant', 'acme');
     await js.publish(subjectOf(type), JSON.stringify({ total: 42 }), { headers: h });
 
-    const bare = await consumer.receive({ timeout: 5000 });
+    const bare = await consumer.receive({ timeout: 30_000 });
     assert.ok(bare, 'the bare message did not arrive');
     assert.deepEqual([...bare.raw], [1, 2, 3]);
     assert.equal(bare.type, type);
@@ -49,7 +49,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     assert.deepEqual(bare.headers, {});
     await bare.ack();
 
-    const withHeaders = await consumer.receive({ timeout: 5000 });
+    const withHeaders = await consumer.receive({ timeout: 30_000 });
     assert.ok(withHeaders);
     assert.equal(withHeaders.id, 'order-42');
     assert.equal(withHeaders.contentType, 'application/json');
@@ -131,7 +131,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     h.set('x-enc', 'one%0Atwo');
     h.set('busbar-encoded', 'x-enc');
     await jetstream(nc).publish(subjectOf(type), 'plain', { headers: h });
-    const got = await consumer.receive({ timeout: 5000 });
+    const got = await consumer.receive({ timeout: 30_000 });
     assert.ok(got, 'the plain message did not arrive');
     assert.equal(got.id, 'order%2042');
     assert.equal(got.contentType, 'text/plain; charset=utf-8');
@@ -154,7 +154,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
       'x-empty': '',
     };
     await bus.send(type, 'round trip', { key: ' k%41 ', headers: awkward });
-    const back = await consumer.receive({ timeout: 5000 });
+    const back = await consumer.receive({ timeout: 30_000 });
     assert.ok(back);
     assert.equal(back.key, ' k%41 ');
     assert.deepEqual(back.headers, awkward);
@@ -181,7 +181,7 @@ describe('nats wire mapping, from a plain client', { skip }, () => {
     const big = new Uint8Array(2 * 1024 * 1024).map((_, i) => i % 251);
     await bus.send(type, big);
     const consumer = bus.consumer({ consumerGroup: group, messageTypes: [type] });
-    const m = await consumer.receive({ timeout: 5000 });
+    const m = await consumer.receive({ timeout: 30_000 });
     assert.ok(m && Buffer.from(m.raw).equals(Buffer.from(big)), 'the large message did not arrive whole');
     await m.ack();
     assert.equal(await consumer.receive({ timeout: 1000 }), null, 'a part was delivered as a message');

@@ -90,7 +90,7 @@ describe('redis transport through outages (private appendonly redis-server)', { 
     t.after(() => sub.close());
     await sub.ready;
     const before = await publishThrough(transport, type, 0, 20);
-    const leased = await take(sub, 5, 2000);
+    const leased = await take(sub, 5, 30_000);
     assert.equal(leased.length, 5);
     const publishing = publishThrough(transport, type, 20, 40);
     await sleep(100);

@@ -151,7 +151,7 @@ describe('redis transport: TLS and credentials (private redis-server)', { concur
     const [first] = await take(sub, 1);
     assert.ok(first);
     await first.nack();
-    const [second] = await take(sub, 1, 5000);
+    const [second] = await take(sub, 1, 30_000);
     assert.ok(second, 'not redelivered after a nack');
     assert.equal(second.attempt, 2);
     await second.ack();

@@ -52,7 +52,7 @@ describe('redis wire mapping: a plain client joins the bus', { concurrency: 1 },
       '{"total":12.5}',
     ]);
 
-    const bare = await consumer.receive({ timeout: 5000 });
+    const bare = await consumer.receive({ timeout: 30_000 });
     assert.ok(bare, 'the bare message never arrived');
     assert.ok(Buffer.from(bare.raw).equals(body));
     assert.equal(bare.id, entryId);
@@ -63,7 +63,7 @@ describe('redis wire mapping: a plain client joins the bus', { concurrency: 1 },
     assert.equal(bare.attempt, 1);
     await bare.ack();
 
-    const full = await consumer.receive({ timeout: 5000 });
+    const full = await consumer.receive({ timeout: 30_000 });
     assert.ok(full, 'the message with attributes never arrived');
     assert.equal(full.id, 'order-17');
     assert.equal(full.source, 'python-shop');

@@ -100,7 +100,8 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
       const started = Date.now();
       await bus.send(t, body).catch((error: unknown) => {
         failure = error;
-        assert.ok(Date.now() - started < 5000, `publish took ${Date.now() - started} ms to fail`);
+        // Bounded, not blocked: 300 ms of waiting, with a margin no pause of a loaded machine reaches.
+        assert.ok(Date.now() - started < 20_000, `publish took ${Date.now() - started} ms to fail`);
       });
     }
     assert.ok(failure, 'publishing never failed with a subscriber that does not read');
@@ -142,7 +143,7 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     // The oldest were dropped (the one leased to the member, 0, stays with it): the newest remain.
     const bodies: unknown[] = [];
     for (let i = 0; i < 5; i++) {
-      const m = await consumer.receive({ timeout: 5000 });
+      const m = await consumer.receive({ timeout: 30_000 });
       assert.ok(m);
       bodies.push(m.body);
       await m.ack();
