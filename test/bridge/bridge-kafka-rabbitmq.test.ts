@@ -5,7 +5,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import { brokerSkipReason } from '../helpers/brokers.ts';
-import { PrivateKafka, PrivateRabbit } from './private-brokers.ts';
+import { PrivateKafka, PrivateRabbit } from '../helpers/private-brokers.ts';
 import { type Broker, bridgeScenario } from './scenario.ts';
 
 const skip =

@@ -4,8 +4,8 @@
  */
 import { after, before, describe, it } from 'node:test';
 import { brokerSkipReason } from '../helpers/brokers.ts';
+import { PersistentRedis, PrivateNats } from '../helpers/private-brokers.ts';
 import { checkRedisServerBinary } from '../helpers/redis-aof.ts';
-import { PersistentRedis, PrivateNats } from './private-brokers.ts';
 import { bridgeScenario } from './scenario.ts';
 
 const skip =

@@ -22,9 +22,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as zmq from 'zeromq';
 import { type Consumer, type Message, MessageBus } from '../../src/index.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
+import { PersistentRedis } from '../helpers/private-brokers.ts';
 import { checkRedisServerBinary } from '../helpers/redis-aof.ts';
 import { freePort } from '../helpers/zeromq.ts';
-import { PersistentRedis } from './private-brokers.ts';
 import { BridgeProcess, waitFor } from './scenario.ts';
 
 const PREFIX = 'org.fedoraproject';

@@ -4,7 +4,21 @@
  * message body, a sequence number), measures how long the producer and the consumer took to resume after each
  * kill, and ends when every confirmed message has arrived or the patience runs out.
  */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import type { MessageBus } from '../../src/index.ts';
+
+const run = promisify(execFile);
+
+/** The command of scripts/brokers/<name> (e.g. `start`, `kill 2`), bounded by `timeoutMs`; resolves with stdout. */
+export const clusterScript =
+  (name: string, timeoutMs: number) =>
+  async (...args: string[]): Promise<string> =>
+    (
+      await run('bash', [new URL(`../../scripts/brokers/${name}`, import.meta.url).pathname, ...args], {
+        timeout: timeoutMs,
+      })
+    ).stdout;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** Each phase of a drill on stderr: a drill that stalls says where. */
@@ -22,7 +36,7 @@ export interface Drill {
   readonly confirmed: Set<number>;
   readonly received: Map<number, number>;
   /** Runs `fault` (which kills something), then waits until both sides made progress again; returns the pauses. */
-  fault(name: string, fault: () => Promise<void>, patienceMs?: number): Promise<Resumption>;
+  fault(name: string, fault: () => Promise<unknown>, patienceMs?: number): Promise<Resumption>;
   /** Stops sending, waits for every confirmed message, stops the reader; returns the counts. */
   finish(patienceMs?: number): Promise<Counts>;
 }

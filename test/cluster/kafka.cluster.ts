@@ -5,19 +5,13 @@
  * itself, every message the cluster confirmed is delivered, and each killed node rejoins the in-sync replicas.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { Admin } from '@platformatic/kafka';
 import { MessageBus } from '../../src/index.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
-import { drill, say, until } from './drive.ts';
+import { clusterScript, drill, say, until } from './drive.ts';
 
-const run = promisify(execFile);
-const SCRIPT = new URL('../../scripts/brokers/kafka-cluster', import.meta.url).pathname;
-const cluster = async (...args: string[]): Promise<void> => {
-  await run('bash', [SCRIPT, ...args], { timeout: 240_000 });
-};
+const cluster = clusterScript('kafka-cluster', 240_000);
 const NODES = [1, 2, 3];
 const endpoints = NODES.map((n) => `127.0.0.1:${9200 + 10 * n}`);
 const URL_ALL = `kafka://${endpoints.join(',')}?replicas=3&partitions=1`;

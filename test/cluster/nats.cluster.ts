@@ -4,19 +4,13 @@
  * message JetStream confirmed is delivered, and each killed node comes back and rejoins.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { MessageBus } from '../../src/index.ts';
 import { streamName } from '../../src/transports/nats/names.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
-import { drill } from './drive.ts';
+import { clusterScript, drill } from './drive.ts';
 
-const run = promisify(execFile);
-const SCRIPT = new URL('../../scripts/brokers/nats-cluster', import.meta.url).pathname;
-const cluster = async (...args: string[]): Promise<void> => {
-  await run('bash', [SCRIPT, ...args], { timeout: 120_000 });
-};
+const cluster = clusterScript('nats-cluster', 120_000);
 const NODES = [1, 2, 3];
 const clientPort = (n: number) => 4300 + n;
 const monitor = async (n: number, path: string) => {

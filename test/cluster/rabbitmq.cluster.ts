@@ -5,17 +5,12 @@
  * every message the cluster confirmed is delivered, and each killed node rejoins.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { MessageBus } from '../../src/index.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
-import { drill, until } from './drive.ts';
+import { clusterScript, drill, until } from './drive.ts';
 
-const run = promisify(execFile);
-const SCRIPT = new URL('../../scripts/brokers/rabbitmq-cluster', import.meta.url).pathname;
-const cluster = async (...args: string[]): Promise<string> =>
-  (await run('bash', [SCRIPT, ...args], { timeout: 300_000 })).stdout;
+const cluster = clusterScript('rabbitmq-cluster', 300_000);
 const NODES = [1, 2, 3];
 const port = (n: number) => 5800 + n;
 const URL_ALL = `amqp://guest:guest@${NODES.map((n) => `127.0.0.1:${port(n)}`).join(',')}`;

@@ -10,28 +10,18 @@
  * The test decides by counts: it waits until the files hold every message sent, never for a time.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { Admin } from '@platformatic/kafka';
 import { MessageBus, message } from '../../src/index.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
 import { killAll, startChild, until } from '../helpers/child.ts';
-import { say } from './drive.ts';
+import { clusterScript, say } from './drive.ts';
 
-const run = promisify(execFile);
 const MEMBER = new URL('./scale-member.ts', import.meta.url).pathname;
 const BATCH = 600;
-
-const script = (name: string) => new URL(`../../scripts/brokers/${name}`, import.meta.url).pathname;
-const clusterOf =
-  (name: string, timeout: number) =>
-  async (...args: string[]): Promise<void> => {
-    await run('bash', [script(name), ...args], { timeout });
-  };
 
 /** The members of one group: child processes, each with the file of bodies it received. */
 class Members {
@@ -104,7 +94,7 @@ async function send(bus: MessageBus, type: string, from: number, to: number): Pr
 describe('scale on the Kafka cluster: partitions and group members', { concurrency: 1, timeout: 900_000 }, () => {
   const endpoints = [1, 2, 3].map((n) => `127.0.0.1:${9200 + 10 * n}`);
   const URL_ALL = `kafka://${endpoints.join(',')}?replicas=3`;
-  const cluster = clusterOf('kafka-cluster', 240_000);
+  const cluster = clusterScript('kafka-cluster', 240_000);
   let admin: Admin | undefined;
   let members: Members | undefined;
   before(async () => {
@@ -173,7 +163,7 @@ describe('scale on the RabbitMQ cluster: competing members on a quorum queue', {
   timeout: 900_000,
 }, () => {
   const URL_ALL = `amqp://guest:guest@${[1, 2, 3].map((n) => `127.0.0.1:${5800 + n}`).join(',')}`;
-  const cluster = clusterOf('rabbitmq-cluster', 300_000);
+  const cluster = clusterScript('rabbitmq-cluster', 300_000);
   let members: Members | undefined;
   before(async () => {
     say('starting the RabbitMQ cluster');

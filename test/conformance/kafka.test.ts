@@ -6,9 +6,10 @@
  * process using it, and leave the next test files a broker still loading its groups.
  * The suite deletes its types (topics and retry topics); the consumer groups it used are deleted here.
  */
-import { PrivateKafka } from '../bridge/private-brokers.ts';
+
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
 import { deleteKafkaGroups } from '../helpers/group-cleanup.ts';
+import { PrivateKafka } from '../helpers/private-brokers.ts';
 import { runConformance } from './suite.ts';
 
 const { host, port } = hostPort(BROKERS.kafka, 9092);

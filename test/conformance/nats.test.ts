@@ -4,8 +4,9 @@
  * nats-server (its own port and JetStream store in a temporary directory) that scenario 13 stops and starts again
  * mid-stream: confirmed messages survive in its store.
  */
-import { PrivateNats } from '../bridge/private-brokers.ts';
+
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { PrivateNats } from '../helpers/private-brokers.ts';
 import { runConformance } from './suite.ts';
 
 const { host, port } = hostPort(BROKERS.nats, 4222);

@@ -5,8 +5,9 @@
  * Restarting the machine's broker would pull it from under every other test process using it at the time.
  * The suite deletes the types it created.
  */
-import { PrivateRabbit } from '../bridge/private-brokers.ts';
+
 import { BROKERS, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { PrivateRabbit } from '../helpers/private-brokers.ts';
 import { runConformance } from './suite.ts';
 
 const { host, port } = hostPort(BROKERS.rabbitmq, 5672);

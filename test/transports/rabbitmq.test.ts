@@ -14,9 +14,9 @@ import type { Delivery, Transport, TransportConfig, TransportMessage } from '../
 import createRabbitTransport from '../../src/transports/rabbitmq/index.ts';
 import { mergeDocuments } from '../../src/transports/rabbitmq/registry.ts';
 import { delayBucket } from '../../src/transports/rabbitmq/wire.ts';
-import { PrivateRabbit } from '../bridge/private-brokers.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
 import { eventually } from '../helpers/eventually.ts';
+import { PrivateRabbit } from '../helpers/private-brokers.ts';
 
 const run = promisify(execFile);
 const { host, port } = hostPort(BROKERS.rabbitmq, 5672);

@@ -1,6 +1,6 @@
 /**
- * Private broker instances for the bridge's restart tests: each on its own free port and temporary directory, so a
- * restart never touches the machine's own RabbitMQ, NATS or Redis, nor the shared Kafka. Every instance is killed
+ * Private broker instances for the tests that restart or reconfigure a broker (the bridge's, conformance scenario 13,
+ * a RabbitMQ memory alarm): each on its own free port and temporary directory, so a restart never touches the machine's own RabbitMQ, NATS or Redis, nor the shared Kafka. Every instance is killed
  * when the test process exits, even when it dies before its after() hooks.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
@@ -10,9 +10,9 @@ import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
-import { tcpReachable } from '../helpers/brokers.ts';
+import { tcpReachable } from './brokers.ts';
 
-export { PersistentRedis } from '../helpers/redis-aof.ts';
+export { PersistentRedis } from './redis-aof.ts';
 
 const run = promisify(execFile);
 
