@@ -184,7 +184,7 @@ describe('spool: ownership, names, CLI', () => {
     const consumer = bus.consumer({ consumerGroup: 'g', messageTypes: ['cli-spooled'], offset: 'earliest' });
     const got = [];
     for (let i = 0; i < 30; i++) {
-      const m = await consumer.receive({ timeout: 5000 });
+      const m = await consumer.receive({ timeout: 30_000 });
       assert.ok(m);
       got.push(m);
       await m.ack();
