@@ -218,11 +218,13 @@ export function busbarSide(
       const type = freshName('peers');
       const group = freshName('g');
       const cleanup = async () => {
-        await admin.deregisterMessageType(type).catch(() => {});
+        await retried(() => admin.deregisterMessageType(type)).catch(() => {});
         await bus.close();
       };
       try {
-        await admin.registerMessageType(type, partitions ? { partitions } : {});
+        // Retried: on Kafka it describes every topic on the cluster, and fails when another client deletes one
+        // meanwhile (a busbar bug, reported; other benches on the same broker do).
+        await retried(() => admin.registerMessageType(type, partitions ? { partitions } : {}));
         await admin.createConsumerGroup(type, group, { offset: 'earliest' });
         let member: Member | undefined;
         const where = { type, group };
@@ -277,4 +279,14 @@ function awaitingMember(bus: MessageBus, { type, group }: Where): Member {
     },
     close: () => consumer.close(),
   };
+}
+
+async function retried<T>(step: () => Promise<T>, attempts = 5): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= attempts) throw error;
+    }
+  }
 }

@@ -9,12 +9,13 @@
  *   messages, kafkajs' defaults) once the handler has resolved; one message at a time per partition.
  * - moleculer + @moleculer/channels' Kafka adapter: sendToChannel() resolves on kafkajs' send(); the adapter commits
  *   each message's offset after the handler (autoCommit off), one message at a time per partition.
+ * The kafkajs peers' consume reservoirs are stored in their own encoding by the raw producer (their one-message
+ * sends would take minutes).
  * - raw @platformatic/kafka: sends of 100 messages, one at a time (many single sends in flight trip its idempotent
  *   producer's sequence numbers); a stream consumer that pauses at PREFETCH
  *   unacked messages and commits after the handler, one commit in flight with the offsets meanwhile folded in.
  */
-import { Consumer, type Message, Producer } from '@platformatic/kafka';
-import { MessageBus } from '../../src/index.ts';
+import { Admin, Consumer, type Message, Producer } from '@platformatic/kafka';
 import type { BenchCase } from '../harness.ts';
 import { Tally } from '../lib/case.ts';
 import {
@@ -38,25 +39,44 @@ const TRANSPORT = 'kafka peers';
 const PARTITIONS = 4;
 
 let topics = 0;
-/** A topic of PARTITIONS partitions made through busbar's admin (it waits until the metadata lists it). */
+/** A topic of PARTITIONS partitions, made with @platformatic/kafka's admin, deleted on close. */
 async function freshTopic(library: string) {
   const name = `bench-peers-${library}-${process.pid}-${++topics}`;
-  const bus = await MessageBus.connect(URL);
-  await bus.admin().registerMessageType(name, { partitions: PARTITIONS });
+  const admin = new Admin({ clientId: 'bench-peers', bootstrapBrokers: BROKERS });
+  await admin.createTopics({ topics: [name], partitions: PARTITIONS, replicas: 1 });
+  // The controller has it; wait until the metadata lists every partition, as a producer will look for them.
+  for (const deadline = Date.now() + 30_000; ; ) {
+    const metadata = await admin.metadata({ topics: [name], forceUpdate: true }).catch(() => undefined);
+    if ((metadata?.topics.get(name)?.partitionsCount ?? 0) >= PARTITIONS) break;
+    if (Date.now() > deadline) throw new Error(`kafka: topic ${name} not in the metadata after 30 s`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
   return {
     name,
     async delete() {
-      await bus
-        .admin()
-        .deregisterMessageType(name)
-        .catch(() => {});
-      await bus.close();
+      await admin.deleteTopics({ topics: [name] }).catch(() => {});
+      await admin.close().catch(() => {});
     },
   };
 }
 
+/**
+ * Stores `rounds` rounds' messages as the library would have sent them (`encode` gives its record value), in
+ * batches through the raw producer: kafkajs-based peers send one message per request, which would take minutes.
+ */
+async function fillRaw(topic: string, rounds: number, encode: (payload: string) => string): Promise<void> {
+  const producer = new Producer({ clientId: 'bench-peers', bootstrapBrokers: BROKERS, idempotent: true, acks: -1 });
+  try {
+    for (let sent = 0; sent < MESSAGES * rounds; sent += PREFETCH) {
+      const messages = Array.from({ length: PREFETCH }, () => ({ topic, value: Buffer.from(encode(payload())) }));
+      await producer.send({ messages });
+    }
+  } finally {
+    await producer.close();
+  }
+}
+
 async function fill(publisher: Publisher, rounds: number): Promise<void> {
-  // A round's worth at a time, as the publish case sends them (moleculer's AMQP adapter throws on a full buffer).
   for (let round = 0; round < rounds; round++) await publisher.publish(MESSAGES, new Tally(0, new Map()));
 }
 
@@ -157,7 +177,8 @@ const nest: Side<Publisher & Subscriber> = {
       },
     };
     if (!consume) return side;
-    await fill(side, rounds);
+    // ClientKafka sends a string value as it is.
+    await fillRaw(topic.name, rounds, (body) => body);
     server = new ServerKafka({
       client: { clientId: topic.name, brokers: BROKERS, logLevel: 0 },
       consumer: { groupId: `${topic.name}-g` },
@@ -215,7 +236,8 @@ const moleculer: Side<Publisher & Subscriber> = {
       },
     };
     if (!consume) return side;
-    await fill(side, rounds);
+    // The adapter's JSON serializer.
+    await fillRaw(topic.name, rounds, (body) => JSON.stringify(body));
     subscriber = brokerOf('subscriber');
     subscriber.createService({
       name: 'bench',
