@@ -22,6 +22,8 @@ export default async function cases(): Promise<BenchCase[]> {
     }
   }
   const all: BenchCase[] = [];
+  // No NATS file: @nestjs/microservices' NATS transport is core NATS (no JetStream, no ack), so it cannot do the
+  // same work at equal durability (BENCHMARKS.md says so).
   for (const broker of ['rabbitmq', 'kafka']) {
     const module = (await import(`./peers/${broker}.ts`)) as { default: () => BenchCase[] };
     all.push(...module.default());
