@@ -32,12 +32,30 @@ const COORDINATOR = 0x30;
 const DECLARED = 0x33;
 
 /** AMQP value section holding `declare` (0x31), no fields: the broker's global-id is left to it. */
-const DECLARE = Buffer.from([0x00, 0x53, 0x77, 0x00, 0x53, 0x31, 0x45]);
+export const DECLARE = Buffer.from([0x00, 0x53, 0x77, 0x00, 0x53, 0x31, 0x45]);
 
 /** AMQP value section holding `discharge` (0x32): list8 of the txn-id (vbin8) and fail=false. */
-function discharge(id: Buffer): Buffer {
+export function discharge(id: Buffer): Buffer {
   const head = Buffer.from([0x00, 0x53, 0x77, 0x00, 0x53, 0x32, 0xc0, 4 + id.length, 2, 0xa0, id.length]);
   return Buffer.concat([head, id, Buffer.from([0x42])]);
+}
+
+/** The coordinator terminus (0x30), no capabilities: the target of the link that declares and discharges. */
+export function coordinatorTarget(): unknown {
+  return types.described(types.wrap_ulong(COORDINATOR), types.wrap_list([]));
+}
+
+/** The txn-id of a `declared` outcome (0x33), or undefined for any other outcome. */
+export function declaredId(state: unknown): Buffer | undefined {
+  const declared = state as Described | undefined;
+  const id = declared?.descriptor?.value === DECLARED ? declared.value?.[0]?.value : undefined;
+  return Buffer.isBuffer(id) ? id : undefined;
+}
+
+/** `transactional-state` (0x34) with outcome `accepted`: a delivery's disposition that accepts it in transaction `id`. */
+export function acceptedIn(id: Buffer): unknown {
+  const accepted = (rhea.message as unknown as { accepted(): { described(): unknown } }).accepted().described();
+  return types.described(types.wrap_ulong(TRANSACTIONAL_STATE), types.wrap_list([types.wrap_binary(id), accepted]));
 }
 
 interface Waiter {
@@ -83,10 +101,7 @@ export class AckTransactions {
       {},
     );
     // rhea knows no coordinator terminus (0x30): the attach carries it as a described list of its own.
-    (coordinator as unknown as { local: { attach: { target: unknown } } }).local.attach.target = types.described(
-      types.wrap_ulong(COORDINATOR),
-      types.wrap_list([]),
-    );
+    (coordinator as unknown as { local: { attach: { target: unknown } } }).local.attach.target = coordinatorTarget();
     coordinator.on('settled', (context: EventContext) => {
       const delivery = context.delivery!;
       const answer = this.#answers.get(delivery);
@@ -157,21 +172,12 @@ export class AckTransactions {
     this.#ask(DECLARE, 'declaring a transaction').then(
       (state) => {
         this.#declaring = false;
-        const declared = state as Described | undefined;
-        const id = declared?.descriptor?.value === DECLARED ? declared.value?.[0]?.value : undefined;
-        if (!Buffer.isBuffer(id)) {
+        const id = declaredId(state);
+        if (!id) {
           this.#fail(new Error(`the broker did not declare a transaction (${describe(state)})`));
           return;
         }
-        const accepted = (rhea.message as unknown as { accepted(): { described(): unknown } }).accepted().described();
-        const batch: Batch = {
-          id,
-          state: types.described(
-            types.wrap_ulong(TRANSACTIONAL_STATE),
-            types.wrap_list([types.wrap_binary(id), accepted]),
-          ),
-          waiters: [],
-        };
+        const batch: Batch = { id, state: acceptedIn(id), waiters: [] };
         this.#batch = batch;
         const pending = this.#pending;
         this.#pending = [];
