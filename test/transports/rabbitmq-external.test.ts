@@ -7,10 +7,11 @@
  * (BUSBAR_ERR_AUTH); one from another CA is refused at the TLS handshake.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageBus } from '../../src/index.ts';
 import { freePort, PrivateRabbit } from '../bridge/private-brokers.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
@@ -30,6 +31,16 @@ before(async () => {
   skip = await brokerSkipReason('rabbitmq', () => tcpReachable(shared.host, shared.port));
   if (skip) return;
   await makeCertificates(certs, CLIENT_CN);
+  // The certificate's CN is the user, made at boot from a definitions file (rabbitmqctl, an Erlang VM of its own
+  // per call, took over a minute on a loaded machine). No password hash: EXTERNAL checks none, and PLAIN cannot log in.
+  writeFileSync(
+    file('definitions.json'),
+    JSON.stringify({
+      vhosts: [{ name: '/' }],
+      users: [{ name: CLIENT_CN, password_hash: '', hashing_algorithm: 'rabbit_password_hashing_sha256', tags: [] }],
+      permissions: [{ user: CLIENT_CN, vhost: '/', configure: '.*', write: '.*', read: '.*' }],
+    }),
+  );
   tlsPort = await freePort();
   node = await PrivateRabbit.start({
     plugins: ['rabbitmq_auth_mechanism_ssl'],
@@ -42,13 +53,21 @@ before(async () => {
       'ssl_options.fail_if_no_peer_cert = true',
       'auth_mechanisms.1 = EXTERNAL',
       'ssl_cert_login_from = common_name',
+      `load_definitions = ${file('definitions.json')}`,
       '',
     ].join('\n'),
   });
-  // The certificate's CN is the user; EXTERNAL checks no password, so the one set here is never used.
-  await node.ctl('add_user', CLIENT_CN, 'not-used-by-external');
-  await node.ctl('set_permissions', '-p', '/', CLIENT_CN, '.*', '.*', '.*');
-  await tcpReachable('127.0.0.1', tlsPort, 30_000);
+  // The TLS listener opens beside the TCP one PrivateRabbit waited for; bounded, in case it comes a moment later.
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    try {
+      await tcpReachable('127.0.0.1', tlsPort, 2000);
+      break;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await sleep(200);
+    }
+  }
 });
 
 after(async () => {
