@@ -5,13 +5,22 @@
  * - `publish 100B x100`: one awaited publish() of 100 at a time, vs 100 sends on one rhea sender, awaiting all 100
  *   `accepted` dispositions.
  * - `publish 100B x100, 8 concurrent`: 8 publishers at once on one transport, vs 8 such loops on one sender.
- * - `consume+ack 100B`: one consumer, prefetch 100, accepting every message, vs a raw receiver on the group's FQQN with
- *   100 credits, accepting every message and giving one credit back for each.
+ * - `consume+ack 100B`: one consumer, prefetch 100, acking every message, vs a raw receiver on the group's FQQN with
+ *   100 credits, giving one credit back for each. Both settle alike (docs/wire/amqp10.md, "Acknowledgement"): each
+ *   message `accepted` inside a transaction, the transaction of one event-loop turn discharged on the next, the next
+ *   one declared at once; both count a round done once the broker committed every ack (busbar's close waits for it).
  */
 import { randomUUID } from 'node:crypto';
-import rhea, { type Connection, type EventContext, type Sender } from 'rhea';
+import rhea, { type Connection, type Delivery, type EventContext, type Sender } from 'rhea';
 import type { Transport, TransportMessage } from '../src/transport/contract.ts';
 import createAmqp10Transport from '../src/transports/amqp10/index.ts';
+import {
+  acceptedIn,
+  coordinatorTarget,
+  DECLARE,
+  declaredId,
+  discharge,
+} from '../src/transports/amqp10/transactions.ts';
 import { fqqn, toAmqp } from '../src/transports/amqp10/wire.ts';
 import type { BenchCase } from './harness.ts';
 
@@ -175,13 +184,59 @@ export default async function cases(): Promise<BenchCase[]> {
     async baseline() {
       const session = raw.create_session();
       session.begin();
+      const coordinator = (session as unknown as { create_sender(name: string, o: object): Sender }).create_sender(
+        `bench-txn-${randomUUID()}`,
+        {},
+      );
+      (coordinator as unknown as { local: { attach: { target: unknown } } }).local.attach.target = coordinatorTarget();
+      (coordinator as unknown as { attach(): void }).attach();
+      // The open transaction's state, the accepts waiting for one, and the discharges not answered yet.
+      let state: unknown;
+      let waiting: Delivery[] = [];
+      let scheduled = false;
+      let discharging = 0;
+      let count = 0;
+      let done: () => void = () => {};
+      const accept = (delivery: Delivery) =>
+        (delivery as unknown as { update(settled: boolean, s: unknown): void }).update(true, state);
+      const declare = () => {
+        state = undefined;
+        coordinator.send(DECLARE, undefined, 0);
+      };
+      coordinator.on('settled', (context: EventContext) => {
+        const id = declaredId(context.delivery!.remote_state);
+        if (id) {
+          state = acceptedIn(id);
+          for (const delivery of waiting) accept(delivery);
+          if (waiting.length > 0) schedule();
+          waiting = [];
+          return;
+        }
+        if (--discharging === 0 && count === CONSUMED && !scheduled) done();
+      });
+      let used = false;
+      const schedule = () => {
+        used = true;
+        if (scheduled) return;
+        scheduled = true;
+        setImmediate(() => {
+          scheduled = false;
+          if (!state || !used) return;
+          const id = (state as { value: Array<{ value: Buffer }> }).value[0]!.value;
+          used = false;
+          declare();
+          discharging++;
+          coordinator.send(discharge(id), undefined, 0);
+        });
+      };
+      declare();
       const receiver = session.open_receiver({
         source: { address: fqqn(type, group) },
         credit_window: 0,
         autoaccept: false,
       });
-      let count = 0;
       await new Promise<void>((resolve) => {
+        done = resolve;
         receiver.once('receiver_open', () => receiver.add_credit(PREFETCH));
         receiver.on('message', (context: EventContext) => {
           // Past the count, return them, as busbar's close does.
@@ -189,9 +244,12 @@ export default async function cases(): Promise<BenchCase[]> {
             context.delivery!.modified({ delivery_failed: true });
             return;
           }
-          context.delivery!.accept();
+          if (state) {
+            accept(context.delivery!);
+            schedule();
+          } else waiting.push(context.delivery!);
           receiver.add_credit(1);
-          if (++count === CONSUMED) resolve();
+          count++;
         });
       });
       await new Promise((resolve) => {

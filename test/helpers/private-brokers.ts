@@ -102,12 +102,13 @@ export class PrivateRabbit {
     this.dir = dir;
   }
 
-  static async start(): Promise<PrivateRabbit> {
+  /** `conf`: more rabbitmq.conf lines (e.g. a TLS listener); `plugins`: plugins to enable on this node only. */
+  static async start(setup: { conf?: string; plugins?: readonly string[] } = {}): Promise<PrivateRabbit> {
     const port = await freePort();
     const rabbit = new PrivateRabbit(port, mkdtempSync(join(tmpdir(), 'busbar-rabbit-')));
     writeFileSync(join(rabbit.dir, 'env.conf'), `NODENAME=busbar${port}@localhost\nNODE_PORT=${port}\n`);
-    writeFileSync(join(rabbit.dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${port}\n`);
-    writeFileSync(join(rabbit.dir, 'enabled_plugins'), '[].\n');
+    writeFileSync(join(rabbit.dir, 'rabbitmq.conf'), `listeners.tcp.local = 127.0.0.1:${port}\n${setup.conf ?? ''}`);
+    writeFileSync(join(rabbit.dir, 'enabled_plugins'), `[${(setup.plugins ?? []).join(',')}].\n`);
     await rabbit.#spawn();
     return rabbit;
   }

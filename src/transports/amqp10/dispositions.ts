@@ -9,7 +9,14 @@
  * The patch splits the session's pending dispositions into runs of equivalent outcomes and lets rhea write each run
  * on its own, where its coalescing is correct. It wraps the prototype of rhea's internal `Incoming` once, reached
  * through a session, because rhea does not export the class.
+ *
+ * It also teaches rhea what the transactional acks of transactions.ts use: one state object (a transaction's
+ * `transactional-state`) is equivalent to itself, so the acks of a transaction coalesce like plain `accepted` ones
+ * (rhea batches `accepted` only); and the coordinator terminus (0x30) and the `declared` (0x33) and
+ * `transactional-state` (0x34) outcomes pass through as the described values they are, where rhea, which does not
+ * know them, would print a warning to the console for each.
  */
+import { createRequire } from 'node:module';
 import rhea, { type Session } from 'rhea';
 
 interface PendingDisposition {
@@ -23,8 +30,36 @@ interface Incoming {
 }
 
 const PATCHED = Symbol.for('busbar.amqp10.dispositions');
-const equivalent = (rhea.message as unknown as { are_outcomes_equivalent(a: unknown, b: unknown): boolean })
-  .are_outcomes_equivalent;
+const TRANSACTION_TYPES = new Set([0x30, 0x33, 0x34]);
+
+interface Described {
+  descriptor?: { value?: unknown };
+}
+
+const outcomes = rhea.message as unknown as {
+  are_outcomes_equivalent(a: unknown, b: unknown): boolean;
+  unwrap_outcome(outcome: unknown): unknown;
+  [PATCHED]?: true;
+};
+const originalEquivalent = outcomes.are_outcomes_equivalent;
+const equivalent = (a: unknown, b: unknown): boolean => (a !== undefined && a === b) || originalEquivalent(a, b);
+
+/** Installs the module-level patches once per process (rhea's message and terminus modules are singletons). */
+function teachRhea(): void {
+  if (outcomes[PATCHED]) return;
+  outcomes.are_outcomes_equivalent = equivalent;
+  const unwrapOutcome = outcomes.unwrap_outcome;
+  outcomes.unwrap_outcome = (outcome: unknown) =>
+    TRANSACTION_TYPES.has(Number((outcome as Described | undefined)?.descriptor?.value))
+      ? outcome
+      : unwrapOutcome(outcome);
+  // Not exported by rhea's main module, but the same singleton its links use.
+  const terminus = createRequire(import.meta.url)('rhea/lib/terminus.js') as { unwrap(field: unknown): unknown };
+  const unwrapTerminus = terminus.unwrap;
+  terminus.unwrap = (field: unknown) =>
+    TRANSACTION_TYPES.has(Number((field as Described | undefined)?.descriptor?.value)) ? field : unwrapTerminus(field);
+  outcomes[PATCHED] = true;
+}
 
 /** Splits `updated` into runs that rhea's coalescing writes correctly: same outcome and same settled flag. */
 export function runsOf(updated: readonly PendingDisposition[]): PendingDisposition[][] {
@@ -40,6 +75,7 @@ export function runsOf(updated: readonly PendingDisposition[]): PendingDispositi
 
 /** Installs the fix on rhea's Incoming prototype (once per process), from any session. */
 export function fixDispositions(session: Session): void {
+  teachRhea();
   const incoming = (session as unknown as { incoming?: Incoming }).incoming;
   const proto = incoming && (Object.getPrototypeOf(incoming) as Incoming & { [PATCHED]?: true });
   if (!proto || proto[PATCHED] || typeof proto.process !== 'function') return;

@@ -3,10 +3,11 @@
  * through management (createQueue, idempotent) so that it exists before any send reaches the type. A consumer
  * reads every endpoint of the URL, each over its own connection that reconnects on its own, so that messages stored
  * on a broker that was down are delivered once it is back (docs/wire/amqp10.md, "Failover").
- * Prefetch is link credit, issued by hand: one credit back per settled delivery. Ack is `accepted`; nack is
- * `modified` with delivery-failed (the broker counts it in delivery-count); a delayed nack sends a scheduled copy
- * (x-opt-delivery-delay) straight to the group's queue, then accepts the original. The ack timeout is emulated: a
- * delivery held past ackTimeoutMs is returned like a nack.
+ * Prefetch is link credit, issued by hand: one credit back per settled delivery. Ack is `accepted` inside a
+ * transaction, resolved when the broker committed it (transactions.ts); nack is `modified` with delivery-failed (the
+ * broker counts it in delivery-count), resolved once the broker answered the next discharge; a delayed nack sends a
+ * scheduled copy (x-opt-delivery-delay) straight to the group's queue, then acks the original. The ack timeout is
+ * emulated: a delivery held past ackTimeoutMs is returned like a nack.
  */
 import type { Connection, EventContext, Message, Receiver, Delivery as RheaDelivery, Session } from 'rhea';
 import { BusError, toBusError } from '../../errors.ts';
@@ -23,6 +24,7 @@ import type { FailoverConnection } from './connection.ts';
 import { fixDispositions } from './dispositions.ts';
 import type { Management } from './management.ts';
 import type { Publisher } from './publisher.ts';
+import { AckTransactions } from './transactions.ts';
 import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
 
 const ATTACH_TIMEOUT_MS = 30_000;
@@ -48,6 +50,9 @@ class Amqp10Delivery implements Delivery {
   readonly deadline: number;
   readonly receiver: Receiver;
   readonly #owner: Amqp10Subscription;
+  readonly #transactions: AckTransactions;
+  /** The broker's confirmation of the ack, once asked for: a second ack() waits for the same answer. */
+  #acked: Promise<void> | undefined;
   readonly #raw: RheaDelivery;
   readonly #amqp: Message;
   readonly #type: string;
@@ -56,12 +61,14 @@ class Amqp10Delivery implements Delivery {
   constructor(
     owner: Amqp10Subscription,
     receiver: Receiver,
+    transactions: AckTransactions,
     context: EventContext,
     type: string,
     ackTimeoutMs: number,
   ) {
     this.#owner = owner;
     this.receiver = receiver;
+    this.#transactions = transactions;
     this.#raw = context.delivery!;
     this.#amqp = context.message!;
     this.#type = type;
@@ -76,10 +83,26 @@ class Amqp10Delivery implements Delivery {
   }
 
   async ack(): Promise<void> {
-    if (this.#state === 'acked' || this.#state === 'expired') return;
+    if (this.#state === 'acked') return this.#acked;
+    if (this.#state === 'expired') return;
     if (this.#state !== 'open') throw this.#notHeld('ack');
     this.#settle('acked');
-    this.#raw.accept();
+    this.#acked = this.#commit();
+    return this.#acked;
+  }
+
+  /** Accepts the delivery in a transaction; resolves once the broker committed it. */
+  async #commit(): Promise<void> {
+    try {
+      await this.#transactions.accept(this.#raw);
+    } catch (error) {
+      const why = error instanceof Error ? error.message : String(error);
+      throw new BusError(
+        'BUSBAR_ERR_ACK',
+        `the broker did not confirm the ack of message ${this.message.id} (${why}); it will be redelivered`,
+        { retryable: false },
+      );
+    }
   }
 
   async nack(options?: NackOptions): Promise<void> {
@@ -88,6 +111,9 @@ class Amqp10Delivery implements Delivery {
     const delayMs = options?.delayMs ?? 0;
     if (delayMs <= 0) {
       this.#returnNow();
+      // Confirmed once the broker answered a later frame, so it has returned the message. If the connection goes
+      // first, the broker returns it all the same: nothing to report.
+      await this.#transactions.confirm().catch(() => {});
       return;
     }
     try {
@@ -99,7 +125,7 @@ class Amqp10Delivery implements Delivery {
       throw error;
     }
     // The copy is stored; if the link died meanwhile the original comes back too (a duplicate, never a loss).
-    this.#raw.accept();
+    await this.#transactions.accept(this.#raw).catch(() => {});
   }
 
   expire(): void {
@@ -142,9 +168,11 @@ export class Amqp10Subscription implements Subscription {
   });
   /** Open deliveries; the emulated ack timeout returns one held past its lease. */
   readonly #live = new LeaseSweeper<Amqp10Delivery>((delivery) => delivery.expire());
-  /** Open receivers and sessions, with the connection each lives on. */
+  /** Open receivers and sessions, with the connection each lives on; each session's acks go through its own
+   * transactions. */
   readonly #receivers = new Map<Receiver, Connection>();
   readonly #sessions = new Map<Session, Connection>();
+  readonly #transactions = new Map<Session, AckTransactions>();
   readonly #unsubscribe: Array<() => void> = [];
   readonly #credit: number;
   #closed = false;
@@ -210,7 +238,11 @@ export class Amqp10Subscription implements Subscription {
   /** The broker returns a lost connection's unsettled deliveries to their group: they are no longer ours. */
   #lost(connection: Connection): void {
     for (const [receiver, on] of this.#receivers) if (on === connection) this.#receivers.delete(receiver);
-    for (const [session, on] of this.#sessions) if (on === connection) this.#sessions.delete(session);
+    for (const [session, on] of this.#sessions) {
+      if (on !== connection) continue;
+      this.#sessions.delete(session);
+      this.#transactions.delete(session);
+    }
     for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
   }
 
@@ -237,6 +269,7 @@ export class Amqp10Subscription implements Subscription {
     fixDispositions(session);
     session.begin();
     this.#sessions.set(session, connection);
+    this.#transactions.set(session, new AckTransactions(site.failover, connection, session));
     try {
       await Promise.all(types.map((type) => this.#open(site, connection, session, type)));
     } catch (error) {
@@ -245,6 +278,7 @@ export class Amqp10Subscription implements Subscription {
       for (const [receiver] of this.#receivers) if (receiver.session === session) this.#receivers.delete(receiver);
       for (const delivery of [...this.#live]) if (!this.#receivers.has(delivery.receiver)) delivery.lose();
       this.#sessions.delete(session);
+      this.#transactions.delete(session);
       try {
         session.close();
       } catch {}
@@ -296,7 +330,12 @@ export class Amqp10Subscription implements Subscription {
       context.delivery?.release();
       return;
     }
-    const delivery = new Amqp10Delivery(this, receiver, context, type, this.#options.ackTimeoutMs);
+    const transactions = this.#transactions.get(receiver.session);
+    if (!transactions) {
+      context.delivery?.release();
+      return;
+    }
+    const delivery = new Amqp10Delivery(this, receiver, transactions, context, type, this.#options.ackTimeoutMs);
     this.#live.add(delivery);
     this.#deliveries.push(delivery);
   }
@@ -314,6 +353,9 @@ export class Amqp10Subscription implements Subscription {
       const receivers = [...this.#receivers.keys()];
       this.#receivers.clear();
       for (const delivery of [...this.#live]) delivery.expire();
+      // Acks not committed yet would be rolled back with the session: wait (bounded) for the broker's answer first.
+      await Promise.all([...this.#transactions.values()].map((transactions) => transactions.drain()));
+      this.#transactions.clear();
       await Promise.all(receivers.map((receiver) => closeLink(receiver)));
       for (const session of this.#sessions.keys()) {
         try {

@@ -16,7 +16,8 @@ type Waiter = { resolve: (model: ChannelModel) => void; reject: (error: unknown)
 /** True for failures that no retry fixes (bad credentials, unknown vhost). */
 function isAuthFailure(error: unknown): boolean {
   const message = String((error as Error)?.message ?? error);
-  return /ACCESS_REFUSED|NOT_ALLOWED|403|530/.test(message);
+  // Whole codes only: a TLS error quotes OpenSSL's hex addresses (`403D4AD3AD7F0000:error:...`).
+  return /ACCESS_REFUSED|NOT_ALLOWED|\b403\b|\b530\b/.test(message);
 }
 
 export class ReconnectingConnection {
@@ -53,9 +54,13 @@ export class ReconnectingConnection {
         return;
       } catch (error) {
         if (isAuthFailure(error)) {
+          const check =
+            this.#options.sasl === 'EXTERNAL'
+              ? 'check that the client certificate names a RabbitMQ user (by default its subject DN; ssl_cert_login_from) with access to the vhost'
+              : 'check username, password and vhost';
           throw new BusError(
             'BUSBAR_ERR_AUTH',
-            `RabbitMQ refused the credentials or vhost: ${(error as Error).message}; check username, password and vhost`,
+            `RabbitMQ refused the credentials or vhost: ${(error as Error).message}; ${check}`,
             { cause: error },
           );
         }
