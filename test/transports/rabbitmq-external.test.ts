@@ -13,9 +13,9 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MessageBus } from '../../src/index.ts';
-import { freePort, PrivateRabbit } from '../helpers/private-brokers.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
 import { BROKERS, brokerSkipReason, hostPort, tcpReachable } from '../helpers/brokers.ts';
+import { freePort, PrivateRabbit } from '../helpers/private-brokers.ts';
 import { makeCertificates } from './fixtures/artemis-tls.ts';
 
 const CLIENT_CN = 'busbar-external';
