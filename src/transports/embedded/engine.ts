@@ -1,8 +1,8 @@
 /**
  * The embedded broker's heart: one connection, one writer queue. Every operation queued by one callback and the
  * promise reactions it sets off (publishes, acks, nacks, releases, group attaches) and every claim a consumer wants
- * run in ONE `BEGIN IMMEDIATE` transaction (group commit); each caller's promise settles after that COMMIT. Waiting consumers
- * are woken at once by commits in this process and, for commits by other processes, by polling
+ * run in ONE `BEGIN IMMEDIATE` transaction (group commit); each caller's promise settles after that COMMIT. Waiting
+ * consumers are woken at once by commits in this process and, for commits by other processes, by polling
  * `PRAGMA data_version` while anyone waits.
  */
 import { BusError, type ErrorCode } from '../../errors.ts';
@@ -102,8 +102,8 @@ export class Engine {
   }
 
   /**
-   * Acks arriving before one flush share one queued operation and one promise, and become one
-   * multi-row DELETE per group: consume+ack throughput depends on it.
+   * Acks arriving before one flush share one queued operation and one promise, and become one multi-row DELETE per
+   * group: consume+ack throughput depends on it.
    */
   ack(type: string, group: string, seq: number, key: string | undefined): Promise<void> {
     if (this.#closed) return Promise.reject(closedError());
