@@ -1,8 +1,8 @@
 /**
- * The embedded broker's heart: one connection, one writer queue. Every operation queued during one turn of the event
- * loop (publishes, acks, nacks, releases, group attaches) and every claim a consumer wants run in ONE
- * `BEGIN IMMEDIATE` transaction (group commit); each caller's promise settles after that COMMIT. Waiting consumers
- * are woken at once by commits in this process and, for commits by other processes, by polling
+ * The embedded broker's heart: one connection, one writer queue. Every operation queued by one callback and the
+ * promise reactions it sets off (publishes, acks, nacks, releases, group attaches) and every claim a consumer wants
+ * run in ONE `BEGIN IMMEDIATE` transaction (group commit); each caller's promise settles after that COMMIT. Waiting
+ * consumers are woken at once by commits in this process and, for commits by other processes, by polling
  * `PRAGMA data_version` while anyone waits.
  */
 import { BusError, type ErrorCode } from '../../errors.ts';
@@ -39,6 +39,9 @@ interface AckedInGroup {
   readonly keys: Set<string>;
 }
 
+/** Flushes that may follow each other without the event loop turning (see Engine.#schedule). */
+const FLUSHES_PER_TURN = 32;
+
 /** Engines of this process by file, so a commit by one wakes consumers of the others at once. */
 const enginesByPath = new Map<string, Set<Engine>>();
 
@@ -49,12 +52,14 @@ export class Engine {
   readonly #claimers = new Set<Claimer>();
   readonly #waiting = new Set<Claimer>();
   #flushScheduled = false;
+  /** Flushes run one after another since one last waited for the event loop to turn (see #schedule). */
+  #flushesThisTurn = 0;
   #pollTimer: NodeJS.Timeout | undefined;
   #lastVersion = 0;
   readonly #retentionTimer: NodeJS.Timeout;
   /** Per type, when its age limit is next checked after a publish. */
   readonly #ageCheckDue = new Map<string, number>();
-  /** The acks of this turn of the event loop, queued as one operation. */
+  /** The acks queued for the next flush, as one operation. */
   #acks: { byGroup: Map<string, AckedInGroup>; item: Queued; promise: Promise<void> } | undefined;
   #closed = false;
 
@@ -97,8 +102,8 @@ export class Engine {
   }
 
   /**
-   * Acks arriving in one turn of the event loop share one queued operation and one promise, and become one
-   * multi-row DELETE per group: consume+ack throughput depends on it.
+   * Acks arriving before one flush share one queued operation and one promise, and become one multi-row DELETE per
+   * group: consume+ack throughput depends on it.
    */
   ack(type: string, group: string, seq: number, key: string | undefined): Promise<void> {
     if (this.#closed) return Promise.reject(closedError());
@@ -190,10 +195,25 @@ export class Engine {
     this.#pollTimer = undefined;
   }
 
+  /**
+   * A flush runs once the current callback and every promise reaction it caused are done (process.nextTick queued
+   * from there runs after them), not a turn of the event loop later: an awaited ack then commits, and the consumer
+   * takes its next message, without waiting for the loop's check phase (one message per turn before). Flushes in a
+   * row can feed each other (a commit resolves an ack, the loop acks the next message), so after FLUSHES_PER_TURN of
+   * them one waits for the next turn and lets timers and I/O run.
+   */
   #schedule(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    setImmediate(() => this.#flush());
+    if (this.#flushesThisTurn < FLUSHES_PER_TURN) {
+      this.#flushesThisTurn++;
+      process.nextTick(() => this.#flush());
+    } else {
+      setImmediate(() => {
+        this.#flushesThisTurn = 0;
+        this.#flush();
+      });
+    }
   }
 
   #flush(): void {

@@ -56,6 +56,12 @@ export class Leases {
         'UPDATE leases SET lease_until = 0, owner = NULL WHERE type = ? AND grp = ? AND owner = ? AND lease_until > 0',
       ),
       removeOne: prepare('DELETE FROM leases WHERE type = ? AND grp = ? AND first_seq = ?3 AND last_seq = ?3'),
+      // The run that starts at ?3 starts at its next member instead (none left: no change, the long way removes it).
+      ackFirst: prepare(
+        `UPDATE leases SET first_seq = (SELECT min(seq) FROM messages WHERE type = ?1 AND seq > ?3 AND seq <= leases.last_seq)
+         WHERE type = ?1 AND grp = ?2 AND first_seq = ?3 AND last_seq > ?3
+           AND EXISTS (SELECT 1 FROM messages WHERE type = ?1 AND seq > ?3 AND seq <= leases.last_seq)`,
+      ),
       stats: prepare(
         `SELECT count(*), coalesce(sum(l.lease_until > ?1), 0), min(m.seq) FROM leases l
          JOIN messages m ON m.type = l.type AND m.seq BETWEEN l.first_seq AND l.last_seq
@@ -84,8 +90,13 @@ export class Leases {
    */
   ack(type: string, group: string, acked: readonly number[]): number[] {
     const seqs = ascending(acked);
-    // One ack in a turn (each ack awaited) is usually all of a run of one: one statement, as for a pending row.
-    if (seqs.length === 1 && this.#s.removeOne!.run(type, group, seqs[0]!).changes === 1) return [];
+    // One ack per commit (each ack awaited) is usually of a run's first member: the run's start moves on, or a run
+    // of one goes. One statement (two for the run's last), where finding the run and its next member took four.
+    if (seqs.length === 1) {
+      const seq = seqs[0]!;
+      if (this.#s.ackFirst!.run(type, group, seq).changes === 1) return [];
+      if (this.#s.removeOne!.run(type, group, seq).changes === 1) return [];
+    }
     const rest: number[] = [];
     for (let i = 0; i < seqs.length; ) {
       const run = this.#at(type, group, seqs[i]!);

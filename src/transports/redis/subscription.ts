@@ -57,7 +57,7 @@ export class RedisSubscription implements Subscription {
   /** Free slots that make a refill worth a read while deliveries are still queued. */
   readonly #refillAt: number;
   readonly #timers = new Set<NodeJS.Timeout>();
-  /** Acks waiting for the end of this event-loop turn, per stream. */
+  /** Acks waiting to be sent (see ack()), per stream. */
   readonly #acks = new Map<string, AckBatch>();
   #acksScheduled = false;
   /** Entries that arrived after close() began: close() releases them with the ones still held. */
@@ -294,8 +294,9 @@ export class RedisSubscription implements Subscription {
   }
 
   /**
-   * Acks made in the same turn of the event loop go out as one XACK per stream (each still resolves only once
-   * Redis recorded it): far fewer commands for Redis and the client than one XACK per message.
+   * Acks made by one callback and the promise reactions it sets off (a read's deliveries handled at once) go out as
+   * one XACK per stream (each still resolves only once Redis recorded it): far fewer commands for Redis and the
+   * client than one XACK per message.
    */
   ack(delivery: RedisDelivery): Promise<void> {
     this.#settled(delivery);
@@ -305,7 +306,9 @@ export class RedisSubscription implements Subscription {
       this.#acks.set(delivery.stream, batch);
       if (!this.#acksScheduled) {
         this.#acksScheduled = true;
-        setImmediate(() => this.#flushAcks());
+        // Once this callback and the promise reactions it set off are done, not a loop turn later: node-redis
+        // writes on the next turn anyway, so an awaited ack waited for two turns.
+        process.nextTick(() => this.#flushAcks());
       }
     }
     batch.deliveries.push(delivery);
