@@ -274,6 +274,23 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       assert.equal((await call(url, '/readyz')).status, 200);
     });
 
+    test('a group created ahead of its first reader keeps what is sent before it pulls', { skip }, async (t) => {
+      const { url } = await gateway(t, broker);
+      const type = fresh('t');
+      const created = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: {} });
+      assert.equal(created.status, 200, created.text);
+      assert.deepEqual(created.json, { type, group: 'early', offset: 'latest' });
+      const again = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: { offset: 'earliest' } });
+      assert.equal(again.status, 200, `creating a group again is idempotent: ${again.text}`);
+      const bad = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: { offset: 'middle' } });
+      assert.equal(bad.status, 400, bad.text);
+      await call(url, `/v1/types/${type}/messages`, { body: { messages: [{ body: 1 }, { body: 2 }] } });
+      // offset=latest would start a new group after these two: only a group that already exists gets them.
+      const got = await pullAll(url, `/v1/types/${type}/messages?group=early&offset=latest&max=10&wait=2000`, 2);
+      assert.deepEqual(got.map((m) => m.body).sort(), [1, 2]);
+      await call(url, '/v1/acks', { body: { receipts: got.map((m) => m.receipt) } });
+    });
+
     test('typos fail loudly: a shrink is 409; delete, purge, pull, stream and CORTX GET of an unknown type are 404', {
       skip,
     }, async (t) => {
