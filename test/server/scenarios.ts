@@ -147,13 +147,23 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       const wrongGroup = await call(url, '/v1/acks', { body: { receipts: [g1[0].receipt], group: 'g2' } });
       assert.equal(wrongGroup.status, 409, wrongGroup.text);
       const receipt: string = g1[0].receipt;
-      const [keyId, payload, mac] = receipt.split('.');
-      const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString());
+      // keyId . pull (type, group, owner, pull id) . index . message id . tag: alter any part and it is refused.
+      const [keyId, pull, index, id, tag] = receipt.split('.');
+      const claims = JSON.parse(Buffer.from(pull!, 'base64url').toString());
       claims[1] = 'g2';
-      const moved = `${keyId}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${mac}`;
-      const forged = await call(url, '/v1/acks', { body: { receipts: [moved] } });
-      assert.equal(forged.status, 400, forged.text);
-      assert.equal(forged.json.error.code, 'BUSBAR_ERR_INVALID_RECEIPT');
+      const otherGroup = Buffer.from(JSON.stringify(claims)).toString('base64url');
+      const other = g1[1].receipt.split('.');
+      const alterations = {
+        'another group': [keyId, otherGroup, index, id, tag],
+        'another index': [keyId, pull, String(1 - Number(index)), id, tag],
+        "another message's id": [keyId, pull, index, other[3], tag],
+        "another message's tag": [keyId, pull, index, id, other[4]],
+      };
+      for (const [what, parts] of Object.entries(alterations)) {
+        const forged = await call(url, '/v1/acks', { body: { receipts: [parts.join('.')] } });
+        assert.equal(forged.status, 400, `${what}: ${forged.text}`);
+        assert.equal(forged.json.error.code, 'BUSBAR_ERR_INVALID_RECEIPT');
+      }
       for (const [g, list] of [
         ['g1', g1],
         ['g2', g2],

@@ -129,6 +129,32 @@ test('a group holding prefetch unsettled leases gets a 429 that says to settle t
   assert.deepEqual([...first, ...rest].map((m) => m.body).sort(), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
 });
 
+test('a pull while the group is at its lease limit queues, and is served as soon as a lease ends', async (t) => {
+  const { url } = await gateway(t, EMBEDDED, { prefetch: 5 });
+  const type = fresh('t');
+  const sent = await call(url, `/v1/types/${type}/messages`, {
+    body: { messages: Array.from({ length: 8 }, (_, i) => ({ body: `m${i}` })) },
+  });
+  assert.equal(sent.status, 200, sent.text);
+  const first = await pullAll(url, `/v1/types/${type}/messages?group=g&max=10&wait=1000`, 5);
+  assert.equal(first.length, 5);
+  const queued = call(url, `/v1/types/${type}/messages?group=g&max=10&wait=30000`);
+  // The gauge shows the pull waiting for room (bounded: only a pull that never queues keeps it at 0 for 30 s).
+  for (const deadline = Date.now() + 30_000; ; ) {
+    const metrics = await call(url, '/metrics');
+    if (/^busbar_gateway_queued_pulls 1$/m.test(metrics.text)) break;
+    assert.ok(Date.now() < deadline, 'the pull never queued behind the 5 leases out');
+  }
+  // Acking two leases makes room for two: the queued pull gets messages, long before its 30 s wait is over.
+  const ack = await call(url, '/v1/acks', { body: { receipts: first.slice(0, 2).map((m) => m.receipt) } });
+  assert.equal(ack.status, 200, ack.text);
+  const got = await queued;
+  assert.equal(got.status, 200, got.text);
+  assert.ok(got.json.messages.length >= 1 && got.json.messages.length <= 2, got.text);
+  const receipts = [...first.slice(2), ...got.json.messages].map((m: { receipt: string }) => m.receipt);
+  assert.equal((await call(url, '/v1/acks', { body: { receipts } })).status, 200);
+});
+
 test('malformed HTTP gets a JSON 400 on the socket', async (t) => {
   const { url } = await gateway(t, EMBEDDED);
   const { port } = new URL(url);
