@@ -299,16 +299,28 @@ export class LeaseTable {
         ),
       ),
     ).catch((error: unknown) => calls.map(() => ({ status: 'rejected' as const, reason: error })));
+    // Counted per run of receipts of one batch (one type and group), not one metrics update per receipt.
+    let counted: Lease | undefined;
+    let run = 0;
+    const flush = () => {
+      if (counted && run > 0) this.#metrics.group(done, counted.claims.type, counted.claims.group, run);
+      run = 0;
+    };
     outcomes.forEach((outcome, i) => {
       const { index, lease } = calls[i]!;
       if (outcome.status === 'fulfilled') {
-        this.#metrics.group(done, lease.claims.type, lease.claims.group);
+        if (counted?.batch !== lease.batch) {
+          flush();
+          counted = lease;
+        }
+        run++;
         results[index] = { status: 'done' };
       } else {
         this.#remember(lease, 'failed', Date.now() + REMEMBER_MS);
         results[index] = { status: 'failed', error: outcome.reason };
       }
     });
+    flush();
     return results;
   }
 

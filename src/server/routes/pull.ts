@@ -171,7 +171,9 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
       summary: 'Pull up to max messages for a group, waiting up to wait ms for the first',
       description:
         'Each message carries a receipt and is leased for lease ms: ack or nack it with POST /v1/acks or ' +
-        '/v1/nacks before leaseExpiresAt, or it returns to the group. An empty list means nothing arrived in time.',
+        '/v1/nacks before leaseExpiresAt, or it returns to the group. An empty list means nothing arrived in time. ' +
+        'While the group holds server.prefetch unsettled leases through this gateway, the pull queues (within ' +
+        'its wait) until one ends.',
       tag: 'messages',
       auth: 'consume',
       params: typeParams,
@@ -181,7 +183,12 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
           description: 'the messages (possibly none)',
           schema: { type: 'object', properties: { messages: { type: 'array', items: wireMessage } } },
         },
-        429: { description: 'too many long polls waiting', schema: errorBody },
+        429: {
+          description:
+            'too many long polls waiting, or the group held server.prefetch unsettled leases through this gateway ' +
+            'for the whole wait',
+          schema: errorBody,
+        },
       },
     },
     async (request, reply) => {
