@@ -7,12 +7,18 @@
  * load and idle.
  *
  *   ./node_modules/.bin/node bench/load/rest-gateway.ts [--seconds 15] [--publishers 8] [--pullers 16]
- *     [--batch 100] [--idle 30] [--prefetch N]
+ *     [--batch 100] [--idle 30] [--prefetch N] [--preload N]
+ *
+ * `--preload N` stores N messages in the file (through the transport, before the gateway starts) for the pullers to
+ * drain as well: a way to put many messages through the gateway when publishing through it is slow.
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { resolveConfig } from '../../src/index.ts';
+import { buildMessage } from '../../src/message/envelope.ts';
+import { loadTransport } from '../../src/transport/registry.ts';
 import { startReplica, stopReplica } from '../../test/helpers/replicas.ts';
 
 const { values } = parseArgs({
@@ -23,6 +29,7 @@ const { values } = parseArgs({
     batch: { type: 'string', default: '100' },
     idle: { type: 'string', default: '30' },
     prefetch: { type: 'string' },
+    preload: { type: 'string', default: '0' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -41,6 +48,19 @@ const configFile = join(dir, 'busbar.json');
 const server: Record<string, unknown> = {};
 if (values.prefetch) server.prefetch = Number(values.prefetch);
 writeFileSync(configFile, JSON.stringify({ broker: `embedded:${join(dir, 'bus.db')}`, server }));
+const PRELOAD = Number(values.preload);
+if (PRELOAD > 0) {
+  const config = resolveConfig(`embedded:${join(dir, 'bus.db')}`);
+  const transport = await (await loadTransport(config.scheme))(config.transport);
+  for (let n = 0; n < PRELOAD; n += 1000) {
+    const count = Math.min(1000, PRELOAD - n);
+    await transport.publish(
+      TYPE,
+      Array.from({ length: count }, (_, i) => buildMessage(TYPE, 'preload', { p: -1, n: n + i, pad })),
+    );
+  }
+  await transport.close();
+}
 const gateway = await startReplica(configFile);
 
 function rssMb(): number {
@@ -52,7 +72,7 @@ const statuses = new Map<string, number>();
 const count = (what: string) => statuses.set(what, (statuses.get(what) ?? 0) + 1);
 const seen = new Set<string>();
 let duplicates = 0;
-let published = 0;
+let published = PRELOAD;
 let publishing = true;
 let peakRss = 0;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMb())), 250);
@@ -133,7 +153,8 @@ try {
         pullers: PULLERS,
         batch: BATCH,
         published,
-        publishPerSec: Math.round(published / ((publishEnded - started) / 1000)),
+        preloaded: PRELOAD,
+        publishPerSec: Math.round((published - PRELOAD) / ((publishEnded - started) / 1000)),
         consumedWhilePublishing: consumedAtPublishEnd,
         consumePerSec: Math.round(seen.size / ((drained - started) / 1000)),
         drainMsAfterPublish: drained - publishEnded,
