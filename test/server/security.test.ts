@@ -155,6 +155,33 @@ test('a pull while the group is at its lease limit queues, and is served as soon
   assert.equal((await call(url, '/v1/acks', { body: { receipts } })).status, 200);
 });
 
+test('a receipt from before a restart is recognised with the same secret (410), and named with another (400)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'busbar-restart-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const broker = `embedded:${join(dir, 'bus.db')}`;
+  const secret = 'a receipt secret of at least thirty-two characters';
+  const start = (receiptSecret: string) => startServer({ config: { broker, server: { receiptSecret } }, port: 0 });
+  const first = await start(secret);
+  const type = fresh('t');
+  await call(first.url, `/v1/types/${type}/messages`, { body: { messages: [{ body: 1 }, { body: 2 }] } });
+  const pulled = await pullAll(first.url, `/v1/types/${type}/messages?group=g&max=2&wait=2000`, 2);
+  assert.equal(pulled.length, 2);
+  await first.close();
+
+  const again = await start(secret);
+  t.after(() => again.close());
+  const stale = await call(again.url, '/v1/acks', { body: { receipts: [pulled[0].receipt] } });
+  assert.equal(stale.status, 410, `genuine but from before the restart: ${stale.text}`);
+  const altered = pulled[1].receipt.replace(/.$/, (c: string) => (c === 'A' ? 'B' : 'A'));
+  const forged = await call(again.url, '/v1/acks', { body: { receipts: [altered] } });
+  assert.equal(forged.status, 400, `altered: ${forged.text}`);
+  const other = await start('another receipt secret, also thirty-two characters');
+  t.after(() => other.close());
+  const foreign = await call(other.url, '/v1/acks', { body: { receipts: [pulled[1].receipt] } });
+  assert.equal(foreign.status, 400, foreign.text);
+  assert.match(foreign.json.error.message, /signed under another receipt secret/);
+});
+
 test('malformed HTTP gets a JSON 400 on the socket', async (t) => {
   const { url } = await gateway(t, EMBEDDED);
   const { port } = new URL(url);
