@@ -32,7 +32,7 @@ function readBody(req: import('node:http').IncomingMessage): Promise<string> {
 }
 
 /** The baseline: the least an HTTP front can do over the same transport. */
-function bareServer(transport: Transport, pullType: string): { server: Server; close(): Promise<void> } {
+export function bareServer(transport: Transport, pullType: string): { server: Server; close(): Promise<void> } {
   const held = new Map<string, Delivery>();
   const ready: Delivery[] = [];
   let waiter: (() => void) | undefined;

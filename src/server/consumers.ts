@@ -22,6 +22,34 @@ export interface PooledConsumer {
   lastUsed: number;
   /** Set once the pool closed it (idle, failed or shutdown): its receive() then answers null at once. */
   closed: boolean;
+  /** Pulls waiting for a lease to end (held at the prefetch cap), oldest first. */
+  readonly waiting: (() => void)[];
+}
+
+/**
+ * Waits until `entry` holds fewer than `cap` leases, or `ms` pass; whether there is room. Pulls queue here (oldest
+ * first) instead of being refused while the group's leases are all out: each settled lease lets the next one in.
+ */
+export function roomFor(entry: PooledConsumer, cap: number, ms: number): Promise<boolean> {
+  if (entry.held < cap) return Promise.resolve(true);
+  if (ms <= 0 || entry.closed) return Promise.resolve(false);
+  return new Promise<boolean>((resolve) => {
+    const wake = () => {
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      const at = entry.waiting.indexOf(wake);
+      if (at >= 0) entry.waiting.splice(at, 1);
+      resolve(entry.held < cap);
+    }, ms);
+    entry.waiting.push(wake);
+  });
+}
+
+/** A lease of `entry` ended: the oldest waiting pull may go. */
+export function leaseEnded(entry: PooledConsumer): void {
+  entry.waiting.shift()?.();
 }
 
 export interface PoolSettings {
@@ -107,7 +135,7 @@ export class ConsumerPool {
       void consumer.close().catch(() => {});
       throw error;
     }
-    return { type, group, consumer, users: 0, held: 0, lastUsed: Date.now(), closed: false };
+    return { type, group, consumer, users: 0, held: 0, lastUsed: Date.now(), closed: false, waiting: [] };
   }
 
   release(entry: PooledConsumer): void {

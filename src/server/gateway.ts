@@ -44,6 +44,8 @@ export class Gateway {
   /** Ends each open stream (at shutdown). */
   readonly streams = new Set<() => void>();
   longPolls = 0;
+  /** Pulls waiting for a lease of their group to end (the group at server.prefetch leases through this gateway). */
+  queuedPulls = 0;
   closing = false;
 
   constructor(bus: MessageBus, settings: ServerSettings) {

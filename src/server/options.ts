@@ -72,7 +72,10 @@ export interface ServerSection {
   limits?: Partial<Limits>;
   /** A (type, group) consumer with no pulls, streams or leases for this long is closed. */
   consumerIdleMs?: number;
-  /** Messages the gateway's consumer of a (type, group) may hold ready ahead of pulls. */
+  /**
+   * Messages the gateway's consumer of a (type, group) may hold, ready ahead of pulls or leased (default 1000): so
+   * also the most leases one group has out through this gateway; pulls beyond it queue for up to their wait.
+   */
   prefetch?: number;
   /** The URL the other replicas reach this one at (written into its receipts); default: where it listens. */
   advertiseUrl?: string;
@@ -282,7 +285,7 @@ export function resolveServerSettings(section: ServerSection, overrides: ServerS
     receiptSecret: merged.receiptSecret,
     limits,
     consumerIdleMs: merged.consumerIdleMs ?? 60_000,
-    prefetch: merged.prefetch ?? 100,
+    prefetch: merged.prefetch ?? 1000,
     advertiseUrl: merged.advertiseUrl,
     idempotencyStore: merged.idempotencyStore,
     drainMs: merged.drainMs ?? 10_000,

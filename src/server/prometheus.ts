@@ -7,6 +7,7 @@ export interface Gauges {
   consumers: number;
   streams: number;
   longPolls: number;
+  queuedPulls: number;
 }
 
 export function escapeLabel(value: string): string {
@@ -61,6 +62,12 @@ export function renderMetrics(metrics: Metrics, gauges: Gauges, stats: readonly 
   out.family('busbar_gateway_consumers', 'gauge', 'Consumers the gateway holds open.', [[{}, gauges.consumers]]);
   out.family('busbar_gateway_streams', 'gauge', 'Server-Sent Event streams open.', [[{}, gauges.streams]]);
   out.family('busbar_gateway_long_polls', 'gauge', 'Long polls waiting.', [[{}, gauges.longPolls]]);
+  out.family(
+    'busbar_gateway_queued_pulls',
+    'gauge',
+    'Pulls waiting for a lease of their group to end (at server.prefetch).',
+    [[{}, gauges.queuedPulls]],
+  );
   if (stats) brokerStatsFamilies(out, stats);
   return `${out.lines.join('\n')}\n`;
 }

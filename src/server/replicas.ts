@@ -17,7 +17,7 @@ import { authorize } from './auth.ts';
 import { httpError } from './errors.ts';
 import type { Gateway } from './gateway.ts';
 import type { ExtendResult, SettleResult } from './leases.ts';
-import type { ReceiptClaims } from './receipts.ts';
+import type { ReceiptClaims, VerifyCache } from './receipts.ts';
 import { principalOf } from './requests.ts';
 
 /** The header a forwarded request carries (its value: the forwarding replica's id); such a request never forwards. */
@@ -115,14 +115,17 @@ export function verifyReceipts(
   group: string | undefined,
 ): ReceiptClaims[] {
   const principal = principalOf(request);
+  const cache: VerifyCache = new Map();
+  const issued = (pull: string, index: number) => gw.leases.issued(pull, index);
   const claims = receipts.map((receipt, i) => {
     try {
-      return gw.signer.verify(receipt, (nonce) => gw.leases.issued(nonce));
+      return gw.signer.verify(receipt, issued, cache);
     } catch (error) {
       throw httpError('BUSBAR_ERR_INVALID_RECEIPT', `receipts[${i}]: ${(error as Error).message}; nothing was settled`);
     }
   });
-  for (const c of claims) authorize(principal, 'consume', c.type);
+  // Receipts of one pull share their type: each type is authorized once.
+  for (const type of new Set(claims.map((c) => c.type))) authorize(principal, 'consume', type);
   claims.forEach((c, i) => {
     if (group !== undefined && c.group !== group) {
       throw httpError(

@@ -177,6 +177,21 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
     },
   } as const;
 
+  const groupBody = {
+    type: 'object',
+    additionalProperties: false,
+    properties: {
+      offset: {
+        type: 'string',
+        enum: ['earliest', 'latest'],
+        default: 'latest',
+        description:
+          'latest: keeps every message sent from now on; earliest: from the oldest message kept (where the ' +
+          'transport has replay). Ignored for a group that exists: it keeps its position',
+      },
+    },
+  } as const;
+
   const cortxPublish = {
     type: 'object',
     required: ['messages'],
@@ -277,6 +292,7 @@ export function buildSchemas(limits: Readonly<Limits>, defaultLeaseMs: number) {
     ackBody,
     nackBody,
     registerBody,
+    groupBody,
     cortxPublish,
     cortxQuery,
     errorBody,

@@ -147,13 +147,23 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       const wrongGroup = await call(url, '/v1/acks', { body: { receipts: [g1[0].receipt], group: 'g2' } });
       assert.equal(wrongGroup.status, 409, wrongGroup.text);
       const receipt: string = g1[0].receipt;
-      const [keyId, payload, mac] = receipt.split('.');
-      const claims = JSON.parse(Buffer.from(payload!, 'base64url').toString());
+      // keyId . pull (type, group, owner, pull id) . index . message id . tag: alter any part and it is refused.
+      const [keyId, pull, index, id, tag] = receipt.split('.');
+      const claims = JSON.parse(Buffer.from(pull!, 'base64url').toString());
       claims[1] = 'g2';
-      const moved = `${keyId}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${mac}`;
-      const forged = await call(url, '/v1/acks', { body: { receipts: [moved] } });
-      assert.equal(forged.status, 400, forged.text);
-      assert.equal(forged.json.error.code, 'BUSBAR_ERR_INVALID_RECEIPT');
+      const otherGroup = Buffer.from(JSON.stringify(claims)).toString('base64url');
+      const other = g1[1].receipt.split('.');
+      const alterations = {
+        'another group': [keyId, otherGroup, index, id, tag],
+        'another index': [keyId, pull, String(1 - Number(index)), id, tag],
+        "another message's id": [keyId, pull, index, other[3], tag],
+        "another message's tag": [keyId, pull, index, id, other[4]],
+      };
+      for (const [what, parts] of Object.entries(alterations)) {
+        const forged = await call(url, '/v1/acks', { body: { receipts: [parts.join('.')] } });
+        assert.equal(forged.status, 400, `${what}: ${forged.text}`);
+        assert.equal(forged.json.error.code, 'BUSBAR_ERR_INVALID_RECEIPT');
+      }
       for (const [g, list] of [
         ['g1', g1],
         ['g2', g2],
@@ -272,6 +282,23 @@ export function gatewayScenarios(broker: BrokerUnderTest): void {
       assert.ok(!after.json.types.some((x: { type: string }) => x.type === type));
       assert.equal((await call(url, '/healthz')).status, 200);
       assert.equal((await call(url, '/readyz')).status, 200);
+    });
+
+    test('a group created ahead of its first reader keeps what is sent before it pulls', { skip }, async (t) => {
+      const { url } = await gateway(t, broker);
+      const type = fresh('t');
+      const created = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: {} });
+      assert.equal(created.status, 200, created.text);
+      assert.deepEqual(created.json, { type, group: 'early', offset: 'latest' });
+      const again = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: { offset: 'earliest' } });
+      assert.equal(again.status, 200, `creating a group again is idempotent: ${again.text}`);
+      const bad = await call(url, `/v1/types/${type}/groups/early`, { method: 'PUT', body: { offset: 'middle' } });
+      assert.equal(bad.status, 400, bad.text);
+      await call(url, `/v1/types/${type}/messages`, { body: { messages: [{ body: 1 }, { body: 2 }] } });
+      // offset=latest would start a new group after these two: only a group that already exists gets them.
+      const got = await pullAll(url, `/v1/types/${type}/messages?group=early&offset=latest&max=10&wait=2000`, 2);
+      assert.deepEqual(got.map((m) => m.body).sort(), [1, 2]);
+      await call(url, '/v1/acks', { body: { receipts: got.map((m) => m.receipt) } });
     });
 
     test('typos fail loudly: a shrink is 409; delete, purge, pull, stream and CORTX GET of an unknown type are 404', {

@@ -129,6 +129,59 @@ test('a group holding prefetch unsettled leases gets a 429 that says to settle t
   assert.deepEqual([...first, ...rest].map((m) => m.body).sort(), ['m0', 'm1', 'm2', 'm3', 'm4', 'm5', 'm6', 'm7']);
 });
 
+test('a pull while the group is at its lease limit queues, and is served as soon as a lease ends', async (t) => {
+  const { url } = await gateway(t, EMBEDDED, { prefetch: 5 });
+  const type = fresh('t');
+  const sent = await call(url, `/v1/types/${type}/messages`, {
+    body: { messages: Array.from({ length: 8 }, (_, i) => ({ body: `m${i}` })) },
+  });
+  assert.equal(sent.status, 200, sent.text);
+  const first = await pullAll(url, `/v1/types/${type}/messages?group=g&max=10&wait=1000`, 5);
+  assert.equal(first.length, 5);
+  const queued = call(url, `/v1/types/${type}/messages?group=g&max=10&wait=30000`);
+  // The gauge shows the pull waiting for room (bounded: only a pull that never queues keeps it at 0 for 30 s).
+  for (const deadline = Date.now() + 30_000; ; ) {
+    const metrics = await call(url, '/metrics');
+    if (/^busbar_gateway_queued_pulls 1$/m.test(metrics.text)) break;
+    assert.ok(Date.now() < deadline, 'the pull never queued behind the 5 leases out');
+  }
+  // Acking two leases makes room for two: the queued pull gets messages, long before its 30 s wait is over.
+  const ack = await call(url, '/v1/acks', { body: { receipts: first.slice(0, 2).map((m) => m.receipt) } });
+  assert.equal(ack.status, 200, ack.text);
+  const got = await queued;
+  assert.equal(got.status, 200, got.text);
+  assert.ok(got.json.messages.length >= 1 && got.json.messages.length <= 2, got.text);
+  const receipts = [...first.slice(2), ...got.json.messages].map((m: { receipt: string }) => m.receipt);
+  assert.equal((await call(url, '/v1/acks', { body: { receipts } })).status, 200);
+});
+
+test('a receipt from before a restart is recognised with the same secret (410), and named with another (400)', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'busbar-restart-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const broker = `embedded:${join(dir, 'bus.db')}`;
+  const secret = 'a receipt secret of at least thirty-two characters';
+  const start = (receiptSecret: string) => startServer({ config: { broker, server: { receiptSecret } }, port: 0 });
+  const first = await start(secret);
+  const type = fresh('t');
+  await call(first.url, `/v1/types/${type}/messages`, { body: { messages: [{ body: 1 }, { body: 2 }] } });
+  const pulled = await pullAll(first.url, `/v1/types/${type}/messages?group=g&max=2&wait=2000`, 2);
+  assert.equal(pulled.length, 2);
+  await first.close();
+
+  const again = await start(secret);
+  t.after(() => again.close());
+  const stale = await call(again.url, '/v1/acks', { body: { receipts: [pulled[0].receipt] } });
+  assert.equal(stale.status, 410, `genuine but from before the restart: ${stale.text}`);
+  const altered = pulled[1].receipt.replace(/.$/, (c: string) => (c === 'A' ? 'B' : 'A'));
+  const forged = await call(again.url, '/v1/acks', { body: { receipts: [altered] } });
+  assert.equal(forged.status, 400, `altered: ${forged.text}`);
+  const other = await start('another receipt secret, also thirty-two characters');
+  t.after(() => other.close());
+  const foreign = await call(other.url, '/v1/acks', { body: { receipts: [pulled[1].receipt] } });
+  assert.equal(foreign.status, 400, foreign.text);
+  assert.match(foreign.json.error.message, /signed under another receipt secret/);
+});
+
 test('malformed HTTP gets a JSON 400 on the socket', async (t) => {
   const { url } = await gateway(t, EMBEDDED);
   const { port } = new URL(url);

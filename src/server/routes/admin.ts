@@ -1,6 +1,6 @@
 /**
- * Admin and analytics under /v1/types: list, register (partitions, expiry), deregister, purge, and stats per type
- * and group (depth, unread, in-flight, oldest age, rates through this gateway).
+ * Admin and analytics under /v1/types: list, register (partitions, expiry), deregister, purge, create a consumer
+ * group ahead of its first reader, and stats per type and group (depth, unread, in-flight, oldest age, rates through this gateway).
  */
 import type { FastifyInstance } from 'fastify';
 import type { TypeStats } from '../../transport/contract.ts';
@@ -9,7 +9,7 @@ import { brokerCall, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import type { ApiRegistry } from '../openapi.ts';
 import { principalOf } from '../requests.ts';
-import { typeParams } from '../schemas.ts';
+import { groupName, typeName, typeParams } from '../schemas.ts';
 
 export function withRates(gw: Gateway, stats: TypeStats, leased: Map<string, number>): Record<string, unknown> {
   return {
@@ -24,7 +24,7 @@ export function withRates(gw: Gateway, stats: TypeStats, leased: Map<string, num
 }
 
 export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiRegistry): void {
-  const { registerBody, typeStats } = gw.schemas;
+  const { registerBody, groupBody, typeStats } = gw.schemas;
   const admin = gw.bus.admin();
   const timeout = gw.settings.limits.brokerTimeoutMs;
   const typeInfo = {
@@ -135,6 +135,43 @@ export function registerAdminRoutes(app: FastifyInstance, gw: Gateway, api: ApiR
       const { type } = request.params as { type: string };
       await brokerCall('purging a type', timeout, () => admin.purge(type));
       return { type, purged: true };
+    },
+  );
+
+  api.define(
+    app,
+    {
+      method: 'PUT',
+      url: '/v1/types/:type/groups/:group',
+      operationId: 'createGroup',
+      summary: 'Create a consumer group before its first reader, so it keeps what is sent meanwhile (idempotent)',
+      description:
+        'Creates the type too if it does not exist. An existing group keeps its position and what it has not read. ' +
+        '422 BUSBAR_ERR_UNSUPPORTED where the transport cannot create a group before a consumer joins it.',
+      tag: 'admin',
+      auth: 'admin',
+      params: {
+        type: 'object',
+        required: ['type', 'group'],
+        properties: { type: typeName, group: groupName },
+      },
+      body: groupBody,
+      responses: {
+        200: {
+          description: 'the group exists',
+          schema: {
+            type: 'object',
+            properties: { type: { type: 'string' }, group: { type: 'string' }, offset: { type: 'string' } },
+          },
+        },
+        422: { description: 'the transport cannot create a group ahead of its first consumer' },
+      },
+    },
+    async (request) => {
+      const { type, group } = request.params as { type: string; group: string };
+      const offset = ((request.body ?? {}) as { offset?: 'earliest' | 'latest' }).offset ?? 'latest';
+      await brokerCall('creating a consumer group', timeout, () => admin.createConsumerGroup(type, group, { offset }));
+      return { type, group, offset };
     },
   );
 

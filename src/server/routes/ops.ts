@@ -65,6 +65,7 @@ export function registerOpsRoutes(app: FastifyInstance, gw: Gateway, api: ApiReg
         consumers: gw.pool.size,
         streams: gw.streams.size,
         longPolls: gw.longPolls,
+        queuedPulls: gw.queuedPulls,
       };
       const visible = stats?.filter((s) => seesType(principal, s.type));
       return reply.type('text/plain; version=0.0.4; charset=utf-8').send(renderMetrics(gw.metrics, gauges, visible));

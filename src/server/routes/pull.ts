@@ -8,7 +8,7 @@ import type { Message } from '../../bus/message.ts';
 import { toBusError } from '../../errors.ts';
 import type { Offset } from '../../transport/contract.ts';
 import { BATCH, toStructured } from '../cloudevents.ts';
-import type { PooledConsumer } from '../consumers.ts';
+import { type PooledConsumer, roomFor } from '../consumers.ts';
 import { brokerCall, httpError } from '../errors.ts';
 import type { Gateway } from '../gateway.ts';
 import type { SettleResult } from '../leases.ts';
@@ -16,6 +16,8 @@ import type { ApiRegistry } from '../openapi.ts';
 import { type Operation, type Result, runAnywhere, verifyReceipts } from '../replicas.ts';
 import { typeParams } from '../schemas.ts';
 import { toWire, type WireMessage } from '../wire.ts';
+
+const JSON_UTF8 = 'application/json; charset=utf-8';
 
 export interface PullOptions {
   group: string;
@@ -41,13 +43,15 @@ export async function pull(
   try {
     entry = await gw.pool.acquire(type, options.group, options.offset);
     const current = entry;
-    if (!options.autoAck && current.held >= gw.settings.prefetch) {
-      // Unsettled leases count against the consumer's prefetch: a pull now would only wait and come back empty.
+    const started = Date.now();
+    if (!options.autoAck && !(await queueFor(gw, current, options.wait))) {
+      // Every lease this gateway may hold for the group is out, and none ended while this pull waited.
       throw httpError(
         'BUSBAR_ERR_LIMIT',
-        `group '${options.group}' already holds ${current.held} unsettled leases on '${type}' through this gateway ` +
-          `(server.prefetch = ${gw.settings.prefetch}): ack or nack the receipts you hold, let their leases run out, ` +
-          'or raise server.prefetch',
+        `group '${options.group}' holds ${current.held} unsettled leases on '${type}' through this gateway, its ` +
+          `limit (server.prefetch = ${gw.settings.prefetch}), and none was settled within this pull's wait of ` +
+          `${options.wait} ms: ack or nack the receipts you hold (or let their leases run out), pull with a longer ` +
+          'wait, or raise server.prefetch',
       );
     }
     const gone = () => reply.raw.destroyed || request.raw.socket.destroyed;
@@ -55,7 +59,7 @@ export async function pull(
     try {
       // Messages read ahead too long ago to lease properly go back to the group (to come again afresh).
       const usable = (m: Message) => options.autoAck || gw.leases.leasable(m, options.lease);
-      messages = await gw.pool.take(current, options.max, options.wait, gone, usable);
+      messages = await gw.pool.take(current, options.max, options.wait - (Date.now() - started), gone, usable);
     } catch (error) {
       gw.pool.discard(current);
       throw toBusError(error, 'BUSBAR_ERR_BROKER', `receiving from '${type}' for group '${options.group}'`);
@@ -73,10 +77,22 @@ export async function pull(
       gw.metrics.group('acked', type, options.group, messages.length);
       return { messages, wire: messages.map((m) => toWire(m)) };
     }
-    return { messages, wire: messages.map((m) => toWire(m, gw.leases.grant(current, m, options.lease))) };
+    const leases = gw.leases.grant(current, messages, options.lease);
+    return { messages, wire: messages.map((m, i) => toWire(m, leases[i])) };
   } finally {
     leave();
     if (entry) gw.pool.release(entry);
+  }
+}
+
+/** Waits (counted in gw.queuedPulls) until the group has room for another lease, or `waitMs` pass. */
+async function queueFor(gw: Gateway, entry: PooledConsumer, waitMs: number): Promise<boolean> {
+  if (entry.held < gw.settings.prefetch) return true;
+  gw.queuedPulls++;
+  try {
+    return await roomFor(entry, gw.settings.prefetch, waitMs);
+  } finally {
+    gw.queuedPulls--;
   }
 }
 
@@ -155,7 +171,9 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
       summary: 'Pull up to max messages for a group, waiting up to wait ms for the first',
       description:
         'Each message carries a receipt and is leased for lease ms: ack or nack it with POST /v1/acks or ' +
-        '/v1/nacks before leaseExpiresAt, or it returns to the group. An empty list means nothing arrived in time.',
+        '/v1/nacks before leaseExpiresAt, or it returns to the group. An empty list means nothing arrived in time. ' +
+        'While the group holds server.prefetch unsettled leases through this gateway, the pull queues (within ' +
+        'its wait) until one ends.',
       tag: 'messages',
       auth: 'consume',
       params: typeParams,
@@ -165,7 +183,12 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
           description: 'the messages (possibly none)',
           schema: { type: 'object', properties: { messages: { type: 'array', items: wireMessage } } },
         },
-        429: { description: 'too many long polls waiting', schema: errorBody },
+        429: {
+          description:
+            'too many long polls waiting, or the group held server.prefetch unsettled leases through this gateway ' +
+            'for the whole wait',
+          schema: errorBody,
+        },
       },
     },
     async (request, reply) => {
@@ -175,7 +198,9 @@ export function registerPullRoutes(app: FastifyInstance, gw: Gateway, api: ApiRe
       if (query.format === 'cloudevents' || request.headers.accept?.includes(BATCH)) {
         return reply.type(BATCH).send(`[${messages.map((m, i) => toStructured(m, wire[i])).join(',')}]`);
       }
-      return reply.send({ messages: wire });
+      // Serialized here: the response schema's generated serializer walks every message's fields in JS, and
+      // cost more per pull than everything else the gateway adds (docs in BENCHMARKS.md, REST gateway).
+      return reply.type(JSON_UTF8).send(JSON.stringify({ messages: wire }));
     },
   );
 

@@ -118,7 +118,7 @@ export function registerStreamRoutes(app: FastifyInstance, gw: Gateway, api: Api
             data = query.format === 'cloudevents' ? toStructured(message) : JSON.stringify(toWire(message));
           } else {
             held++;
-            const lease = gw.leases.grant(entry, message, query.lease, () => {
+            const [lease] = gw.leases.grant(entry, [message], query.lease, () => {
               held--;
               wake?.();
             });
