@@ -306,10 +306,10 @@ for (const setup of SETUPS) {
         (await call(a.url, `/v1/types/${type}/messages`, { body: { messages: [{ body: 1 }, { body: 2 }] } })).status,
         200,
       );
-      const first = await call(a.url, `/v1/types/${type}/messages?group=g&max=1&wait=3000&lease=1000`);
+      const first = await call(a.url, `/v1/types/${type}/messages?group=g&max=1&wait=3000&lease=2000`);
       assert.equal(first.json.messages.length, 1);
       const [m] = first.json.messages as { id: string; receipt: string; leaseExpiresAt: string }[];
-      const extended = await call(b.url, '/v1/leases', { body: { receipts: [m!.receipt], leaseMs: 3500 } });
+      const extended = await call(b.url, '/v1/leases', { body: { receipts: [m!.receipt], leaseMs: MAX_LEASE_MS } });
       assert.equal(extended.status, 200, JSON.stringify(extended.json));
       assert.equal(extended.replica, b.id);
       const until = Date.parse(extended.json.leases[0].leaseExpiresAt);
