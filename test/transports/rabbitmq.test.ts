@@ -507,7 +507,18 @@ describe('rabbitmq transport', { skip }, () => {
     ]);
     assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
     await node.ctl('set_vm_memory_high_watermark', '0.4');
-    await transport.publish(type, [message(type, 'after the alarm')]);
+    // The node clears its alarm (and unblocks the connection) at its next memory check, a moment after the command:
+    // until then a publish still fails, retryably, and is tried again as an application would; bounded.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        await transport.publish(type, [message(type, 'after the alarm')]);
+        break;
+      } catch (error) {
+        if (!(error as { retryable?: boolean }).retryable || Date.now() > deadline) throw error;
+        await sleep(200);
+      }
+    }
   });
 
   it('merges split registry documents: last writer wins per type, groups unite', () => {
