@@ -57,7 +57,7 @@ async function open(t: TestContext, types: string[] = [], options?: TransportCon
   return transport;
 }
 
-async function next(iterator: AsyncIterator<Delivery>, ms = 10_000): Promise<Delivery> {
+async function next(iterator: AsyncIterator<Delivery>, ms = 30_000): Promise<Delivery> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<undefined>((resolve) => {
     timer = setTimeout(() => resolve(undefined), ms);
@@ -245,7 +245,7 @@ describe('rabbitmq transport', { skip }, () => {
     assert.equal(third.attempt, 3);
     assert.equal(third.message.id, first.message.id);
     // Let the ack timeout pass: the transport returns it; a late ack is a no-op (the redelivery stands).
-    const fourth = await next(it);
+    const fourth = await next(it, 60_000);
     assert.equal(fourth.attempt, 4);
     await third.ack();
     await third.nack(); // idempotent no-op once it is back in its group
