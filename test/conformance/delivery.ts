@@ -96,7 +96,11 @@ export function deliveryScenarios(ctx: SuiteContext): void {
   scenario('3 20 types in parallel: no leakage', async () => {
     const types = Array.from({ length: 20 }, () => newType('leak'));
     const group = newGroup();
-    const consumers = types.map((type) => bus.consumer({ consumerGroup: group, messageTypes: [type] }));
+    // Leases outlast the scenario: on a loaded machine a delivery acked after the suite's 1 s ack timeout comes
+    // again (attempt 2), which is a redelivery, not a leak.
+    const consumers = types.map((type) =>
+      bus.consumer({ consumerGroup: group, messageTypes: [type], ackTimeoutMs: 600_000 }),
+    );
     await Promise.all(consumers.map((c) => c.ready));
     await Promise.all(
       types.map((type) => bus.producer({ messageType: type }).send([...Array(10)].map((_, i) => `${type}:${i}`))),
@@ -109,7 +113,11 @@ export function deliveryScenarios(ctx: SuiteContext): void {
           assert.equal(m.type, types[i]);
           assert.ok((m.body as string).startsWith(`${types[i]}:`), `type ${types[i]} received ${m.body}`);
         }
-        assert.equal(await consumer.receive({ timeout: 300 }), null, `type ${types[i]} received an extra message`);
+        const extra = await consumer.receive({ timeout: 300 });
+        assert.ok(
+          extra === null || (extra.type === types[i] && got.has(extra.id)),
+          `type ${types[i]} received an extra message: ${extra?.type} ${extra?.body} (attempt ${extra?.attempt})`,
+        );
       }),
     );
     await Promise.all(consumers.map((c) => c.close()));

@@ -140,12 +140,15 @@ export class PrivateRabbit {
     await this.#spawn();
   }
 
-  /** rabbitmqctl against this node (its own name and, through HOME, its own Erlang cookie); resolves with stdout. */
+  /**
+   * rabbitmqctl against this node (its own name and, through HOME, its own Erlang cookie); resolves with stdout. Each
+   * call starts an Erlang VM: 35-120 s on a loaded machine, so the bound is generous.
+   */
   async ctl(...args: string[]): Promise<string> {
     const { stdout } = await promisify(execFile)(
       '/usr/lib/rabbitmq/bin/rabbitmqctl',
       ['-n', `busbar${this.port}@localhost`, ...args],
-      { env: { ...process.env, HOME: this.dir, ERL_EPMD_ADDRESS: '127.0.0.1' }, timeout: 60_000 },
+      { env: { ...process.env, HOME: this.dir, ERL_EPMD_ADDRESS: '127.0.0.1' }, timeout: 240_000 },
     );
     return stdout;
   }
