@@ -494,6 +494,17 @@ describe('rabbitmq transport', { skip }, () => {
     t.after(() => transport.close());
     await transport.publish(type, [message(type, 'declare the type first')]);
     await node.ctl('set_vm_memory_high_watermark', '0.0000001');
+    // The command returns before the alarm reaches the connection (the broker tells each connection asynchronously):
+    // publish only once the node reports the transport's connection 'blocking' (blocked at its next publish).
+    const connectionStates = async () =>
+      (await node.ctl('--quiet', 'list_connections', '--no-table-headers', 'state'))
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+    const underAlarm = (states: string[]) =>
+      states.length > 0 && states.every((state) => state === 'blocking' || state === 'blocked');
+    const states = await eventually(connectionStates, underAlarm, 60_000);
+    assert.ok(underAlarm(states), `connection states under the alarm: ${states.join(', ')}`);
     const outcome = await Promise.race([
       transport.publish(type, [message(type, 'blocked')]).then(
         () => 'published',
@@ -507,6 +518,10 @@ describe('rabbitmq transport', { skip }, () => {
     ]);
     assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
     await node.ctl('set_vm_memory_high_watermark', '0.4');
+    // Clearing the alarm reaches the connection asynchronously too: publish once it runs again.
+    const running = (states: string[]) => states.length > 0 && !underAlarm(states);
+    const cleared = await eventually(connectionStates, running, 60_000);
+    assert.ok(running(cleared), `connection states after the alarm: ${cleared.join(', ')}`);
     await transport.publish(type, [message(type, 'after the alarm')]);
   });
 
