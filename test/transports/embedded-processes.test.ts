@@ -139,7 +139,10 @@ test('messages held by a SIGKILLed process come back after the ack timeout', asy
   assert.ok(Date.now() - killedAt >= 500, 'held messages waited for their lease to expire, not returned on the kill');
 });
 
-test('a publish in another process reaches a waiting consumer within tens of ms', async (t) => {
+// The consumer waits with nothing claimed and no lease timer, so only its watch on the file (PRAGMA data_version,
+// polled every pollMs while it waits) can wake it for another process's commit: delivery of every message proves the
+// wake-up. How fast is machine speed, not a verdict: the latency is reported as a diagnostic.
+test('a publish in another process wakes a waiting consumer: every message, once, in order', async (t) => {
   const path = join(dir, `${randomUUID()}.db`);
   const type = `t-${randomUUID()}`;
   const transport = await createEmbeddedTransport({ url: `embedded:${path}`, endpoints: [], options: {} });
@@ -155,14 +158,23 @@ test('a publish in another process reaches a waiting consumer within tens of ms'
   t.after(() => subscription.close());
   await subscription.ready;
   const publisher = start('embedded-publisher.ts', [path, type, '20']);
+  t.after(() => publisher.process.kill('SIGKILL'));
+  const ids: string[] = [];
   const latencies: number[] = [];
+  // Bounded: a consumer that is never woken ends here with fewer messages than were published.
+  const deadline = setTimeout(() => subscription.close(), 60_000);
   for await (const delivery of subscription) {
+    ids.push(delivery.message.id);
     latencies.push(Date.now() - Number(new TextDecoder().decode(delivery.message.body)));
     await delivery.ack();
-    if (latencies.length === 20) break;
+    if (ids.length === 20) break;
   }
-  await publisher.exited;
+  clearTimeout(deadline);
+  assert.equal(await publisher.exited, 0);
+  assert.deepEqual(
+    ids,
+    Array.from({ length: 20 }, (_, i) => `p-${i}`),
+  );
   latencies.sort((a, b) => a - b);
-  const median = latencies[latencies.length >> 1]!;
-  assert.ok(median < 100, `median cross-process latency ${median} ms`);
+  t.diagnostic(`cross-process latency: median ${latencies[latencies.length >> 1]} ms, max ${latencies.at(-1)} ms`);
 });

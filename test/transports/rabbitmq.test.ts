@@ -496,6 +496,17 @@ describe('rabbitmq transport', { skip }, () => {
     t.after(() => transport.close());
     await transport.publish(type, [message(type, 'declare the type first')]);
     await node.ctl('set_vm_memory_high_watermark', '0.0000001');
+    // The command returns before the alarm reaches the connection (the broker tells each connection asynchronously):
+    // publish only once the node reports the transport's connection 'blocking' (blocked at its next publish).
+    const connectionStates = async () =>
+      (await node.ctl('--quiet', 'list_connections', '--no-table-headers', 'state'))
+        .split('\n')
+        .map((line) => line.trim())
+        .filter(Boolean);
+    const underAlarm = (states: string[]) =>
+      states.length > 0 && states.every((state) => state === 'blocking' || state === 'blocked');
+    const states = await eventually(connectionStates, underAlarm, 60_000);
+    assert.ok(underAlarm(states), `connection states under the alarm: ${states.join(', ')}`);
     const outcome = await Promise.race([
       transport.publish(type, [message(type, 'blocked')]).then(
         () => 'published',
@@ -509,18 +520,11 @@ describe('rabbitmq transport', { skip }, () => {
     ]);
     assert.equal(outcome, 'BUSBAR_ERR_PUBLISH retryable=true');
     await node.ctl('set_vm_memory_high_watermark', '0.4');
-    // The node clears its alarm (and unblocks the connection) at its next memory check, a moment after the command:
-    // until then a publish still fails, retryably, and is tried again as an application would; bounded.
-    const deadline = Date.now() + 180_000;
-    for (;;) {
-      try {
-        await transport.publish(type, [message(type, 'after the alarm')]);
-        break;
-      } catch (error) {
-        if (!(error as { retryable?: boolean }).retryable || Date.now() > deadline) throw error;
-        await sleep(200);
-      }
-    }
+    // Clearing the alarm reaches the connection asynchronously too: publish once it runs again.
+    const running = (states: string[]) => states.length > 0 && !underAlarm(states);
+    const cleared = await eventually(connectionStates, running, 60_000);
+    assert.ok(running(cleared), `connection states after the alarm: ${cleared.join(', ')}`);
+    await transport.publish(type, [message(type, 'after the alarm')]);
   });
 
   it('merges split registry documents: last writer wins per type, groups unite', () => {

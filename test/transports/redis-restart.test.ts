@@ -8,6 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { isBusError } from '../../src/errors.ts';
 import type { Delivery, Transport } from '../../src/transport/contract.ts';
+import { SETTLE_MS } from '../helpers/eventually.ts';
 import { PersistentRedis } from '../helpers/redis-aof.ts';
 import {
   consumeOptions,
@@ -66,9 +67,10 @@ describe('redis transport through outages (private appendonly redis-server)', { 
     const transport = await open(t, server!.url);
     const killer = await rawClient(t, server!.url);
     const type = tempType(transport);
-    // A read whose reply was lost with its connection leaves those entries pending under this consumer: they come
-    // back through the ack timeout (5 s here), so the patience below outlasts it with room for a loaded machine.
-    const sub = transport.consume(consumeOptions(type, freshGroup(), { ackTimeoutMs: 5000 }));
+    // A read reply lost with a killed connection leaves its messages leased to this consumer until the ack timeout
+    // hands them back: a short one, and a wait that covers it with a wide margin, so only a lost message fails.
+    const ackTimeoutMs = 2_000;
+    const sub = transport.consume(consumeOptions(type, freshGroup(), { ackTimeoutMs }));
     t.after(() => sub.close());
     await sub.ready;
     const publishing = publishThrough(transport, type, 0, 60);
@@ -78,7 +80,7 @@ describe('redis transport through outages (private appendonly redis-server)', { 
       await killer.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']);
     }
     const confirmed = await publishing;
-    const missing = await receiveAll(sub, new Set(confirmed.map(String)), 60_000);
+    const missing = await receiveAll(sub, new Set(confirmed.map(String)), ackTimeoutMs + SETTLE_MS);
     assert.deepEqual([...missing], []);
   });
 
