@@ -65,6 +65,7 @@ function footprintCase(transport: string, url: (cleanup: Cleanup) => Promise<str
 }
 
 export default async function cases(): Promise<BenchCase[]> {
+  const { freePort, loopbackUrl } = await import('../test/helpers/zeromq.ts');
   return [
     footprintCase('memory', async () => 'memory:'),
     footprintCase('embedded', (cleanup) => embedded.url(cleanup)),
@@ -73,6 +74,8 @@ export default async function cases(): Promise<BenchCase[]> {
     footprintCase('rabbitmq', (cleanup) => rabbitmq.url(cleanup)),
     footprintCase('kafka', (cleanup) => kafka.url(cleanup)),
     footprintCase('mqtt', (cleanup) => mqtt.url(cleanup)),
+    // No broker: the process publishes to itself, and its group keeps at most groupBuffer of the backlog.
+    footprintCase('zeromq', async () => loopbackUrl(await freePort(), '')),
     footprintCase('amqp10', async () => process.env.BUSBAR_TEST_AMQP10_URL ?? 'amqp10://busbar:busbar@127.0.0.1:5682'),
     footprintCase('stomp', async () => process.env.BUSBAR_TEST_STOMP_URL ?? 'stomp://busbar:busbar@127.0.0.1:61613'),
   ];

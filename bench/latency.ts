@@ -324,6 +324,79 @@ function memoryCase(): BenchCase {
   });
 }
 
+/**
+ * AMQP 1.0 on Artemis, beside raw rhea (as bench/amqp10.ts uses it): a sender whose messages are settled by the
+ * broker's `accepted`, and a receiver on the group's queue (its FQQN) with RAW_PREFETCH credits, accepting each
+ * message and giving its credit back.
+ */
+function amqp10Case(url: string): BenchCase {
+  return latencyCase('amqp10', async () => {
+    const { MessageBus, resolveConfig } = await import('../src/index.ts');
+    const { loadTransport } = await import('../src/transport/registry.ts');
+    const { fqqn, toAmqp } = await import('../src/transports/amqp10/wire.ts');
+    const { createGroup } = await import('./lib/transport-bench.ts');
+    const rhea = (await import('rhea')).default;
+    const cleanup = new Cleanup();
+    try {
+      const config = resolveConfig(url);
+      const transport: Transport = await (await loadTransport(config.scheme))(config.transport);
+      cleanup.add(() => transport.close());
+      const bus = await MessageBus.connect(url);
+      cleanup.add(() => bus.close());
+      const type = freshName('amqp10');
+      const rawType = freshName('amqp10-raw');
+      for (const t of [type, rawType]) {
+        await transport.admin.ensureType(t);
+        cleanup.add(() => transport.admin.deleteType(t));
+      }
+      const busbar = await busbarSide(bus, type, freshName('g'), cleanup);
+      const rawGroup = freshName('g-raw');
+      await createGroup(transport, rawType, rawGroup);
+      const parsed = new globalThis.URL(url.replace(/^amqp10:/, 'http:'));
+      const connection = rhea.create_container().connect({
+        host: parsed.hostname,
+        port: Number(parsed.port),
+        username: decodeURIComponent(parsed.username),
+        password: decodeURIComponent(parsed.password),
+        reconnect: false,
+      });
+      cleanup.add(() => connection.close());
+      const recorder = new Recorder();
+      const receiver = connection.open_receiver({
+        source: { address: fqqn(rawType, rawGroup) },
+        credit_window: 0,
+        autoaccept: false,
+      });
+      receiver.on('message', (context) => {
+        recorder.inOrder(1);
+        context.delivery!.accept();
+        receiver.add_credit(1);
+      });
+      await new Promise((resolve) => receiver.once('receiver_open', resolve));
+      receiver.add_credit(RAW_PREFETCH);
+      const sender = connection.open_sender({ target: { address: rawType } });
+      await new Promise((resolve) => sender.once('sender_open', resolve));
+      const settled = new Map<unknown, { resolve: () => void; reject: (error: Error) => void }>();
+      sender.on('accepted', (context) => {
+        settled.get(context.delivery)?.resolve();
+        settled.delete(context.delivery);
+      });
+      sender.on('rejected', (context) => {
+        settled.get(context.delivery)?.reject(new Error('rejected'));
+        settled.delete(context.delivery);
+      });
+      const send = () =>
+        new Promise<void>((resolve, reject) => {
+          settled.set(sender.send(toAmqp(messagesOf(rawType, 1)[0]!)), { resolve, reject });
+        });
+      return { busbar, raw: { recorder, send }, cleanup };
+    } catch (error) {
+      await cleanup.run().catch(() => {});
+      throw error;
+    }
+  });
+}
+
 /** A broker whose raw client bench/ does not expose as a live consume loop: busbar's side alone. */
 function busbarOnlyCase(transport: string, url: () => Promise<string>, noRaw: string): BenchCase {
   return latencyCase(
@@ -363,11 +436,7 @@ export default async function cases(): Promise<BenchCase[]> {
     brokerCase(kafka, { serialRaw: true }),
     brokerCase(mqtt),
     busbarOnlyCase('zeromq', async () => loopbackUrl(await freePort(), ''), 'not built yet'),
-    busbarOnlyCase(
-      'amqp10',
-      async () => process.env.BUSBAR_TEST_AMQP10_URL ?? 'amqp10://busbar:busbar@127.0.0.1:5682',
-      'not built yet',
-    ),
+    amqp10Case(process.env.BUSBAR_TEST_AMQP10_URL ?? 'amqp10://busbar:busbar@127.0.0.1:5682'),
     busbarOnlyCase(
       'stomp',
       async () => process.env.BUSBAR_TEST_STOMP_URL ?? 'stomp://busbar:busbar@127.0.0.1:61613',
