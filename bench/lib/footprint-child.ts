@@ -3,8 +3,8 @@
  * starts it): `node --expose-gc bench/lib/footprint-child.ts <url> <backlog> <inflight>`. Connects a bus, attaches
  * a consumer to a fresh group of a fresh type and leaves it paused (never iterated), publishes `backlog` messages
  * (100 B, producer batches of 1,000, each confirmed), then takes `inflight` deliveries with a second consumer without
- * acking any. Prints one JSON line: RSS and heapUsed (MB, after a full GC) when connected, with the backlog, and
- * with the deliveries in flight. Deletes its type before it exits.
+ * acking any. Prints one JSON line: RSS, heapUsed and external (MB, after a full GC) when connected, with the
+ * backlog, and with the deliveries in flight. Deletes its type before it exits.
  */
 import { MessageBus } from '../../src/index.ts';
 import { BODY, freshName } from './case.ts';
@@ -22,8 +22,9 @@ const ACK_TIMEOUT_MS = 3_600_000;
 
 function sample() {
   globalThis.gc!();
-  const { rss, heapUsed } = process.memoryUsage();
-  return { rssMb: Math.round(rss / 2 ** 20), heapUsedMb: Math.round(heapUsed / 2 ** 20) };
+  const { rss, heapUsed, external } = process.memoryUsage();
+  const mb = (bytes: number) => Math.round(bytes / 2 ** 20);
+  return { rssMb: mb(rss), heapUsedMb: mb(heapUsed), externalMb: mb(external) };
 }
 
 const bus = await MessageBus.connect(url);
