@@ -5,8 +5,9 @@
  * backlog is published: with `parent`, by the parent process (this one prints `ready`, and the parent writes a line
  * to its stdin once the backlog is stored), so that the publisher's own memory is not counted; with `self` (the
  * memory transport and ZeroMQ, whose messages wait in the consuming process), by this process. Then it takes
- * `inflight` deliveries with a second consumer, acking none. Prints one JSON line: RSS, heapUsed and external (MB,
- * after a full GC) when connected, with the backlog, and with the deliveries in flight. Deletes the type at the end.
+ * `inflight` deliveries with a second consumer, acking none (or as many as arrive before one minute passes with
+ * none: `stalledAfter`). Prints one JSON line: RSS, heapUsed and external (MB, after a full GC) when connected,
+ * with the backlog, and with the deliveries in flight. Deletes the type at the end.
  */
 import { createInterface } from 'node:readline';
 import { MessageBus } from '../../src/index.ts';
@@ -15,6 +16,8 @@ import { BODY, freshName } from './case.ts';
 const BATCH = 1_000;
 /** Leases long enough that nothing is redelivered while the process holds it. */
 const ACK_TIMEOUT_MS = 3_600_000;
+/** No delivery for this long while taking the unacked ones: the consumer holds all it will. */
+const STALL_MS = 60_000;
 
 /** `count` 100-byte messages in producer batches of 1,000, each batch confirmed. */
 export async function publishBacklog(bus: MessageBus, type: string, count: number): Promise<void> {
@@ -68,8 +71,21 @@ async function main(url: string, type: string, backlog: number, inflight: number
     });
     const held: unknown[] = [];
     const deliveries = holding[Symbol.asyncIterator]();
+    // Bounded: a transport that caps what a consumer holds below `inflight` (amqp10: 2,048) is measured at its cap.
+    const stalled = Symbol('stalled');
     while (held.length < inflight) {
-      const next = await deliveries.next();
+      let timer: NodeJS.Timeout | undefined;
+      const next = await Promise.race([
+        deliveries.next(),
+        new Promise<typeof stalled>((resolve) => {
+          timer = setTimeout(() => resolve(stalled), STALL_MS);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (next === stalled) {
+        result.stalledAfter = held.length;
+        break;
+      }
       if (next.done) throw new Error(`the consumer ended after ${held.length} of ${inflight} deliveries`);
       held.push(next.value);
     }
