@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { BATCH, type RawClient, transportCases } from './lib/transport-bench.ts';
+import { BATCH, type RawClient, transportBench, transportCases } from './lib/transport-bench.ts';
 
 /** The raw side: the same table shape busbar uses, written the plain way. */
 async function connectRaw(url: string) {
@@ -59,17 +59,19 @@ async function connectRaw(url: string) {
   } satisfies RawClient;
 }
 
+export const bench = transportBench({
+  transport: 'embedded',
+  async url(cleanup) {
+    const dir = mkdtempSync(join(tmpdir(), 'busbar-bench-embedded-'));
+    cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
+    return `embedded:${join(dir, 'bus.db')}`;
+  },
+  connectRaw,
+  prefetch: 256,
+  sizes: { batched: 10_000, singles: 2_000, consumed: 10_000, awaited: 2_000 },
+  concurrentPublish: true,
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'embedded',
-    async url(cleanup) {
-      const dir = mkdtempSync(join(tmpdir(), 'busbar-bench-embedded-'));
-      cleanup.add(() => rmSync(dir, { recursive: true, force: true }));
-      return `embedded:${join(dir, 'bus.db')}`;
-    },
-    connectRaw,
-    prefetch: 256,
-    sizes: { batched: 10_000, singles: 2_000, consumed: 10_000, awaited: 2_000 },
-    concurrentPublish: true,
-  });
+  return transportCases(bench);
 }

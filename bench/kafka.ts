@@ -11,7 +11,7 @@ import { Consumer, compatibilityPartitioner, type Message, Producer } from '@pla
 import { DEFAULT_FETCH_MAX_BYTES } from '../src/transports/kafka/options.ts';
 import { toRecord } from '../src/transports/kafka/wire.ts';
 import type { Tally } from './lib/case.ts';
-import { type RawClient, type RawConsumeOptions, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, type RawConsumeOptions, transportBench, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_KAFKA_URL ?? 'kafka://127.0.0.1:9092';
 const RAW_FETCH_MAX_BYTES =
@@ -97,16 +97,18 @@ async function connectRaw(url: string) {
   } satisfies RawClient;
 }
 
+export const bench = transportBench({
+  transport: 'kafka',
+  url: async () => URL,
+  connectRaw,
+  // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
+  sizes: { consumed: 10_000 },
+  prefetch: 256,
+  handlePrefetch: 256,
+  partitions: 4,
+  keys: 16,
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'kafka',
-    url: async () => URL,
-    connectRaw,
-    // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
-    sizes: { consumed: 10_000 },
-    prefetch: 256,
-    handlePrefetch: 256,
-    partitions: 4,
-    keys: 16,
-  });
+  return transportCases(bench);
 }

@@ -14,7 +14,7 @@ import type { TransportMessage } from '../src/transport/contract.ts';
 import { publishProperties } from '../src/transports/mqtt/wire.ts';
 import { PrivateMosquitto } from '../test/transports/mqtt-broker.ts';
 import type { Tally } from './lib/case.ts';
-import { type RawClient, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, transportBench, transportCases } from './lib/transport-bench.ts';
 
 const topicOf = (type: string) => `busbar/${type}`;
 
@@ -99,17 +99,19 @@ async function connectRaw(url: string) {
   } satisfies RawClient;
 }
 
+export const bench = transportBench({
+  transport: 'mqtt',
+  async url(cleanup) {
+    if (process.env.BUSBAR_BENCH_MQTT_URL) return process.env.BUSBAR_BENCH_MQTT_URL;
+    const broker = await PrivateMosquitto.start();
+    cleanup.add(() => broker.stop());
+    return broker.url;
+  },
+  connectRaw,
+  prefetch: 256,
+  persistentMembers: true,
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'mqtt',
-    async url(cleanup) {
-      if (process.env.BUSBAR_BENCH_MQTT_URL) return process.env.BUSBAR_BENCH_MQTT_URL;
-      const broker = await PrivateMosquitto.start();
-      cleanup.add(() => broker.stop());
-      return broker.url;
-    },
-    connectRaw,
-    prefetch: 256,
-    persistentMembers: true,
-  });
+  return transportCases(bench);
 }

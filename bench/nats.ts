@@ -11,7 +11,7 @@ import { connect } from '@nats-io/transport-node';
 import { toNatsHeaders } from '../src/transports/nats/headers.ts';
 import { durableName, streamName, subjectOf } from '../src/transports/nats/names.ts';
 import type { Tally } from './lib/case.ts';
-import { type RawClient, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, transportBench, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_NATS_URL ?? 'nats://127.0.0.1:4222';
 const PREFETCH = 256;
@@ -72,14 +72,16 @@ async function connectRaw(url: string) {
   } satisfies RawClient & Record<string, unknown>;
 }
 
+export const bench = transportBench({
+  transport: 'nats',
+  url: async () => URL,
+  connectRaw,
+  // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
+  sizes: { consumed: 10_000 },
+  prefetch: PREFETCH,
+  rawConsumeVariants: { 'raw reads the headers': (raw, ...round) => raw.consumeReadingHeaders(...round) },
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'nats',
-    url: async () => URL,
-    connectRaw,
-    // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
-    sizes: { consumed: 10_000 },
-    prefetch: PREFETCH,
-    rawConsumeVariants: { 'raw reads the headers': (raw, ...round) => raw.consumeReadingHeaders(...round) },
-  });
+  return transportCases(bench);
 }

@@ -11,7 +11,7 @@
 import amqp, { type ConfirmChannel, type ConsumeMessage } from 'amqplib';
 import { EXCHANGE, groupQueue, publishOptions, toBuffer } from '../src/transports/rabbitmq/wire.ts';
 import type { Tally } from './lib/case.ts';
-import { createGroup, type RawClient, transportCases } from './lib/transport-bench.ts';
+import { createGroup, type RawClient, transportBench, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
 const PREFETCH = 100;
@@ -68,14 +68,16 @@ async function connectRaw(url: string) {
   } satisfies RawClient & Record<string, unknown>;
 }
 
+export const bench = transportBench({
+  transport: 'rabbitmq',
+  url: async () => URL,
+  connectRaw,
+  prefetch: PREFETCH,
+  sizes: { batched: 2_000, singles: 500, consumed: 2_000, awaited: 1_000 },
+  concurrentPublish: true,
+  rawConsumeVariants: { 'raw acks coalesced too': (raw, ...round) => raw.consumeCoalescing(...round) },
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'rabbitmq',
-    url: async () => URL,
-    connectRaw,
-    prefetch: PREFETCH,
-    sizes: { batched: 2_000, singles: 500, consumed: 2_000, awaited: 1_000 },
-    concurrentPublish: true,
-    rawConsumeVariants: { 'raw acks coalesced too': (raw, ...round) => raw.consumeCoalescing(...round) },
-  });
+  return transportCases(bench);
 }

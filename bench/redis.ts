@@ -11,7 +11,7 @@
 import { createClient, RESP_TYPES } from 'redis';
 import { encodeFields } from '../src/transports/redis/wire.ts';
 import type { Tally } from './lib/case.ts';
-import { type RawClient, transportCases } from './lib/transport-bench.ts';
+import { type RawClient, transportBench, transportCases } from './lib/transport-bench.ts';
 
 const URL = process.env.BUSBAR_TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const PREFETCH = 256;
@@ -74,14 +74,16 @@ async function connectRaw(url: string) {
   } satisfies RawClient & Record<string, unknown>;
 }
 
+export const bench = transportBench({
+  transport: 'redis',
+  url: async () => URL,
+  connectRaw,
+  // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
+  sizes: { consumed: 10_000 },
+  prefetch: PREFETCH,
+  rawConsumeVariants: { 'raw one XACK per read': (raw, ...round) => raw.consumePerRead(...round) },
+});
+
 export default async function cases() {
-  return transportCases({
-    transport: 'redis',
-    url: async () => URL,
-    connectRaw,
-    // 10,000 a round, as these consume cases always had: joining the group each round weighs less.
-    sizes: { consumed: 10_000 },
-    prefetch: PREFETCH,
-    rawConsumeVariants: { 'raw one XACK per read': (raw, ...round) => raw.consumePerRead(...round) },
-  });
+  return transportCases(bench);
 }

@@ -37,6 +37,8 @@ for (const name of chosen) {
       process.exitCode = 1;
     });
     if (!result) continue;
+    // A case may add details of its own (bench/latency.ts: percentiles of each side) to its line.
+    Object.assign(result, (bench as { details?: () => object }).details?.());
     results.push(result);
     if (values.json) console.log(JSON.stringify(result));
     else process.stderr.write(`  done: ${result.transport} ${result.name}\n`);
@@ -60,6 +62,11 @@ if (!values.json) {
   const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ');
   console.log(line(header));
   for (const row of rows) console.log(line(row));
+  for (const r of results) {
+    const { name, transport, msgsPerSec, baselineMsgsPerSec, ratio, p50Ms, p99Ms, rounds, ...details } = r;
+    const rest = Object.entries(details).filter(([key]) => !key.endsWith('Range'));
+    if (rest.length > 0) console.log(`${transport} ${name}: ${JSON.stringify(Object.fromEntries(rest))}`);
+  }
 }
 
 function spread(range: Range | null, format: (value: number) => string): string {

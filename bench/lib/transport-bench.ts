@@ -135,7 +135,7 @@ function envCase<R extends RawClient>(bench: TransportBench<R>, spec: EnvCaseSpe
   });
 }
 
-async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: RunContext): Promise<Env<R>> {
+export async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: RunContext): Promise<Env<R>> {
   const cleanup = new Cleanup();
   try {
     const url = await bench.url(cleanup);
@@ -166,6 +166,11 @@ async function openEnv<R extends RawClient>(bench: TransportBench<R>, context: R
     await cleanup.run().catch(() => {});
     throw error;
   }
+}
+
+/** Declares a broker's bench (typed once, so other cases than these, e.g. bench/latency.ts, can reuse it). */
+export function transportBench<R extends RawClient>(bench: TransportBench<R>): TransportBench<R> {
+  return bench;
 }
 
 /** A transport's bench cases: the public API's first, then the transport's own. */

@@ -1,0 +1,448 @@
+/**
+ * End-to-end latency at a fixed moderate rate (`npm run bench -- latency`): from the moment a message was due to be
+ * sent to the moment its handler runs, on every transport, beside the raw client's own publish-to-receive latency on
+ * the same broker (the raw clients of bench/<transport>.ts).
+ *
+ * The sender is open-loop: message i is due at start + i / RATE, and is sent then whether or not earlier sends have
+ * completed (sends are not awaited one by one), so a stall shows up as the latency of every message due during it
+ * instead of hiding in a slower send rate (coordinated omission). Latency counts from the due time, so a sender that
+ * falls behind is measured too. Percentiles are exact, over every sample of the timed rounds (the warm-up round,
+ * which also absorbs joining the group, is not counted), and each round must receive exactly its messages.
+ *
+ * busbar's side is `bus.handle` (concurrency 8, its default read-ahead) and knows each message by an index written
+ * into its 100-byte body. The raw loops count messages without reading them, so the raw side pairs the k-th arrival
+ * with the k-th due time: exact where the broker delivers in publish order (one queue, stream or partition, as here).
+ */
+import type { MessageBus } from '../src/index.ts';
+import { buildMessage } from '../src/message/envelope.ts';
+import type { Transport } from '../src/transport/contract.ts';
+import { MemoryBroker } from '../src/transports/memory/broker.ts';
+import { bench as embedded } from './embedded.ts';
+import type { BenchCase } from './harness.ts';
+import { bench as kafka } from './kafka.ts';
+import { Cleanup, defineCase, freshName, messagesOf, Tally } from './lib/case.ts';
+import { ACK_TIMEOUT_MS } from './lib/members.ts';
+import { type Env, openEnv, type RawClient, type TransportBench } from './lib/transport-bench.ts';
+import { bench as mqtt } from './mqtt.ts';
+import { bench as nats } from './nats.ts';
+import { bench as rabbitmq } from './rabbitmq.ts';
+import { bench as redis } from './redis.ts';
+
+const RATE = Number(process.env.BUSBAR_BENCH_LATENCY_RATE ?? 1_000);
+const MESSAGES = Number(process.env.BUSBAR_BENCH_LATENCY_MESSAGES ?? 3_000);
+const CONCURRENCY = 8;
+/** The raw loops' unacked window: what bus.handle reads ahead at concurrency 8. */
+const RAW_PREFETCH = CONCURRENCY * 2;
+/** After the last send, how long a round may wait for its stragglers before it fails. */
+const DRAIN_MS = 30_000;
+const PROBE = 0xffffffff;
+
+export interface Percentiles {
+  samples: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+/** Nearest-rank percentiles of every sample, in ms with microsecond precision. */
+export function percentiles(samples: readonly number[]): Percentiles | null {
+  if (samples.length === 0) return null;
+  const sorted = Float64Array.from(samples).sort();
+  const at = (p: number) => Math.round(sorted[Math.max(0, Math.ceil(p * sorted.length) - 1)]! * 1000) / 1000;
+  return { samples: sorted.length, p50: at(0.5), p99: at(0.99), p999: at(0.999), max: at(1) };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function bodyOf(index: number): Uint8Array {
+  const body = new Uint8Array(100).fill(0x61);
+  new DataView(body.buffer).setUint32(0, index);
+  return body;
+}
+
+function indexOf(body: Uint8Array): number {
+  return new DataView(body.buffer, body.byteOffset, body.byteLength).getUint32(0);
+}
+
+/**
+ * One side's bookkeeping across its rounds: the due time of every message it sent (by global index) and the
+ * latency of every arrival in a timed round.
+ */
+class Recorder {
+  readonly due: number[] = [];
+  readonly samples: number[] = [];
+  arrived = 0;
+  outOfOrder = 0;
+  sendErrors = 0;
+  firstSendError: string | undefined;
+  #counting = false;
+  #last = -1;
+  #tally: Tally | undefined;
+  #wanted = 0;
+  #done: () => void = () => {};
+
+  /** An arrival whose index the side knows (busbar). */
+  byIndex(index: number): void {
+    const due = this.due[index];
+    if (due === undefined) return; // a probe, or a message of a round already failed
+    if (index < this.#last) this.outOfOrder++;
+    this.#last = index;
+    this.#tally?.received(String(index));
+    this.#record(due);
+  }
+
+  /** `n` arrivals of a side that counts without reading (raw): the k-th arrival pairs with the k-th due time. */
+  inOrder(n: number): void {
+    for (let i = 0; i < n; i++) {
+      this.#tally?.count();
+      this.#record(this.due[this.arrived] ?? Number.NaN);
+    }
+  }
+
+  #record(due: number): void {
+    if (this.#counting) this.samples.push(performance.now() - due);
+    if (++this.arrived === this.#wanted) this.#done();
+  }
+
+  /** Sends one round open-loop at RATE and waits (bounded) until every message of it arrived. */
+  async round(tally: Tally, timed: boolean, send: (index: number) => Promise<unknown>): Promise<void> {
+    const base = this.due.length;
+    this.#tally = tally;
+    this.#counting = timed;
+    this.#wanted = base + MESSAGES;
+    const all = new Promise<void>((resolve) => {
+      this.#done = resolve;
+    });
+    const period = 1000 / RATE;
+    const start = performance.now();
+    for (let i = 0; i < MESSAGES; ) {
+      const now = performance.now();
+      for (; i < MESSAGES && start + i * period <= now; i++) {
+        this.due.push(start + i * period);
+        send(base + i).catch((error: unknown) => {
+          if (this.sendErrors++ === 0) this.firstSendError = (error as Error)?.message ?? String(error);
+        });
+      }
+      if (i < MESSAGES) await sleep(Math.max(0, start + i * period - performance.now()));
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, DRAIN_MS);
+    });
+    await Promise.race([all, late]);
+    clearTimeout(timer);
+    this.#tally = undefined;
+    if (this.arrived < this.#wanted) {
+      throw new Error(
+        `${this.#wanted - this.arrived} of ${MESSAGES} messages had not arrived ${DRAIN_MS} ms after the round's last send (${this.sendErrors} sends failed${this.firstSendError ? `, first: ${this.firstSendError}` : ''})`,
+      );
+    }
+  }
+}
+
+/** A side of a latency case, once open: sends message `index`; arrivals go to its recorder. */
+interface Side {
+  readonly recorder: Recorder;
+  send(index: number): Promise<unknown>;
+}
+
+interface World {
+  busbar: Side;
+  raw?: Side;
+  cleanup: Cleanup;
+}
+
+/** The details a latency case adds to its result: percentiles of each side over the timed rounds. */
+export interface LatencyDetails {
+  rate: number;
+  busbar: Percentiles | null;
+  raw: Percentiles | null;
+  busbarOutOfOrder: number;
+}
+
+/** `noRaw` says why a transport has no raw side here; the case then runs busbar's alone. */
+function latencyCase(transport: string, open: (rounds: number) => Promise<World>, noRaw?: string): BenchCase {
+  let world: World | undefined;
+  const roundsOf = { busbar: 0, raw: 0 };
+  const side = (name: 'busbar' | 'raw') => async (tally: Tally) => {
+    const chosen = world?.[name];
+    if (!chosen) throw new Error(`latency ${transport}: ${name} side used before its setup`);
+    await chosen.recorder.round(tally, roundsOf[name]++ > 0, (i) => chosen.send(i));
+  };
+  const benchCase = defineCase({
+    name: `latency ${RATE} msg/s, bus.handle concurrency ${CONCURRENCY}${noRaw ? ` (no raw side: ${noRaw})` : ''}`,
+    transport,
+    messages: MESSAGES,
+    async setup({ rounds }) {
+      world = await open(rounds);
+    },
+    async teardown() {
+      await world?.cleanup.run();
+    },
+    subject: side('busbar'),
+    ...(noRaw ? {} : { baseline: side('raw') }),
+  });
+  return Object.assign(benchCase, {
+    details: (): LatencyDetails => ({
+      rate: RATE,
+      busbar: percentiles(world?.busbar.recorder.samples ?? []),
+      raw: percentiles(world?.raw?.recorder.samples ?? []),
+      busbarOutOfOrder: world?.busbar.recorder.outOfOrder ?? 0,
+    }),
+  });
+}
+
+/** busbar's side: a handler on a fresh group of `type`, attached and seen to receive (a probe) before round one. */
+async function busbarSide(bus: MessageBus, type: string, group: string, cleanup: Cleanup): Promise<Side> {
+  const recorder = new Recorder();
+  let probed: () => void = () => {};
+  const seen = new Promise<void>((resolve) => {
+    probed = resolve;
+  });
+  const handler = bus.handle(
+    type,
+    { group, consumerId: 'bench', concurrency: CONCURRENCY, ackTimeoutMs: ACK_TIMEOUT_MS },
+    (m) => {
+      const index = indexOf(m.raw);
+      if (index === PROBE) probed();
+      else recorder.byIndex(index);
+    },
+  );
+  cleanup.add(() => handler.close());
+  await handler.ready;
+  // A brokerless transport (ZeroMQ) delivers only once its subscription reached the publisher: probe until one lands.
+  const deadline = Date.now() + 30_000;
+  let landed = false;
+  void seen.then(() => {
+    landed = true;
+  });
+  while (!landed) {
+    if (Date.now() > deadline) throw new Error(`${type}: no probe reached the handler within 30 s`);
+    await bus.send(type, bodyOf(PROBE));
+    await Promise.race([seen, sleep(200)]);
+  }
+  return { recorder, send: (i) => bus.send(type, bodyOf(i)) };
+}
+
+/**
+ * A broker with a raw client in bench/<transport>.ts: its raw loop takes every message of the case in one long
+ * consume (group joined before the warm-up round), counting into the recorder.
+ */
+function brokerCase<R extends RawClient>(
+  spec: TransportBench<R>,
+  { noRaw, serialRaw = false }: { noRaw?: string; serialRaw?: boolean } = {},
+): BenchCase {
+  return latencyCase(
+    spec.transport,
+    async (rounds) => {
+      // One partition, unkeyed: the raw side's arrivals then come in publish order.
+      const env: Env<R> = await openEnv({ ...spec, partitions: 1 }, { rounds: 0 });
+      try {
+        const busbar = await busbarSide(env.bus, env.type, env.group, env.cleanup);
+        if (noRaw) return { busbar, cleanup: env.cleanup };
+        const recorder = new Recorder();
+        // A group of its own: Kafka's consumer groups span topics, and both sides' members are open at once.
+        const rawGroup = freshName('g-raw');
+        await env.raw.createGroup?.(env.rawType, rawGroup, { transport: env.transport, prefetch: RAW_PREFETCH });
+        const counter = new (class extends Tally {
+          override count(n = 1): void {
+            super.count(n);
+            recorder.inOrder(n);
+          }
+        })(0, new Map());
+        // Every round's messages (warm-up included), taken by one consume that ends with the last round.
+        const total = MESSAGES * (rounds + 1);
+        const consuming = env.raw
+          .consume(env.rawType, rawGroup, total, counter, { prefetch: RAW_PREFETCH, awaitEach: false })
+          .catch(() => {});
+        // A case that failed leaves the raw loop waiting: top it up so that it ends before the types are deleted.
+        env.cleanup.add(async () => {
+          for (let missing = total - counter.handled; missing > 0; missing -= 100) {
+            await env.raw.publish(env.rawType, messagesOf(env.rawType, Math.min(100, missing)));
+          }
+          await Promise.race([consuming, sleep(30_000)]);
+        });
+        const rawSend = serialRaw
+          ? coalescing((n) => env.raw.publish(env.rawType, messagesOf(env.rawType, n)))
+          : (): Promise<void> => env.raw.publish(env.rawType, messagesOf(env.rawType, 1));
+        return { busbar, raw: { recorder, send: rawSend }, cleanup: env.cleanup };
+      } catch (error) {
+        await env.cleanup.run().catch(() => {});
+        throw error;
+      }
+    },
+    noRaw,
+  );
+}
+
+/**
+ * A raw sender for a client whose publishes should not overlap: messages due while one publish is in flight go out
+ * together as the next batch, as a careful program (or busbar's own producer) sends them. @platformatic/kafka's
+ * idempotent producer fails overlapping sends (an out-of-order sequence); amqplib's waitForConfirms() waits for every
+ * confirm outstanding on the channel, so overlapping calls each wait for all the others (quadratic, and it stalled
+ * the raw side at 1,000 msg/s on a busy machine).
+ */
+function coalescing(publish: (count: number) => Promise<void>): () => Promise<void> {
+  let waiting: { count: number; sent: Promise<void> } | undefined;
+  let inFlight: Promise<unknown> = Promise.resolve();
+  return () => {
+    if (!waiting) {
+      const batch = { count: 0, sent: Promise.resolve() };
+      batch.sent = inFlight.then(() => {
+        waiting = undefined;
+        return publish(batch.count);
+      });
+      inFlight = batch.sent.catch(() => {});
+      waiting = batch;
+    }
+    waiting.count++;
+    return waiting.sent;
+  };
+}
+
+/** The memory transport beside the bare MemoryBroker delivering to a member that acks at once. */
+function memoryCase(): BenchCase {
+  return latencyCase('memory', async () => {
+    const { MessageBus } = await import('../src/index.ts');
+    const cleanup = new Cleanup();
+    const bus = await MessageBus.connect('memory:');
+    cleanup.add(() => bus.close());
+    const busbar = await busbarSide(bus, freshName('memory'), freshName('g'), cleanup);
+    const broker = new MemoryBroker();
+    cleanup.add(() => broker.close());
+    const recorder = new Recorder();
+    broker.join('raw', 'g', 'earliest', {
+      prefetch: RAW_PREFETCH,
+      ackTimeoutMs: ACK_TIMEOUT_MS,
+      outstanding: 0,
+      deliver: (d: { ack(): Promise<void> }) => {
+        recorder.inOrder(1);
+        void d.ack();
+      },
+    });
+    const send = async () => broker.publish('raw', [buildMessage('raw', 'bench', bodyOf(0))]);
+    return { busbar, raw: { recorder, send }, cleanup };
+  });
+}
+
+/**
+ * AMQP 1.0 on Artemis, beside raw rhea (as bench/amqp10.ts uses it): a sender whose messages are settled by the
+ * broker's `accepted`, and a receiver on the group's queue (its FQQN) with RAW_PREFETCH credits, accepting each
+ * message and giving its credit back.
+ */
+function amqp10Case(url: string): BenchCase {
+  return latencyCase('amqp10', async () => {
+    const { MessageBus, resolveConfig } = await import('../src/index.ts');
+    const { loadTransport } = await import('../src/transport/registry.ts');
+    const { fqqn, toAmqp } = await import('../src/transports/amqp10/wire.ts');
+    const { createGroup } = await import('./lib/transport-bench.ts');
+    const rhea = (await import('rhea')).default;
+    const cleanup = new Cleanup();
+    try {
+      const config = resolveConfig(url);
+      const transport: Transport = await (await loadTransport(config.scheme))(config.transport);
+      cleanup.add(() => transport.close());
+      const bus = await MessageBus.connect(url);
+      cleanup.add(() => bus.close());
+      const type = freshName('amqp10');
+      const rawType = freshName('amqp10-raw');
+      for (const t of [type, rawType]) {
+        await transport.admin.ensureType(t);
+        cleanup.add(() => transport.admin.deleteType(t));
+      }
+      const busbar = await busbarSide(bus, type, freshName('g'), cleanup);
+      const rawGroup = freshName('g-raw');
+      await createGroup(transport, rawType, rawGroup);
+      const parsed = new globalThis.URL(url.replace(/^amqp10:/, 'http:'));
+      const connection = rhea.create_container().connect({
+        host: parsed.hostname,
+        port: Number(parsed.port),
+        username: decodeURIComponent(parsed.username),
+        password: decodeURIComponent(parsed.password),
+        reconnect: false,
+      });
+      cleanup.add(() => connection.close());
+      const recorder = new Recorder();
+      const receiver = connection.open_receiver({
+        source: { address: fqqn(rawType, rawGroup) },
+        credit_window: 0,
+        autoaccept: false,
+      });
+      receiver.on('message', (context) => {
+        recorder.inOrder(1);
+        context.delivery!.accept();
+        receiver.add_credit(1);
+      });
+      await new Promise((resolve) => receiver.once('receiver_open', resolve));
+      receiver.add_credit(RAW_PREFETCH);
+      const sender = connection.open_sender({ target: { address: rawType } });
+      await new Promise((resolve) => sender.once('sender_open', resolve));
+      const settled = new Map<unknown, { resolve: () => void; reject: (error: Error) => void }>();
+      sender.on('accepted', (context) => {
+        settled.get(context.delivery)?.resolve();
+        settled.delete(context.delivery);
+      });
+      sender.on('rejected', (context) => {
+        settled.get(context.delivery)?.reject(new Error('rejected'));
+        settled.delete(context.delivery);
+      });
+      const send = () =>
+        new Promise<void>((resolve, reject) => {
+          settled.set(sender.send(toAmqp(messagesOf(rawType, 1)[0]!)), { resolve, reject });
+        });
+      return { busbar, raw: { recorder, send }, cleanup };
+    } catch (error) {
+      await cleanup.run().catch(() => {});
+      throw error;
+    }
+  });
+}
+
+/** A broker whose raw client bench/ does not expose as a live consume loop: busbar's side alone. */
+function busbarOnlyCase(transport: string, url: () => Promise<string>, noRaw: string): BenchCase {
+  return latencyCase(
+    transport,
+    async () => {
+      const { MessageBus, resolveConfig } = await import('../src/index.ts');
+      const { loadTransport } = await import('../src/transport/registry.ts');
+      const cleanup = new Cleanup();
+      try {
+        const address = await url();
+        const config = resolveConfig(address);
+        const admin: Transport = await (await loadTransport(config.scheme))(config.transport);
+        cleanup.add(() => admin.close());
+        const bus = await MessageBus.connect(address);
+        cleanup.add(() => bus.close());
+        const type = freshName(transport);
+        await admin.admin.ensureType(type);
+        cleanup.add(() => admin.admin.deleteType(type));
+        return { busbar: await busbarSide(bus, type, freshName('g'), cleanup), cleanup };
+      } catch (error) {
+        await cleanup.run().catch(() => {});
+        throw error;
+      }
+    },
+    noRaw,
+  );
+}
+
+export default async function cases(): Promise<BenchCase[]> {
+  const { freePort, loopbackUrl } = await import('../test/helpers/zeromq.ts');
+  return [
+    memoryCase(),
+    brokerCase(embedded, { noRaw: 'SQLite notifies no reader; a raw poller waits its poll interval' }),
+    brokerCase(redis),
+    brokerCase(nats),
+    brokerCase(rabbitmq, { serialRaw: true }),
+    brokerCase(kafka, { serialRaw: true }),
+    brokerCase(mqtt),
+    busbarOnlyCase('zeromq', async () => loopbackUrl(await freePort(), ''), 'not built yet'),
+    amqp10Case(process.env.BUSBAR_TEST_AMQP10_URL ?? 'amqp10://busbar:busbar@127.0.0.1:5682'),
+    busbarOnlyCase(
+      'stomp',
+      async () => process.env.BUSBAR_TEST_STOMP_URL ?? 'stomp://busbar:busbar@127.0.0.1:61613',
+      'not built yet',
+    ),
+  ];
+}
