@@ -188,6 +188,9 @@ export class KafkaSubscription implements Subscription {
       throw kafkaError(error, 'BUSBAR_ERR_CONNECTION', `could not join consumer group '${this.#options.group}'`);
     }
     if (this.#closed) {
+      // Closed while joining: the stream may still be starting (it looks its offsets up on the next tick) and fails
+      // once the client is closed under it; without a listener that 'error' would be an uncaught exception.
+      stream.on('error', () => {});
       await closeQuietly(consumer);
       return;
     }
