@@ -248,8 +248,9 @@ export class DeadLetters {
     if (!stats) return undefined;
     if (stats.depth === 0) return 0;
     const group = stats.groups.find((g) => g.group === DEAD_LETTER_GROUP);
-    // Unread 0 of a type that holds messages is not trusted: a broker may count a returned delivery as read (Kafka
-    // reports its committed position); the read then ends when nothing more comes.
+    // Unread 0 of a type that holds messages is not trusted: a broker may not count every unacked one (Kafka leaves
+    // out those waiting in its retry topic, e.g. dead letters a redrive of a selection stepped over and returned);
+    // the read then ends when nothing more comes.
     if (group) return group.unread > 0 ? group.unread : undefined;
     return this.#transport.capabilities.replay ? stats.depth : undefined;
   }

@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { before, describe, it, type TestContext } from 'node:test';
 import { Consumer, type Message, murmur2, Producer } from '@platformatic/kafka';
+import { DEAD_LETTER_GROUP } from '../../src/bus/dead-letter.ts';
+import { DeadLetters } from '../../src/bus/dead-letters.ts';
 import { isBusError } from '../../src/errors.ts';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Subscription, Transport } from '../../src/transport/contract.ts';
@@ -252,6 +254,60 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
     assert.equal(back!.attempt, 2);
     await back!.ack();
     assert.equal(await next(itSecond, 1500), null, 'an acked message came back');
+  });
+
+  it('closing with nothing acked leaves the group where it was: unread stays, attempts do not count up', async (t) => {
+    if (skip) return t.skip(skip);
+    const transport = await connect(t);
+    const type = name('untouched');
+    const group = name('g');
+    const first = subscribe(t, transport, [type], group);
+    await first.ready;
+    await transport.publish(
+      type,
+      ['m1', 'm2', 'm3'].map((b) => buildMessage(type, 'p', b)),
+    );
+    const it = first[Symbol.asyncIterator]();
+    const got = [await next(it), await next(it), await next(it)];
+    assert.deepEqual(got.map(text), ['m1', 'm2', 'm3']);
+    await first.close();
+    const [stats] = await transport.admin.stats(type);
+    assert.equal(stats!.groups.find((g) => g.group === group)?.unread, 3, 'closing moved the committed offset');
+    const second = subscribe(t, transport, [type], group);
+    const itSecond = second[Symbol.asyncIterator]();
+    const back = [await next(itSecond), await next(itSecond), await next(itSecond)];
+    assert.deepEqual(back.map(text), ['m1', 'm2', 'm3'], 'read again from the committed offset, in order');
+    for (const d of back) await d!.ack();
+    assert.equal(await next(itSecond, 1500), null, 'a returned message came twice (the retry topic too)');
+  });
+
+  it('listing and peeking dead letters moves nothing: the dead-letter group keeps its unread count', async (t) => {
+    if (skip) return t.skip(skip);
+    const transport = await connect(t);
+    const type = name('dl');
+    const dlq = `${type}.dlq`;
+    await transport.admin.ensureType(type);
+    await transport.admin.ensureType(dlq);
+    const stored = ['a', 'b', 'c'].map((b) => buildMessage(dlq, 'p', b));
+    await transport.publish(dlq, stored);
+    const deadLetters = new DeadLetters(transport);
+    const unread = async () =>
+      (await transport.admin.stats(dlq))[0]!.groups.find((g) => g.group === DEAD_LETTER_GROUP)?.unread;
+    for (let round = 1; round <= 3; round++) {
+      const listed = await deadLetters.list(type, { idleMs: 1500 });
+      assert.deepEqual(
+        listed.map((d) => Buffer.from(d.message.body).toString()),
+        ['a', 'b', 'c'],
+        `listing ${round}`,
+      );
+      assert.equal(await unread(), 3, `the dead-letter group's unread count after listing ${round} time(s)`);
+    }
+    const peeked = await deadLetters.peek(type, stored[1]!.id, { idleMs: 1500 });
+    assert.equal(peeked?.id, stored[1]!.id);
+    assert.equal(await unread(), 3, 'after a peek');
+    const redriven = await deadLetters.redrive(type, { idleMs: 1500 });
+    assert.equal(redriven.redriven.length, 3, 'listing left copies behind that a redrive would send again');
+    assert.equal(await unread(), 0, 'after redriving all');
   });
 
   it('loses nothing while members join and leave mid-stream', async (t) => {

@@ -111,6 +111,26 @@ describe('zeromq transport', { timeout: 120_000 }, () => {
     stuck.close();
   });
 
+  it('a long publish lets the event loop turn while it sends (its own subscriber, timers, I/O)', async () => {
+    const bus = await connect(loopbackUrl(await freePort(), '&groupBuffer=10000'));
+    const t = type();
+    const consumer = bus.consumer({ consumerGroup: group(), messageTypes: [t], prefetch: 10_000 });
+    await consumer.ready;
+    let sending = true;
+    let turns = 0;
+    const turn = () => {
+      turns++;
+      if (sending) setImmediate(turn);
+    };
+    setImmediate(turn);
+    // zeromq.js resolves a send synchronously while the socket has room; with a send timeout of 0 it did so for
+    // every send, and a batch this long went out without one event-loop turn (nothing else of the process ran).
+    await bus.producer({ messageType: t }).send([...Array(5000)].map((_, i) => i));
+    sending = false;
+    assert.ok(turns > 0, 'the event loop did not turn once while 5,000 messages were sent');
+    await consumer.close();
+  });
+
   it('a group that cannot keep up drops its oldest beyond groupBuffer, and stats count them', async () => {
     const bus = await connect(loopbackUrl(await freePort(), '&groupBuffer=5'));
     const t = type();

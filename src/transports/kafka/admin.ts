@@ -187,7 +187,23 @@ export class KafkaAdmin implements TransportAdmin {
     return counts;
   }
 
+  /**
+   * The types with their partitions and retention. Listed again (3 tries in all) when describing them failed: on a
+   * shared cluster a topic deleted between the listing and the description (UNKNOWN_TOPIC_OR_PARTITION, "Unknown
+   * topic") failed the whole list.
+   */
   async listTypes(): Promise<TypeInfo[]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#listTypesOnce();
+      } catch (error) {
+        if (attempt >= 3) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+      }
+    }
+  }
+
+  async #listTypesOnce(): Promise<TypeInfo[]> {
     const types = await this.#typeNames();
     if (types.length === 0) return [];
     try {

@@ -29,6 +29,13 @@ export class PartitionProgress {
     return next;
   }
 
+  /** The highest offset acked past a gap (an unacked offset before it holds the commit back), or -1. */
+  get lastAcked(): bigint {
+    let last = -1n;
+    for (const offset of this.#acked) if (offset > last) last = offset;
+    return last;
+  }
+
   /** True while nothing has been taken in since the last commit point (the start position may be committed). */
   get untouched(): boolean {
     return this.#highest < 0n;

@@ -7,7 +7,8 @@
  *   topic with a not-before time, the group and the next attempt, then commits past the original, so the
  *   partition keeps flowing for every other key;
  * - on a rebalance, deliveries of partitions this member lost are dropped (their acks become no-ops): the new owner
- *   reads them again from the committed offset. Closing leaves the group, which hands every unacked message back.
+ *   reads them again from the committed offset. Closing leaves the group, which hands every unacked message back
+ *   (see #returnUnacked).
  */
 import { Consumer, type Message, type MessagesStream } from '@platformatic/kafka';
 import { BusError } from '../../errors.ts';
@@ -187,6 +188,9 @@ export class KafkaSubscription implements Subscription {
       throw kafkaError(error, 'BUSBAR_ERR_CONNECTION', `could not join consumer group '${this.#options.group}'`);
     }
     if (this.#closed) {
+      // Closed while joining: the stream may still be starting (it looks its offsets up on the next tick) and fails
+      // once the client is closed under it; without a listener that 'error' would be an uncaught exception.
+      stream.on('error', () => {});
       await closeQuietly(consumer);
       return;
     }
@@ -538,12 +542,24 @@ export class KafkaSubscription implements Subscription {
   }
 
   /**
-   * Hands every message this member delivered and nobody acked back to the group through the retry topic (attempt
-   * + 1), then commits past them: the next member gets exactly those, not the acked ones that followed them. If the
-   * retry topic cannot be written, the offsets stay uncommitted and the next member reads them again from there.
+   * Hands the messages this member delivered and nobody acked back to the group. Those after the last acked message
+   * of their partition need nothing: their offsets stay uncommitted and the next member reads them from there, so a
+   * member that acks nothing (a dead-letter listing) leaves its group exactly where it was. Those with an acked message
+   * behind them go through the retry topic (attempt + 1), and the partition is committed past them: the next member
+   * gets exactly those, not the acked ones that followed them. If the retry topic cannot be written, the offsets stay
+   * uncommitted and the next member reads them again from there.
    */
   async #returnUnacked(): Promise<void> {
-    const returning = [...this.#live].filter((e) => e.lease > 0 || e.state === 'held');
+    const lastAcked = new Map<PartitionProgress, bigint>();
+    const behindAnAck = (entry: Entry) => {
+      let last = lastAcked.get(entry.progress);
+      if (last === undefined) {
+        last = entry.progress.lastAcked;
+        lastAcked.set(entry.progress, last);
+      }
+      return entry.offset < last;
+    };
+    const returning = [...this.#live].filter((e) => (e.lease > 0 || e.state === 'held') && behindAnAck(e));
     if (returning.length === 0 || !this.#consumer) return;
     const now = Date.now();
     try {

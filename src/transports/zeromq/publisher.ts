@@ -37,28 +37,35 @@ export class PublisherSocket {
   async #sendAll(messages: readonly (readonly [string, string])[]): Promise<void> {
     for (const frames of messages) {
       if (this.#closed) throw new BusError('BUSBAR_ERR_CLOSED', 'the zeromq transport is closed');
-      await this.#sendOne(frames);
+      // The send itself first (the common case: the queue has room), the waiting loop only after a full queue.
+      try {
+        await this.#socket.send(frames as [string, string]);
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'EAGAIN') throw error;
+        await this.#sendWaiting(frames);
+      }
     }
   }
 
-  async #sendOne(frames: readonly [string, string]): Promise<void> {
-    let deadline = 0;
+  /** Sends one message whose first try found the queue full: tries again with a backoff, for `sendWaitMs` at most. */
+  async #sendWaiting(frames: readonly [string, string]): Promise<void> {
+    const deadline = Date.now() + this.#sendWaitMs;
     for (let pause = 0; ; pause = Math.min(pause * 2 || 1, 50)) {
+      if (this.#closed) throw new BusError('BUSBAR_ERR_CLOSED', 'the zeromq transport is closed');
+      if (Date.now() >= deadline) {
+        throw new BusError(
+          'BUSBAR_ERR_TIMEOUT',
+          `a zeromq subscriber has not read for ${this.#sendWaitMs} ms and its queue is at the high-water mark: ` +
+            'the message was not sent; retry later, raise highWaterMark or sendWaitMs, or find the slow subscriber',
+        );
+      }
+      // The first retry only lets the event loop run (a subscriber in this process may be the one to read).
+      await (pause === 0 ? new Promise((resolve) => setImmediate(resolve)) : sleep(pause));
       try {
         await this.#socket.send(frames as [string, string]);
         return;
       } catch (error) {
-        if ((error as { code?: string }).code !== 'EAGAIN' || this.#closed) throw error;
-        deadline ||= Date.now() + this.#sendWaitMs;
-        if (Date.now() >= deadline) {
-          throw new BusError(
-            'BUSBAR_ERR_TIMEOUT',
-            `a zeromq subscriber has not read for ${this.#sendWaitMs} ms and its queue is at the high-water mark: ` +
-              'the message was not sent; retry later, raise highWaterMark or sendWaitMs, or find the slow subscriber',
-          );
-        }
-        // The first retry only lets the event loop run (a subscriber in this process may be the one to read).
-        await (pause === 0 ? new Promise((resolve) => setImmediate(resolve)) : sleep(pause));
+        if ((error as { code?: string }).code !== 'EAGAIN') throw error;
       }
     }
   }
@@ -75,8 +82,12 @@ function newSocket(options: ZeromqOptions): zmq.Publisher {
   return new zmq.Publisher({
     noDrop: true,
     sendHighWaterMark: options.highWaterMark,
-    // A full queue fails the send at once (EAGAIN); PublisherSocket waits for room itself, for sendWaitMs at most.
-    sendTimeout: 0,
+    // A full queue fails the send at once with EAGAIN all the same (a PUB socket always reports room:
+    // ZMQ_XPUB_NODROP only refuses the send itself), and PublisherSocket waits for room itself, for sendWaitMs at
+    // most. Not 0: with a send timeout of 0, zeromq.js resolves every send synchronously and never lets the event
+    // loop run while a long run of messages goes out (its own reader, timers, I/O); with any other value it defers
+    // one send in 512 to the next loop turn, so publishing and receiving interleave (issue 11, BENCHMARKS.md).
+    sendTimeout: Math.max(1, options.sendWaitMs),
     linger: options.lingerMs,
   });
 }

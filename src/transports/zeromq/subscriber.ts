@@ -42,13 +42,22 @@ export class SubscriberSocket {
 
   async #read(): Promise<void> {
     try {
+      // The topic of the previous message and its type: messages mostly come in runs of one topic, and comparing
+      // bytes costs less than decoding the topic again.
+      let lastTopic: Buffer | undefined;
+      let lastType: string | undefined;
       // receive() itself, not the socket's async iterator, which wraps every message in one more async call.
       while (!this.#closed) {
         const frames = await this.#socket.receive();
         const topicFrame = frames[0];
         const body = frames[1];
         if (!topicFrame || !body) continue;
-        const type = this.#topics.typeOf(topicFrame.toString('utf8'));
+        let type = lastType;
+        if (lastTopic === undefined || !topicFrame.equals(lastTopic)) {
+          type = this.#topics.typeOf(topicFrame.toString('utf8'));
+          lastTopic = topicFrame;
+          lastType = type;
+        }
         if (type === undefined) continue;
         if (type.startsWith('_busbar.probe.')) {
           this.#probes.get(type.slice('_busbar.probe.'.length))?.();
