@@ -558,6 +558,9 @@ class PgRelaySource implements RelaySource {
 
   async close(): Promise<void> {
     this.#closed = true;
+    // A relay that stops leaves no sent rows behind it (a failure here leaves them to the next relay's delete).
+    await this.#cleaning;
+    if (this.#sinceCleanup > 0) this.#cleanup();
     await this.#cleaning;
     const clients = [this.#worker, this.#listener].filter((c): c is PgClient => c !== undefined);
     this.#worker = undefined;
