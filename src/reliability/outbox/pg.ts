@@ -25,7 +25,16 @@ import { BusError } from '../../errors.ts';
 import type { Body } from '../../message/codec.ts';
 import type { OutgoingOptions } from '../../message/envelope.ts';
 import type { TransportMessage } from '../../transport/contract.ts';
-import { checkIdentifier, DEFAULT_TABLE, LANES, laneOf, outgoing, type RelayTarget } from './common.ts';
+import {
+  checkIdentifier,
+  DEFAULT_TABLE,
+  LANES,
+  laneOf,
+  type OutboxRow,
+  outgoing,
+  type RelayTarget,
+  rowToMessage,
+} from './common.ts';
 import { Relay, type RelayOptions, type RelaySource } from './relay.ts';
 
 /** What the outbox needs of a connection or transaction: pg's Client, PoolClient and Pool all have it. */
@@ -312,30 +321,6 @@ function after(a: Cursor, b: Cursor): boolean {
   return x > 0n || (x === 0n && BigInt(a.seq) > BigInt(b.seq));
 }
 
-/** One read of the relay: see take() in relayBatch. */
-interface Window {
-  read: number;
-  last: string | null;
-  rows: string | null;
-  unsafe: string | null;
-}
-
-/** id, type, key, source, time, content type, headers, body (base64): one row of Window.rows. */
-type WindowRow = [string, string, string | null, string, string, string, Record<string, string>, string];
-
-function windowRowToMessage(row: WindowRow): TransportMessage {
-  return {
-    id: row[0],
-    type: row[1],
-    key: row[2] ?? undefined,
-    source: row[3],
-    time: row[4],
-    contentType: row[5],
-    headers: row[6],
-    body: Buffer.from(row[7], 'base64'),
-  };
-}
-
 /** Values put into SQL text are checked to be digits (they come from PostgreSQL, as text). */
 function digits(value: string): string {
   if (!/^\d+$/.test(value)) throw new BusError('BUSBAR_ERR_INTERNAL', `outbox relay: not a number: ${value}`);
@@ -442,20 +427,17 @@ class PgRelaySource implements RelaySource {
       const lanes = [...cursors.keys()];
       const xids = Array.from({ length: LANES }, (_, lane) => cursors.get(lane)?.xid ?? '0');
       const seqs = Array.from({ length: LANES }, (_, lane) => cursors.get(lane)?.seq ?? '0');
-      // A window of the (xid, seq) index from the lowest held cursor, in order, as a plain range with a LIMIT (the
-      // lane and cursor filters go outside it: inside, PostgreSQL cannot estimate them and would read and sort the
-      // whole table for every chunk). The window's rows of held lanes ahead of their cursor come back as one JSON
-      // document (one string to decode instead of nine fields per row), with the seqs of those above the claim's
-      // xmin, which are deleted, the window's size and where it ended.
+      // A window of the (xid, seq) index from the lowest held cursor, in order, as a plain range with a LIMIT: the
+      // lane and cursor filters only flag its rows (`mine`: a held lane's, ahead of its cursor); as a WHERE clause
+      // PostgreSQL cannot estimate them and read and sorted the whole table for every chunk. `safe`: below the
+      // claim's xmin (a row above it is deleted once sent). Rows come back as rows: aggregating them into one JSON
+      // document saved the relay ~1 µs a message of decoding and cost PostgreSQL ~3 µs more.
       const take = (count: number, at: Cursor) =>
         db.query(
-          `SELECT count(*)::int AS read, max(ARRAY[w.xid::text::numeric, w.seq])::text AS last, ` +
-            `json_agg(json_build_array(w.id, w.type, w.key, w.source, w.time, w.content_type, w.headers, ` +
-            `encode(w.body, 'base64')) ORDER BY w.xid, w.seq) FILTER (WHERE w.mine)::text AS rows, ` +
-            `array_agg(w.seq) FILTER (WHERE w.mine AND w.xid >= $1::xid8)::text AS unsafe FROM (` +
-            `SELECT o.*, o.lane = ANY($4::smallint[]) AND (o.xid, o.seq) > (($5::xid8[])[o.lane + 1], ` +
-            `($6::bigint[])[o.lane + 1]) AS mine FROM ${this.#table} o WHERE (o.xid, o.seq) > ($2::xid8, $3::bigint) ` +
-            `ORDER BY o.xid, o.seq LIMIT $7) w`,
+          `SELECT seq, id, type, key, source, time, content_type, headers, body, o.xid::text AS xid, ` +
+            `o.lane = ANY($4::smallint[]) AND (o.xid, o.seq) > (($5::xid8[])[o.lane + 1], ` +
+            `($6::bigint[])[o.lane + 1]) AS mine, o.xid < $1::xid8 AS safe FROM ${this.#table} o ` +
+            `WHERE (o.xid, o.seq) > ($2::xid8, $3::bigint) ORDER BY o.xid, o.seq LIMIT $7`,
           [xmin, at.xid, at.seq, lanes, xids, seqs, count],
         );
       // The transaction's rows are read chunk by chunk, the next chunk read while the broker confirms this one:
@@ -467,23 +449,23 @@ class PgRelaySource implements RelaySource {
       let asked = Math.min(chunk, limit);
       let next: ReturnType<typeof take> | undefined = take(asked, from);
       while (next) {
-        const window = (await next).rows[0] as Window;
-        read += window.read;
-        drained = window.read < asked;
-        if (window.last) {
-          const [xid, seq] = window.last.slice(1, -1).split(',');
-          from = { xid: xid!, seq: seq! };
-        }
+        const rows = (await next).rows as Array<OutboxRow & { xid: string; mine: boolean; safe: boolean }>;
+        read += rows.length;
+        drained = rows.length < asked;
+        const end = rows.at(-1);
+        if (end) from = { xid: end.xid, seq: String(end.seq) };
         asked = Math.min(chunk, limit - read);
         next = !drained && asked > 0 ? take(asked, from) : undefined;
         // A rejected read-ahead is seen when it is awaited (after this chunk's publish), not as an unhandled one.
         next?.catch(() => {});
-        if (window.unsafe) unsafe.push(...window.unsafe.slice(1, -1).split(','));
-        if (window.rows) {
-          const messages = (JSON.parse(window.rows) as WindowRow[]).map(windowRowToMessage);
-          total += messages.length;
-          await publish(messages);
+        const messages: TransportMessage[] = [];
+        for (const row of rows) {
+          if (!row.mine) continue;
+          if (!row.safe) unsafe.push(String(row.seq));
+          messages.push(rowToMessage(row));
         }
+        total += messages.length;
+        if (messages.length > 0) await publish(messages);
       }
       // Every held lane's rows up to `from` are sent now. The cursors may pass them only below xmin; above it the
       // rows sent are deleted by seq, and the cursors stop at xmin, which every row below it was, read to the end,
