@@ -406,16 +406,17 @@ class PgRelaySource implements RelaySource {
       this.#migrated = true;
     }
     this.#notified = false;
-    // BEGIN with the lane claim in one round trip, only when some row lies ahead of the lowest cursor (an idle relay
-    // locks nothing). The claim's snapshot gives the line a cursor may not pass: its xmin.
-    const claimed = (await db.query(
-      `BEGIN; SELECT lane, sent_xid::text AS xid, sent_seq::text AS seq, ` +
-        `pg_snapshot_xmin(pg_current_snapshot())::text AS xmin FROM ${this.#lanes} WHERE EXISTS (SELECT 1 FROM ` +
-        `(SELECT o.xid, o.seq FROM ${this.#table} o ORDER BY o.xid DESC, o.seq DESC LIMIT 1) newest ` +
-        `WHERE (newest.xid, newest.seq) > (SELECT sent_xid, sent_seq FROM ${this.#lanes} ORDER BY 1, 2 LIMIT 1)) ` +
-        `ORDER BY lane FOR UPDATE SKIP LOCKED`,
-    )) as unknown as Array<{ rows: unknown[] }>;
     try {
+      // BEGIN with the lane claim in one round trip, only when some row lies ahead of the lowest cursor (an idle relay
+      // locks nothing). The claim's snapshot gives the line a cursor may not pass: its xmin. Inside the try: a failed
+      // claim leaves the transaction open (aborted), and only ROLLBACK lets the connection work again.
+      const claimed = (await db.query(
+        `BEGIN; SELECT lane, sent_xid::text AS xid, sent_seq::text AS seq, ` +
+          `pg_snapshot_xmin(pg_current_snapshot())::text AS xmin FROM ${this.#lanes} WHERE EXISTS (SELECT 1 FROM ` +
+          `(SELECT o.xid, o.seq FROM ${this.#table} o ORDER BY o.xid DESC, o.seq DESC LIMIT 1) newest ` +
+          `WHERE (newest.xid, newest.seq) > (SELECT sent_xid, sent_seq FROM ${this.#lanes} ORDER BY 1, 2 LIMIT 1)) ` +
+          `ORDER BY lane FOR UPDATE SKIP LOCKED`,
+      )) as unknown as Array<{ rows: unknown[] }>;
       const held = claimed[1]!.rows as Array<{ lane: number; xid: string; seq: string; xmin: string }>;
       if (held.length === 0) {
         await db.query('COMMIT');
