@@ -2,7 +2,8 @@
  * Transactional outbox: how fast a relay moves messages from the outbox to the broker, beside plain publishing of
  * the same messages to the same broker (bus.sendBatch, same batch size, same confirms). Goal: the relay reaches at
  * least 0.8x plain publishing. Setup writes one outbox table per round (warm-up included) so that only relaying is
- * timed; a round ends when the relay has published and deleted every row.
+ * timed; a round ends when the relay has published every row and, closed, deleted them (PostgreSQL deletes sent rows
+ * in bulk behind its cursors, the last of them when the relay stops).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

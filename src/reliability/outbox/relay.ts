@@ -1,7 +1,8 @@
 /**
  * The relay: a plain consumer of the outbox table (Watermill's forwarder, Debezium's outbox). Each batch is claimed,
- * published with its ids unchanged, and deleted in one database transaction, so a relay that dies mid-batch leaves
- * the batch in the table and the next relay sends it again: at-least-once, duplicates always with the same id.
+ * published with its ids unchanged, and marked sent (deleted, or passed by a cursor) in one database transaction, so
+ * a relay that dies mid-batch leaves the batch unsent and the next relay sends it again: at-least-once, duplicates
+ * always with the same id.
  */
 import { EventEmitter } from 'node:events';
 import { BusError, toBusError } from '../../errors.ts';
@@ -13,7 +14,7 @@ import { DEFAULT_BATCH, DEFAULT_POLL_MS, DEFAULT_PUBLISH, type RelayTarget } fro
 export interface RelaySource {
   /**
    * In one transaction: claims up to `limit` rows in order, hands them to `publish` (in one call, or in calls of
-   * `chunk` rows, one after another), deletes them once all resolved. A rejection rolls back (the rows stay).
+   * `chunk` rows, one after another), marks them sent once all resolved. A rejection rolls back (the rows stay unsent).
    * Resolves with the number of rows relayed.
    */
   relayBatch(limit: number, chunk: number, publish: (messages: TransportMessage[]) => Promise<void>): Promise<number>;
