@@ -11,21 +11,12 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { tcpReachable } from './brokers.ts';
+import { freePort } from './ports.ts';
 
 export { PersistentRedis } from './redis-aof.ts';
+export { freePort };
 
 const run = promisify(execFile);
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port: number, timeoutMs: number, what: string, alive: () => boolean): Promise<void> {
   const deadline = Date.now() + timeoutMs;

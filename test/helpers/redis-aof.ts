@@ -5,10 +5,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { freePort } from './ports.ts';
 
 export const REDIS_SERVER = process.env.BUSBAR_TEST_REDIS_SERVER ?? 'redis-server';
 
@@ -20,17 +21,6 @@ export function checkRedisServerBinary(): void {
       `cannot run '${REDIS_SERVER}' (set BUSBAR_TEST_REDIS_SERVER): ${result.error?.message ?? result.stderr}`,
     );
   }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** Resolves once the server answers PING with PONG (so it finished loading its AOF). */

@@ -1,16 +1,7 @@
 /** Ports for ZeroMQ tests: a free loopback port, and a bus URL that publishes on it and subscribes to itself. */
-import { createServer } from 'node:net';
+import { freePort } from './ports.ts';
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freePort };
 
 /** A zeromq bus URL that binds `port` and subscribes to it: every transport of this process shares the socket. */
 export function loopbackUrl(port: number, extra = ''): string {
