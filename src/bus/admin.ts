@@ -16,6 +16,7 @@ import {
   type RedriveOptions,
   type RedriveResult,
 } from './dead-letters.ts';
+import { describeTypes } from './describe-types.ts';
 import { deadLetterTypeOf } from './options.ts';
 
 /** What registerMessageType did: created the type, grew its partitions, or found it as asked. */
@@ -272,14 +273,13 @@ export class Admin {
    * creates a type nobody sends to.
    */
   async hasMessageType(type: string): Promise<boolean> {
-    const types = await this.#admin.listTypes();
-    const known = (name: string) => types.some((t) => t.type === name);
     const suffix = deadLetterTypeOf('');
-    return known(type) || (type.endsWith(suffix) && known(type.slice(0, -suffix.length)));
+    const names = type.endsWith(suffix) ? [type, type.slice(0, -suffix.length)] : [type];
+    return (await describeTypes(this.#admin, names)).length > 0;
   }
 
   async #find(type: string): Promise<TypeInfo | undefined> {
-    return (await this.#admin.listTypes()).find((t) => t.type === type);
+    return (await describeTypes(this.#admin, [type]))[0];
   }
 
   /**

@@ -12,6 +12,7 @@ import { DEAD_LETTER_HEADERS } from '../message/envelope.ts';
 import type { Delivery, Transport, TransportMessage } from '../transport/contract.ts';
 import { uuidv7 } from '../transport/uuid.ts';
 import { DEAD_LETTER_GROUP } from './dead-letter.ts';
+import { describeTypes } from './describe-types.ts';
 import { deadLetterTypeOf } from './options.ts';
 
 /** One dead letter as the operations show it. */
@@ -232,7 +233,8 @@ export class DeadLetters {
   async #deadLetterType(type: string): Promise<string | undefined> {
     checkTypeName(type);
     const dlq = deadLetterTypeOf(type);
-    const types = new Set((await retrying(() => this.#transport.admin.listTypes())).map((t) => t.type));
+    const found = await retrying(() => describeTypes(this.#transport.admin, [dlq, type]));
+    const types = new Set(found.map((t) => t.type));
     if (types.has(dlq)) return dlq;
     if (types.has(type)) return undefined;
     throw new BusError(

@@ -172,6 +172,12 @@ export interface TransportAdmin {
   /** Removes the type, its messages and its groups. Unknown types are a no-op. */
   deleteType(type: string): Promise<void>;
   listTypes(): Promise<TypeInfo[]>;
+  /**
+   * The TypeInfo of those of the named types that exist, asking the broker about those types only. Optional: where
+   * absent the bus filters listTypes(); a transport whose listing is costly on a big broker (one request per
+   * resource, or one that fails when something unrelated vanishes meanwhile) has it.
+   */
+  describeTypes?(types: readonly string[]): Promise<TypeInfo[]>;
   /** Grows the partition count; shrinking throws BUSBAR_ERR_PARTITIONS. */
   setPartitions(type: string, partitions: number): Promise<void>;
   setRetention(type: string, retention: Retention): Promise<void>;

@@ -6,10 +6,11 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { before, describe, it, type TestContext } from 'node:test';
-import { Consumer, type Message, murmur2, Producer } from '@platformatic/kafka';
+import { Admin, Consumer, type Message, murmur2, Producer } from '@platformatic/kafka';
 import { DEAD_LETTER_GROUP } from '../../src/bus/dead-letter.ts';
 import { DeadLetters } from '../../src/bus/dead-letters.ts';
 import { isBusError } from '../../src/errors.ts';
+import { MessageBus } from '../../src/index.ts';
 import { buildMessage } from '../../src/message/envelope.ts';
 import type { Delivery, Subscription, Transport } from '../../src/transport/contract.ts';
 import createKafkaTransport from '../../src/transports/kafka/index.ts';
@@ -462,5 +463,48 @@ describe('kafka transport', { concurrency: false, timeout: 120_000 }, () => {
         isBusError(e, 'BUSBAR_ERR_INVALID_CONFIG') &&
         /invalid kafka option 'fetchMaxBytes': expected a whole number >= 1024/.test((e as Error).message),
     );
+  });
+
+  it('admin calls about named types hold while other clients create and delete unrelated topics', async (t) => {
+    if (skip) return t.skip(skip);
+    const bus = await MessageBus.connect(BROKERS.kafka);
+    t.after(() => bus.close());
+    const admin = bus.admin();
+    // Unrelated topics come and go: a call that described every topic on the cluster met one deleted between its
+    // listing and its description (UNKNOWN_TOPIC_OR_PARTITION). Bounded: the churn stops when the calls are done.
+    const raw = new Admin({ clientId: 'churn', bootstrapBrokers: [endpoint] });
+    t.after(() => raw.close());
+    let done = false;
+    let churned = 0;
+    const churn = async () => {
+      for (let i = 0; i < 500 && !done; i++) {
+        const topic = name('churn');
+        await raw.createTopics({ topics: [topic], partitions: 1, replicas: 1 });
+        await raw.deleteTopics({ topics: [topic] });
+        churned++;
+      }
+    };
+    const churners = Promise.all([churn(), churn(), churn()]);
+    churners.catch(() => {}); // awaited below
+    try {
+      for (let i = 0; i < 6; i++) {
+        const type = name('named');
+        assert.equal((await admin.registerMessageType(type, { partitions: 2 })).outcome, 'created');
+        assert.equal((await admin.registerMessageType(type, { partitions: 3 })).outcome, 'grown');
+        assert.equal(await admin.hasMessageType(type), true);
+        const [stats] = await admin.stats(type);
+        assert.equal(stats?.partitions, 3);
+        assert.ok((await admin.listMessageTypes()).some((info) => info.type === type && info.partitions === 3));
+        await admin.deregisterMessageType(type);
+        assert.equal(await admin.hasMessageType(type), false);
+        await assert.rejects(admin.deregisterMessageType(type), (e: unknown) =>
+          isBusError(e, 'BUSBAR_ERR_UNKNOWN_TYPE'),
+        );
+      }
+    } finally {
+      done = true;
+      await churners;
+    }
+    assert.ok(churned > 0, 'the churn ran alongside the admin calls');
   });
 });

@@ -73,8 +73,20 @@ function parsePosition(position: string): { partition: number; offset: bigint } 
   return { partition: Number(match[1]), offset: BigInt(match[2]!) };
 }
 
+/** The client's answer about a topic that does not exist (any more). */
+function topicGone(error: unknown): boolean {
+  return (
+    hasKafkaError(error, 'UNKNOWN_TOPIC_OR_PARTITION') ||
+    hasKafkaError(error, 'UNKNOWN_TOPIC_ID') ||
+    // Its metadata() turns the protocol error into a UserError that keeps only the topic's name (1.35).
+    (error instanceof Error && /^Unknown topic /.test(error.message))
+  );
+}
+
 /** How long an admin call waits for the broker's metadata to show the topics it created, grew or deleted. */
 const METADATA_SETTLE_MS = 5_000;
+/** How often stats of every type start again because a topic they listed was deleted meanwhile. */
+const DELETED_MEANWHILE_ATTEMPTS = 5;
 
 export class KafkaAdmin implements TransportAdmin {
   readonly #admin: Admin;
@@ -174,56 +186,78 @@ export class KafkaAdmin implements TransportAdmin {
 
   /** Partition counts of existing topics; a missing topic is absent from the map. */
   async #partitionCounts(topics: string[]): Promise<Map<string, number>> {
+    if (topics.length === 0) return new Map();
+    const existing = await this.#topicNames('to count their partitions');
+    return this.#countsOf(topics.filter((t) => existing.has(t)));
+  }
+
+  /** Partition counts of topics known to exist (the client fails the request if one does not). */
+  async #countsOf(topics: string[]): Promise<Map<string, number>> {
     const counts = new Map<string, number>();
     if (topics.length === 0) return counts;
-    const existing = await this.#topicNames('to count their partitions');
-    const present = topics.filter((t) => existing.has(t));
-    if (present.length === 0) return counts;
-    const metadata = await this.#admin.metadata({ topics: present, forceUpdate: true });
-    for (const topic of present) {
+    const metadata = await this.#admin.metadata({ topics, forceUpdate: true });
+    for (const topic of topics) {
       const info = metadata.topics.get(topic);
       if (info) counts.set(topic, info.partitionsCount);
     }
     return counts;
   }
 
-  /**
-   * The types with their partitions and retention. Listed again (3 tries in all) when describing them failed: on a
-   * shared cluster a topic deleted between the listing and the description (UNKNOWN_TOPIC_OR_PARTITION, "Unknown
-   * topic") failed the whole list.
-   */
+  /** The types with their partitions and retention (a topic deleted while they are described is left out). */
   async listTypes(): Promise<TypeInfo[]> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.#listTypesOnce();
-      } catch (error) {
-        if (attempt >= 3) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
-      }
-    }
-  }
-
-  async #listTypesOnce(): Promise<TypeInfo[]> {
-    const types = await this.#typeNames();
-    if (types.length === 0) return [];
     try {
-      const counts = await this.#partitionCounts(types);
-      const described = await this.#admin.describeConfigs({
-        resources: types.map((t) => ({
-          resourceType: CONFIG_RESOURCE_TOPIC,
-          resourceName: t,
-          configurationKeys: ['retention.ms', 'retention.bytes'],
-        })),
-      });
-      const retention = new Map(
-        described.map((d) => [d.resourceName, retentionOf(new Map(d.configs.map((c) => [c.name, c.value])))]),
-      );
-      return types
-        .filter((t) => counts.has(t))
-        .map((type) => ({ type, partitions: counts.get(type)!, retention: retention.get(type) ?? {} }));
+      return await this.#describe(await this.#typeNames());
     } catch (error) {
       throw kafkaError(error, 'BUSBAR_ERR_BROKER', 'could not describe Kafka topics');
     }
+  }
+
+  /** Only the named types' topics are described: other topics (however many, whatever happens to them) cost nothing. */
+  async describeTypes(types: readonly string[]): Promise<TypeInfo[]> {
+    const names = types.filter((t) => !t.startsWith('__') && !isRetryTopic(t));
+    try {
+      return await this.#describe(names);
+    } catch (error) {
+      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not describe Kafka topic(s) ${names.join(', ')}`);
+    }
+  }
+
+  /**
+   * Partitions and retention of those of `types` that exist. A topic deleted between the listing and the description
+   * (by anyone: the cluster is shared) is no type any more: left out rather than failing the whole answer.
+   */
+  async #describe(types: string[]): Promise<TypeInfo[]> {
+    if (types.length === 0) return [];
+    const existing = await this.#topicNames('to describe them');
+    const present = types.filter((t) => existing.has(t));
+    try {
+      return await this.#describeExisting(present);
+    } catch (error) {
+      if (!topicGone(error) || present.length === 1) throw error;
+      // The client fails the whole request for one unknown topic: ask about each on its own.
+      const each = await Promise.all(
+        present.map((t) => this.#describeExisting([t]).catch((e) => (topicGone(e) ? [] : Promise.reject(e)))),
+      );
+      return each.flat();
+    }
+  }
+
+  async #describeExisting(types: string[]): Promise<TypeInfo[]> {
+    if (types.length === 0) return [];
+    const counts = await this.#countsOf(types);
+    const described = await this.#admin.describeConfigs({
+      resources: types.map((t) => ({
+        resourceType: CONFIG_RESOURCE_TOPIC,
+        resourceName: t,
+        configurationKeys: ['retention.ms', 'retention.bytes'],
+      })),
+    });
+    const retention = new Map(
+      described.map((d) => [d.resourceName, retentionOf(new Map(d.configs.map((c) => [c.name, c.value])))]),
+    );
+    return types
+      .filter((t) => counts.has(t))
+      .map((type) => ({ type, partitions: counts.get(type)!, retention: retention.get(type) ?? {} }));
   }
 
   async #requirePartitions(type: string): Promise<number> {
@@ -521,33 +555,52 @@ export class KafkaAdmin implements TransportAdmin {
   }
 
   async stats(type?: string): Promise<TypeStats[]> {
-    const types = type === undefined ? await this.#typeNames() : [checkKafkaType(type)];
-    if (types.length === 0) return [];
-    try {
-      const counts = await this.#partitionCounts(types);
-      if (type !== undefined && !counts.has(type)) {
-        throw new BusError('BUSBAR_ERR_UNKNOWN_TYPE', `message type '${type}' does not exist: register it first`);
-      }
-      const offsets = await this.#offsets(counts);
-      const committed = await this.#committedOffsets([...counts.keys()]);
-      const sizes = await this.#sizes(counts);
-      return [...counts].map(([name, partitions]) => {
-        const ranges = offsets.get(name)!;
-        const depth = ranges.reduce((sum, r) => sum + Number(r.end - r.start), 0);
-        const groups: GroupStats[] = [...(committed.get(name) ?? new Map())].map(([group, byPartition]) => {
-          let unread = 0;
-          ranges.forEach((r, partition) => {
-            const at = byPartition.get(partition);
-            const from = at === undefined || at < r.start ? r.start : at;
-            if (r.end > from) unread += Number(r.end - from);
+    const named = type === undefined ? undefined : checkKafkaType(type);
+    return this.#despiteDeletions(
+      async () => {
+        const types = named === undefined ? await this.#typeNames() : [named];
+        if (types.length === 0) return [];
+        const counts = await this.#partitionCounts(types);
+        if (named !== undefined && !counts.has(named)) {
+          throw new BusError('BUSBAR_ERR_UNKNOWN_TYPE', `message type '${named}' does not exist: register it first`);
+        }
+        const offsets = await this.#offsets(counts);
+        const committed = await this.#committedOffsets([...counts.keys()]);
+        const sizes = await this.#sizes(counts);
+        return [...counts].map(([name, partitions]) => {
+          const ranges = offsets.get(name)!;
+          const depth = ranges.reduce((sum, r) => sum + Number(r.end - r.start), 0);
+          const groups: GroupStats[] = [...(committed.get(name) ?? new Map())].map(([group, byPartition]) => {
+            let unread = 0;
+            ranges.forEach((r, partition) => {
+              const at = byPartition.get(partition);
+              const from = at === undefined || at < r.start ? r.start : at;
+              if (r.end > from) unread += Number(r.end - from);
+            });
+            return { group, unread, inflight: this.#inflight(group, name) ?? -1, oldestAgeMs: null };
           });
-          return { group, unread, inflight: this.#inflight(group, name) ?? -1, oldestAgeMs: null };
+          groups.sort((a, b) => a.group.localeCompare(b.group));
+          return { type: name, depth, bytes: sizes.get(name) ?? -1, partitions, groups };
         });
-        groups.sort((a, b) => a.group.localeCompare(b.group));
-        return { type: name, depth, bytes: sizes.get(name) ?? -1, partitions, groups };
-      });
-    } catch (error) {
-      throw kafkaError(error, 'BUSBAR_ERR_BROKER', `could not read stats${type ? ` of message type '${type}'` : ''}`);
+      },
+      `could not read stats${named ? ` of message type '${named}'` : ''}`,
+    );
+  }
+
+  /**
+   * Runs `read` (which lists the topics afresh) again when a topic it listed was deleted before it read it: that
+   * topic is no type any more, and the next listing leaves it out. Bounded: a cluster that deletes topics faster than
+   * a read takes still gets an error.
+   */
+  async #despiteDeletions<T>(read: () => Promise<T>, context: string): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await read();
+      } catch (error) {
+        if (!topicGone(error) || attempt >= DELETED_MEANWHILE_ATTEMPTS) {
+          throw kafkaError(error, 'BUSBAR_ERR_BROKER', context);
+        }
+      }
     }
   }
 
