@@ -30,6 +30,15 @@ import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
 const ATTACH_TIMEOUT_MS = 30_000;
 /** Pause before attaching again on a connection where an attach failed. */
 const REATTACH_PAUSE_MS = 1000;
+/**
+ * rhea's default session buffer (lib/session.js), kept as slack above the session's credit. A delivery holds its slot
+ * until it and every earlier one are settled, so the slack is how far settlement may run ahead of a held delivery.
+ */
+const SESSION_SLACK = 2048;
+/** The session window is an AMQP uint. */
+const MAX_SESSION_WINDOW = 2 ** 32 - 1;
+/** Artemis reads link credit as a Java int: a link given more receives nothing at all. */
+const MAX_LINK_CREDIT = 2 ** 31 - 1;
 
 /** One broker of the endpoint list, as a consumer sees it. */
 export interface Site {
@@ -189,7 +198,10 @@ export class Amqp10Subscription implements Subscription {
     this.group = options.group;
     this.#options = options;
     this.#onClose = onClose;
-    this.#credit = Math.max(1, Math.floor(options.prefetch / (options.types.length * sites.length)));
+    // A prefetch beyond what a link's credit and its session's window can hold is the most they can give.
+    const perLink = Math.floor(options.prefetch / (options.types.length * sites.length));
+    const most = Math.min(MAX_LINK_CREDIT, Math.floor((MAX_SESSION_WINDOW - SESSION_SLACK) / options.types.length));
+    this.#credit = Math.max(1, Math.min(perLink, most));
     for (const site of sites) {
       this.#unsubscribe.push(site.failover.onOpen((connection) => void this.#attachQuietly(site, connection)));
       this.#unsubscribe.push(site.failover.onLost((connection) => this.#lost(connection)));
@@ -265,7 +277,9 @@ export class Amqp10Subscription implements Subscription {
     if (this.#closed || site.failover.current !== connection) return;
     // A session of its own: rhea's session window advances only past settled deliveries, so deliveries this
     // consumer holds must not stall other consumers, publishes or management replies on the connection.
-    const session = connection.create_session();
+    // Its incoming window is rhea's buffer of unsettled deliveries (2,048 by default): sized for the credit of all its
+    // links, so that a consumer holding its whole prefetch is not cut off below it.
+    const session = connection.create_session({ incoming: this.#credit * types.length + SESSION_SLACK });
     fixDispositions(session);
     session.begin();
     this.#sessions.set(session, connection);
