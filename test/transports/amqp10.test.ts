@@ -174,4 +174,46 @@ describe('amqp10 transport: prefetch', () => {
     await got!.ack();
     await consumer.close();
   });
+
+  // rhea freed a delivery's slot in the session window only once every earlier delivery was settled too: one held
+  // delivery stopped a consumer acking the others after 2,048 more (prefetch + 2,048 since the window was sized).
+  it('one held delivery does not stop the deliveries after it', async (t) => {
+    if (skip) return t.skip(skip);
+    const count = 2500;
+    const bus = await MessageBus.connect({ broker: BROKERS.amqp10 });
+    const type = uniqueType('held');
+    t.after(async () => {
+      await bus
+        .admin()
+        .deregisterMessageType(type)
+        .catch(() => {});
+      await bus.close();
+    });
+    const consumer = bus.consumer({
+      consumerGroup: uniqueGroup(),
+      messageTypes: [type],
+      prefetch: 10,
+      ackTimeoutMs: 300_000,
+    });
+    await consumer.ready;
+    for (let i = 0; i < count; i += 500) {
+      await bus.sendBatch(
+        type,
+        Array.from({ length: 500 }, (_, j) => `m${i + j}`),
+      );
+    }
+    const deadline = Date.now() + 120_000;
+    const first = await consumer.receive({ timeout: 60_000 });
+    assert.ok(first, 'nothing received');
+    const acks: Promise<void>[] = [];
+    while (acks.length < count - 1 && Date.now() < deadline) {
+      const got = await consumer.receive({ timeout: Math.max(1, deadline - Date.now()) });
+      if (!got) break;
+      acks.push(got.ack());
+    }
+    assert.equal(acks.length, count - 1, `received ${acks.length} of ${count - 1} while holding the first`);
+    await Promise.all(acks);
+    await first.ack();
+    await consumer.close();
+  });
 });
