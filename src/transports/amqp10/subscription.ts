@@ -25,11 +25,14 @@ import { fixDispositions } from './dispositions.ts';
 import type { Management } from './management.ts';
 import type { Publisher } from './publisher.ts';
 import { AckTransactions } from './transactions.ts';
+import { consumerSession, MAX_WINDOW, WINDOW_SLACK } from './window.ts';
 import { attemptOf, delayedCopy, fqqn, fromAmqp, groupQueue } from './wire.ts';
 
 const ATTACH_TIMEOUT_MS = 30_000;
 /** Pause before attaching again on a connection where an attach failed. */
 const REATTACH_PAUSE_MS = 1000;
+/** Artemis reads link credit as a Java int: a link given more receives nothing at all. */
+const MAX_LINK_CREDIT = 2 ** 31 - 1;
 
 /** One broker of the endpoint list, as a consumer sees it. */
 export interface Site {
@@ -189,7 +192,10 @@ export class Amqp10Subscription implements Subscription {
     this.group = options.group;
     this.#options = options;
     this.#onClose = onClose;
-    this.#credit = Math.max(1, Math.floor(options.prefetch / (options.types.length * sites.length)));
+    // A prefetch beyond what a link's credit and its session's window can hold is the most they can give.
+    const perLink = Math.floor(options.prefetch / (options.types.length * sites.length));
+    const most = Math.min(MAX_LINK_CREDIT, Math.floor((MAX_WINDOW - WINDOW_SLACK) / options.types.length));
+    this.#credit = Math.max(1, Math.min(perLink, most));
     for (const site of sites) {
       this.#unsubscribe.push(site.failover.onOpen((connection) => void this.#attachQuietly(site, connection)));
       this.#unsubscribe.push(site.failover.onLost((connection) => this.#lost(connection)));
@@ -263,9 +269,10 @@ export class Amqp10Subscription implements Subscription {
     const { types, group } = this.#options;
     for (const type of types) await createGroupQueue(site.management, type, group);
     if (this.#closed || site.failover.current !== connection) return;
-    // A session of its own: rhea's session window advances only past settled deliveries, so deliveries this
-    // consumer holds must not stall other consumers, publishes or management replies on the connection.
-    const session = connection.create_session();
+    // A session of its own: deliveries this consumer holds take room in its session's window, so they must not
+    // stall other consumers, publishes or management replies on the connection. Its window has room for the credit
+    // of all its links and frees each delivery as it is settled (window.ts).
+    const session = consumerSession(connection, this.#credit * types.length);
     fixDispositions(session);
     session.begin();
     this.#sessions.set(session, connection);
