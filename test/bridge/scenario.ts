@@ -113,6 +113,8 @@ export class BridgeProcess {
 class Producer {
   readonly confirmed = new Set<string>();
   readonly attempted = new Set<string>();
+  /** id -> seq, to name the missing messages by their place in the stream. */
+  readonly seqOf = new Map<string, number>();
   failures = 0;
   #seq = 0;
   #stopped = false;
@@ -128,6 +130,7 @@ class Producer {
         const seq = this.#seq++;
         const id = randomUUID();
         this.attempted.add(id);
+        this.seqOf.set(id, seq);
         return {
           id,
           item: message(
@@ -328,12 +331,19 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
   await p.stop();
   const expected = [...p.confirmed];
   log(t, `producer stopped: ${expected.length} confirmed, ${p.failures} failed sends retried`);
-  await waitFor(
-    () => expected.every((id) => r.seen.has(id)),
-    240_000,
-    'every confirmed message at the target',
-    () => `${expected.filter((id) => !r.seen.has(id)).length} missing; ${state()}`,
-  );
+  try {
+    await waitFor(
+      () => expected.every((id) => r.seen.has(id)),
+      240_000,
+      'every confirmed message at the target',
+      () => `${expected.filter((id) => !r.seen.has(id)).length} missing; ${state()}`,
+    );
+  } catch (error) {
+    await explainMissing(t, target, type, `reader-${group}`, expected, p, r).catch((e: unknown) =>
+      log(t, `could not explain the missing messages: ${e}`),
+    );
+    throw error;
+  }
   const exit = await bridge.stop();
   log(t, `bridge stopped: ${bridge.stderr.trim().split('\n').at(-1)}`);
   const { forwarded, publishRetries, ackFailures, consumerRestarts, types } = JSON.parse(bridge.lastStats);
@@ -353,4 +363,62 @@ export async function bridgeScenario(t: TestContext, options: ScenarioOptions): 
   assert.deepEqual(r.problems.slice(0, 10), [], 'messages that changed on the way');
   assert.equal(exit.code, 0, `the bridge exits 0 on SIGTERM: ${bridge.stderr}`);
   assert.ok(r.unique >= expected.length);
+}
+
+/**
+ * After a timeout: which messages are missing (seq ranges), what the target's own stats say, and whether the target
+ * holds them (a fresh group reading the type from its oldest message), so a loss at the target (the bridge acked
+ * what the target never stored) is told apart from a reader that skipped what the target holds.
+ */
+async function explainMissing(
+  t: TestContext,
+  target: MessageBus,
+  type: string,
+  readerGroup: string,
+  expected: string[],
+  p: Producer,
+  r: Reader,
+): Promise<void> {
+  const missing = new Set(expected.filter((id) => !r.seen.has(id)));
+  const seqs = [...missing].map((id) => p.seqOf.get(id)!).sort((a, b) => a - b);
+  const ranges: string[] = [];
+  for (let i = 0; i < seqs.length; ) {
+    let j = i;
+    while (j + 1 < seqs.length && seqs[j + 1] === seqs[j]! + 1) j++;
+    ranges.push(i === j ? `${seqs[i]}` : `${seqs[i]}..${seqs[j]}`);
+    i = j + 1;
+  }
+  log(t, `missing ${missing.size}, seq ${ranges.slice(0, 20).join(', ')}${ranges.length > 20 ? ', ...' : ''}`);
+  const stats = await target
+    .admin()
+    .stats(type)
+    .catch((e: unknown) => `${e}`);
+  log(t, `target stats: ${JSON.stringify(stats, (_k, v) => (typeof v === 'bigint' ? String(v) : v))}`);
+  const recount = target.consumer({
+    consumerGroup: `recount-${randomUUID().slice(0, 8)}`,
+    messageTypes: [type],
+    offset: 'earliest',
+    prefetch: 500,
+  });
+  const held = new Set<string>();
+  let records = 0;
+  try {
+    await recount.ready;
+    for (;;) {
+      const m = await recount.receive({ timeout: 10_000 });
+      if (!m) break;
+      records++;
+      held.add(m.id);
+      await m.ack().catch(() => {});
+    }
+  } finally {
+    await recount.close().catch(() => {});
+  }
+  const heldMissing = [...missing].filter((id) => held.has(id)).length;
+  log(
+    t,
+    `a fresh group reading ${type} from its oldest message: ${records} records, ${held.size} unique; ` +
+      `${heldMissing} of the ${missing.size} missing are at the target (the reader skipped them), ` +
+      `${missing.size - heldMissing} are not (lost on the way); reader group ${readerGroup}`,
+  );
 }

@@ -171,7 +171,10 @@ export class KafkaSubscription implements Subscription {
     });
     this.#consumer = consumer;
     consumer.on('error', (error: Error) => this.#restart(consumer, error));
+    // A replaced member's client may still finish a rejoin or a fetch it started (its close does not close its
+    // stream when it had already lost its member id): only the current member's events touch this subscription.
     consumer.on('consumer:group:join', ({ assignments, isLeader }) => {
+      if (this.#consumer !== consumer) return;
       this.#assign(assignments ?? []);
       this.#lead(consumer, isLeader === true);
     });
@@ -204,7 +207,11 @@ export class KafkaSubscription implements Subscription {
       });
       stream.once('close', resolve);
     });
-    stream.on('data', (record: Message<Buffer, Buffer, Buffer, Buffer>) => this.#take(record));
+    stream.on('data', (record: Message<Buffer, Buffer, Buffer, Buffer>) => {
+      // Records of a replaced stream sit past the committed offset the new member starts from: taking them would
+      // mark that gap as already seen, and the acks that follow would commit past messages nobody received.
+      if (this.#stream === stream) this.#take(record);
+    });
     stream.on('error', (error: Error) => this.#restart(consumer, error));
     stream.on('close', () => this.#restart(consumer));
     await fixed;
@@ -491,8 +498,11 @@ export class KafkaSubscription implements Subscription {
   /** The client gave up (broker gone for longer than its retries): start over with a fresh member. */
   #restart(consumer: Consumer<Buffer, Buffer, Buffer, Buffer>, _error?: Error): void {
     if (this.#closed || this.#consumer !== consumer) return;
+    const stream = this.#stream;
     this.#consumer = undefined;
     this.#stream = undefined;
+    stream?.removeAllListeners('data');
+    if (stream && !stream.destroyed) stream.destroy();
     this.#paused = false;
     this.#assigned = new Set();
     this.#leading = false;
