@@ -97,6 +97,14 @@ export interface ProducerEvents {
 }
 
 /** CORTX's MessageProducer. */
+/**
+ * Failed async batches an unheard producer keeps (with their messages) for flush()/close() to report. Beyond it only
+ * counts are kept: through a long outage with no 'error' listener, memory stays bounded.
+ */
+export const MAX_UNREPORTED = 100;
+
+const messagesOf = (failure: BusError) => ((failure.details?.messages as unknown[] | undefined) ?? []).length;
+
 export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
   readonly producerId: string;
   readonly messageType: string;
@@ -108,7 +116,10 @@ export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
   readonly #retries: number;
   readonly #schema: StandardSchemaV1 | undefined;
   readonly #queue: TransportMessage[] = [];
+  /** Failed batches no 'error' listener took, for flush()/close() to throw: the latest MAX_UNREPORTED of them. */
   readonly #unreported: BusError[] = [];
+  /** Failed batches beyond MAX_UNREPORTED: only counted, so a long outage costs bounded memory. */
+  readonly #forgotten = { batches: 0, messages: 0 };
   readonly #idle: Array<() => void> = [];
   readonly #space: Array<() => void> = [];
   readonly #spool: SpoolSender | undefined;
@@ -149,10 +160,7 @@ export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
         mode: method === 'async' ? 'through' : 'fallback',
         publish: (type, batch) => this.#transport.publish(type, batch),
         maxBatch: this.#maxBatch,
-        onFailure: (failure) => {
-          if (this.listenerCount('error') > 0) this.emit('error', failure);
-          else this.#unreported.push(failure);
-        },
+        onFailure: (failure) => this.#report(failure),
       });
     }
   }
@@ -230,8 +238,7 @@ export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
             `${toBusError(error, 'BUSBAR_ERR_PUBLISH', 'publish').message}; the messages are in error.details.messages`,
           { cause: error, retryable, details: { messages: batch } },
         );
-        if (this.listenerCount('error') > 0) this.emit('error', failure);
-        else this.#unreported.push(failure);
+        this.#report(failure);
         return;
       }
     }
@@ -245,14 +252,35 @@ export class Producer<T = unknown> extends EventEmitter<ProducerEvents> {
     if (this.#flushing) await new Promise<void>((resolve) => this.#idle.push(resolve));
     if (this.#spool && !this.#closed) await this.#spool.drained();
     const failures = this.#unreported.splice(0);
-    if (failures.length === 1) throw failures[0];
-    if (failures.length > 1) {
-      const count = failures.reduce((n, f) => n + ((f.details?.messages as unknown[]) ?? []).length, 0);
+    const forgotten = { ...this.#forgotten };
+    this.#forgotten.batches = 0;
+    this.#forgotten.messages = 0;
+    if (failures.length === 1 && forgotten.batches === 0) throw failures[0];
+    if (failures.length > 0) {
+      const count = failures.reduce((n, f) => n + messagesOf(f), 0) + forgotten.messages;
+      const kept =
+        forgotten.batches === 0
+          ? 'see error.details.failures'
+          : `error.details.failures holds the last ${failures.length}; listen for 'error' to see every failure`;
       throw new BusError(
         'BUSBAR_ERR_PUBLISH',
-        `${failures.length} async batches (${count} messages) failed to publish; see error.details.failures`,
-        { cause: new AggregateError(failures), details: { failures } },
+        `${failures.length + forgotten.batches} async batches (${count} messages) failed to publish; ${kept}`,
+        { cause: new AggregateError(failures), details: { failures, forgotten } },
       );
+    }
+  }
+
+  /** A failed async batch: to the 'error' listeners, else kept for flush() (the latest MAX_UNREPORTED, the rest counted). */
+  #report(failure: BusError): void {
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', failure);
+      return;
+    }
+    this.#unreported.push(failure);
+    if (this.#unreported.length > MAX_UNREPORTED) {
+      const oldest = this.#unreported.shift()!;
+      this.#forgotten.batches++;
+      this.#forgotten.messages += messagesOf(oldest);
     }
   }
 

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { MAX_UNREPORTED } from '../../src/bus/producer.ts';
 import { type BusError, MessageBus, message, resolveConfig } from '../../src/index.ts';
 import { loadTransport } from '../../src/transport/registry.ts';
 
@@ -99,4 +100,30 @@ test('the bus refuses use after close, and close is idempotent', async () => {
   await Promise.all([bus.close(), bus.close()]);
   await assert.rejects(bus.send('t', 'x'), { code: 'BUSBAR_ERR_CLOSED' });
   assert.throws(() => bus.consumer({ consumerGroup: 'g', messageTypes: 't' }), { code: 'BUSBAR_ERR_CLOSED' });
+});
+
+test('an unheard async producer keeps the last 100 failed batches and counts the rest', async (t) => {
+  const config = resolveConfig('memory:');
+  const transport = await (await loadTransport(config.scheme))(config.transport);
+  const bus = new MessageBus(transport, config);
+  t.after(() => bus.close().catch(() => {}));
+  const unheard = bus.producer({ messageType: 'orders', method: 'async', retries: 0 });
+  await transport.close();
+  // One message per batch: each send is taken off the queue (and fails) before the next is queued.
+  for (let i = 0; i < MAX_UNREPORTED + 50; i++) {
+    await unheard.send([`m${i}`]);
+    while (unheard.stats().queued > 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  await assert.rejects(unheard.flush(), (error: BusError) => {
+    assert.equal(error.code, 'BUSBAR_ERR_PUBLISH');
+    assert.match(error.message, /^150 async batches \(150 messages\) failed to publish; .*the last 100/);
+    const details = error.details as { failures: BusError[]; forgotten: { batches: number; messages: number } };
+    assert.equal(details.failures.length, MAX_UNREPORTED);
+    assert.deepEqual(details.forgotten, { batches: 50, messages: 50 });
+    // The kept ones are the latest: the last failure holds the last message sent.
+    const [last] = details.failures.at(-1)!.details!.messages as { body: Uint8Array }[];
+    assert.equal(Buffer.from(last!.body).toString(), `m${MAX_UNREPORTED + 49}`);
+    return true;
+  });
+  await unheard.flush(); // reported once: nothing is left to throw
 });
