@@ -30,8 +30,6 @@ const BATCH = 100;
 const PREFETCH = 100;
 const BODY = new Uint8Array(100).fill(0x61);
 const CONSUMED = 2_000;
-/** Rounds stored ahead (warm-up + 5 rounds + spare): Artemis keeps a queue in its heap, so no more than needed. */
-const RESERVOIR_ROUNDS = 7;
 
 function batchOf(type: string, size = BATCH): TransportMessage[] {
   const time = new Date().toISOString();
@@ -159,9 +157,10 @@ export default async function cases(): Promise<BenchCase[]> {
     name: `consume+ack 100B, prefetch ${PREFETCH}`,
     transport: 'amqp10',
     messages: CONSUMED,
-    async setup() {
+    async setup({ rounds }) {
       await setup();
-      await rawPublish(sender, type, CONSUMED * RESERVOIR_ROUNDS * 2);
+      // Each side reads CONSUMED a round: the warm-up and the timed rounds of both sides, and one spare.
+      await rawPublish(sender, type, CONSUMED * (rounds + 2) * 2);
     },
     teardown,
     async subject() {

@@ -25,9 +25,6 @@ const BATCH = 100;
 const PREFETCH = 100;
 const BODY = new Uint8Array(100).fill(0x61);
 const CONSUMED = 2_000;
-/** Rounds' worth of messages stored ahead for the consume case, per side (warm-up + up to --rounds 5 + spare): a broker
- * with the default 384 MiB heap holds them in memory (no paging in the test broker.xml), so no more than that. */
-const RESERVOIR_ROUNDS = 7;
 
 const parsed = new globalThis.URL(URL.replace(/^stomp/, 'http'));
 const host = parsed.hostname;
@@ -172,9 +169,11 @@ export default async function cases(): Promise<BenchCase[]> {
     name: `consume+ack 100B, prefetch ${PREFETCH}`,
     transport: 'stomp',
     messages: CONSUMED,
-    async setup() {
+    async setup({ rounds }) {
       await setup();
-      await raw.publish(type, CONSUMED * RESERVOIR_ROUNDS * 2);
+      // Each side reads CONSUMED a round: the warm-up and the timed rounds of both sides, and one spare. The test
+      // broker.xml does not page, so Artemis holds them in its heap: many rounds want BUSBAR_ARTEMIS_HEAP raised.
+      await raw.publish(type, CONSUMED * (rounds + 2) * 2);
     },
     teardown,
     async subject() {
