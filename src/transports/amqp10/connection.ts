@@ -205,6 +205,9 @@ export class FailoverConnection {
       idle_time_out: o.idleTimeoutMs,
       container_id: o.containerId,
       hostname: endpoint.host,
+      // Each processing pass leaves as one writev (batchWrites): send it at once, do not wait for the last one's ACK.
+      // rhea turns this on anyway at the first open_receiver (management's reply receiver), but not before.
+      tcp_no_delay: true,
     };
     if (o.tls) {
       Object.assign(options, {
@@ -369,18 +372,22 @@ export class FailoverConnection {
 }
 
 /**
- * rhea writes every frame of an output pass with its own socket.write (a system call each: 100 transfers of a
- * publish, 100 dispositions of a consumer's acks); corked for the pass, they leave in one writev.
+ * rhea writes every frame with its own socket.write, one output() call per frame (Connection._write_frame): 100
+ * transfers of a publish, 100 dispositions of a consumer's acks, each a system call and, with TCP_NODELAY (which rhea
+ * turns on at the first open_receiver, e.g. management's reply receiver), each its own TCP segment for the broker to
+ * read. Corked for the whole of rhea's processing pass (`_process`, scheduled once per tick, looked up on the
+ * connection each time, which writes every frame of its sessions and links), the frames of a pass leave in one writev.
+ * Corking nests, so output() inside the pass writes nothing until the pass ends.
  */
 function batchWrites(connection: Connection): void {
-  const raw = connection as unknown as { output(): void; socket?: { cork(): void; uncork(): void } };
-  const output = raw.output;
-  if (typeof output !== 'function') return;
-  raw.output = function corked(this: typeof raw) {
+  const raw = connection as unknown as { _process(): void; socket?: { cork(): void; uncork(): void } };
+  const pass = raw._process;
+  if (typeof pass !== 'function') return;
+  raw._process = function corked(this: typeof raw) {
     const socket = this.socket;
     socket?.cork();
     try {
-      output.call(this);
+      pass.call(this);
     } finally {
       socket?.uncork();
     }
