@@ -10,11 +10,12 @@ import { after, before, test } from 'node:test';
 import { MessageBus } from '../../src/index.ts';
 import { uniqueGroup, uniqueType } from '../conformance/suite.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
+import { freePort } from '../helpers/ports.ts';
 import { artemisJarsAvailable, startTlsArtemis, type TlsArtemis } from './fixtures/artemis-tls.ts';
 
-// Instance 10 of scripts/brokers/artemis's numbering (AMQP 5672 + 10N, STOMP 61603 + 10N), never started by it.
-const AMQP_PORT = 5772;
-const STOMP_PORT = 61703;
+// Free ports, asked for when the broker starts: a fixed pair could be taken by another broker on this machine.
+let AMQP_PORT = 0;
+let STOMP_PORT = 0;
 let broker: TlsArtemis | undefined;
 let skip: string | undefined;
 
@@ -23,6 +24,8 @@ before(async () => {
     artemisJarsAvailable();
   });
   if (skip) return;
+  AMQP_PORT = await freePort();
+  STOMP_PORT = await freePort();
   broker = await startTlsArtemis({
     name: 'amqp10-external',
     amqpPort: AMQP_PORT,

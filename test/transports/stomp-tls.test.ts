@@ -7,10 +7,12 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { MessageBus } from '../../src/index.ts';
 import { brokerSkipReason } from '../helpers/brokers.ts';
+import { freePort } from '../helpers/ports.ts';
 import { artemisJarsAvailable, startTlsArtemis, type TlsArtemis } from './fixtures/artemis-tls.ts';
 
-const AMQP_PORT = 5762;
-const STOMP_PORT = 61693;
+// Free ports, asked for when the broker starts: a fixed pair could be taken by another broker on this machine.
+let AMQP_PORT = 0;
+let STOMP_PORT = 0;
 let broker: TlsArtemis | undefined;
 let skip: string | undefined;
 
@@ -19,6 +21,8 @@ before(async () => {
     artemisJarsAvailable();
   });
   if (skip) return;
+  AMQP_PORT = await freePort();
+  STOMP_PORT = await freePort();
   broker = await startTlsArtemis({
     name: 'stomp-tls',
     amqpPort: AMQP_PORT,
