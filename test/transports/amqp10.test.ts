@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { before, describe, it } from 'node:test';
+import { before, describe, it, type TestContext } from 'node:test';
 import { readConfigFile } from '../../src/config/index.ts';
 import { MessageBus } from '../../src/index.ts';
 import { transportNameFor } from '../../src/transport/registry.ts';
@@ -107,13 +107,10 @@ describe('amqp10 transport: prefetch', () => {
     skip = await brokerSkipReason('amqp10', () => tcpReachable(host, port));
   });
 
-  // rhea's default session window is 2,048 deliveries, and a held delivery keeps its slot: a consumer with a larger
-  // prefetch that held what it had received stalled at 2,048.
-  it('holds a prefetch beyond 2,048 unacked deliveries, then acks them all', async (t) => {
-    if (skip) return t.skip(skip);
-    const count = 3000;
+  /** A bus on the shared broker and a new type, both gone when the test ends. */
+  async function openBus(t: TestContext, label: string): Promise<{ bus: MessageBus; type: string }> {
     const bus = await MessageBus.connect({ broker: BROKERS.amqp10 });
-    const type = uniqueType('prefetch');
+    const type = uniqueType(label);
     t.after(async () => {
       await bus
         .admin()
@@ -121,6 +118,15 @@ describe('amqp10 transport: prefetch', () => {
         .catch(() => {});
       await bus.close();
     });
+    return { bus, type };
+  }
+
+  // rhea's default session window is 2,048 deliveries, and a held delivery keeps its slot: a consumer with a larger
+  // prefetch that held what it had received stalled at 2,048.
+  it('holds a prefetch beyond 2,048 unacked deliveries, then acks them all', async (t) => {
+    if (skip) return t.skip(skip);
+    const count = 3000;
+    const { bus, type } = await openBus(t, 'prefetch');
     const consumer = bus.consumer({
       consumerGroup: uniqueGroup(),
       messageTypes: [type],
@@ -153,15 +159,7 @@ describe('amqp10 transport: prefetch', () => {
   // credit beyond 2^32 - 1 could not even be encoded (the connection dropped and came back, over and over).
   it('a prefetch beyond what a link can hold is the most it can hold', async (t) => {
     if (skip) return t.skip(skip);
-    const bus = await MessageBus.connect({ broker: BROKERS.amqp10 });
-    const type = uniqueType('prefetch-max');
-    t.after(async () => {
-      await bus
-        .admin()
-        .deregisterMessageType(type)
-        .catch(() => {});
-      await bus.close();
-    });
+    const { bus, type } = await openBus(t, 'prefetch-max');
     const consumer = bus.consumer({
       consumerGroup: uniqueGroup(),
       messageTypes: [type],
@@ -180,15 +178,7 @@ describe('amqp10 transport: prefetch', () => {
   it('one held delivery does not stop the deliveries after it', async (t) => {
     if (skip) return t.skip(skip);
     const count = 2500;
-    const bus = await MessageBus.connect({ broker: BROKERS.amqp10 });
-    const type = uniqueType('held');
-    t.after(async () => {
-      await bus
-        .admin()
-        .deregisterMessageType(type)
-        .catch(() => {});
-      await bus.close();
-    });
+    const { bus, type } = await openBus(t, 'held');
     const consumer = bus.consumer({
       consumerGroup: uniqueGroup(),
       messageTypes: [type],
