@@ -413,8 +413,9 @@ function within30s<T>(settle: (resolve: (value: T) => void) => void, what: strin
 
 /**
  * AMQP 1.0 on Artemis, beside raw rhea (as bench/amqp10.ts uses it): a sender whose messages are settled by the
- * broker's `accepted`, and a receiver on the group's queue (its FQQN) with RAW_PREFETCH credits, accepting each
- * message and giving its credit back.
+ * broker's `accepted` (a message waits while the link has no credit or the session no room, as busbar's publisher
+ * does), and a receiver on the group's queue (its FQQN) with RAW_PREFETCH credits, accepting each message and giving
+ * its credit back.
  */
 async function rawRhea(context: RawContext): Promise<Side> {
   const { fqqn, toAmqp } = await import('../src/transports/amqp10/wire.ts');
@@ -444,18 +445,31 @@ async function rawRhea(context: RawContext): Promise<Side> {
   receiver.add_credit(RAW_PREFETCH);
   const sender = connection.open_sender({ target: { address: type } });
   await within30s((resolve) => sender.once('sender_open', resolve), 'rhea: the sender did not open');
+  // As busbar's publisher does (src/transports/amqp10/publisher.ts): a message that finds no credit or a full session
+  // window waits its turn, sent on 'sendable' or once a settlement frees the window (rhea's send() without room
+  // overflows the session's delivery buffer and stalls the link for good).
   const settled = new Map<unknown, { resolve: () => void; reject: (error: Error) => void }>();
+  const waiting: { resolve: () => void; reject: (error: Error) => void }[] = [];
+  const flush = () => {
+    while (waiting.length > 0 && sender.sendable()) {
+      settled.set(sender.send(toAmqp(messagesOf(type, 1)[0]!)), waiting.shift()!);
+    }
+  };
+  sender.on('sendable', flush);
   sender.on('accepted', (ctx) => {
     settled.get(ctx.delivery)?.resolve();
     settled.delete(ctx.delivery);
+    flush();
   });
   sender.on('rejected', (ctx) => {
     settled.get(ctx.delivery)?.reject(new Error('rejected'));
     settled.delete(ctx.delivery);
+    flush();
   });
   const send = () =>
     new Promise<void>((resolve, reject) => {
-      settled.set(sender.send(toAmqp(messagesOf(type, 1)[0]!)), { resolve, reject });
+      waiting.push({ resolve, reject });
+      flush();
     });
   return { recorder, send };
 }
