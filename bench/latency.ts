@@ -12,7 +12,8 @@
  *
  * busbar's side is `bus.handle` (concurrency 8, its default read-ahead) and knows each message by an index written
  * into its 100-byte body. The raw loops count messages without reading them, so the raw side pairs the k-th arrival
- * with the k-th due time: exact where the broker delivers in publish order (one queue, stream or partition, as here).
+ * with the k-th due time: exact where the broker delivers in publish order (one queue, stream, partition or socket, as
+ * here).
  */
 import { randomUUID } from 'node:crypto';
 import type { MessageBus } from '../src/index.ts';
